@@ -1,0 +1,1 @@
+"""What the caller may do: canonical paths, URL rules, CORS, trusted proxies."""

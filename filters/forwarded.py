@@ -1,0 +1,106 @@
+"""Who the client is: believe X-Forwarded-* only when the peer is a trusted proxy."""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+# Headers a client may use to claim an address, scheme or host; porter sets its own.
+FORWARDING_HEADERS = (
+    "Forwarded",
+    "X-Forwarded-For",
+    "X-Forwarded-Proto",
+    "X-Forwarded-Host",
+    "X-Forwarded-Port",
+    "X-Forwarded-Prefix",
+    "X-Forwarded-Server",
+    "X-Forwarded-Ssl",
+    "X-Real-IP",
+    "X-Client-IP",
+)
+
+_HOST = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+)(:[0-9]{1,5})?$")
+
+
+@dataclass(frozen=True)
+class Client:
+    """The client as porter believes it: address, scheme and host, and the hops to report."""
+
+    address: str
+    scheme: str
+    host: str
+    forwarded_for: tuple[str, ...]
+
+
+def _parse_ip(text: str) -> IPAddress | None:
+    text = text.strip()
+    if text.startswith("[") and "]" in text:  # [v6]:port
+        text = text[1 : text.index("]")]
+    elif text.count(":") == 1:  # v4:port
+        text = text.split(":", 1)[0]
+    try:
+        return ipaddress.ip_address(text)
+    except ValueError:
+        return None
+
+
+def _last_value(values: Sequence[str]) -> str | None:
+    items = [v.strip() for value in values for v in value.split(",") if v.strip()]
+    return items[-1] if items else None
+
+
+class TrustedProxies:
+    """The peers whose forwarding headers are believed (default: none)."""
+
+    def __init__(self, cidrs: Iterable[str] = ()) -> None:
+        self._networks: tuple[IPNetwork, ...] = tuple(
+            ipaddress.ip_network(c, strict=False) for c in cidrs
+        )
+
+    def trusts(self, address: IPAddress | None) -> bool:
+        if address is None:
+            return False
+        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+            address = address.ipv4_mapped
+        return any(address in net for net in self._networks)
+
+    def resolve(
+        self,
+        peer: str | None,
+        scheme: str,
+        host: str | None,
+        forwarded_for: Sequence[str] = (),
+        forwarded_proto: Sequence[str] = (),
+        forwarded_host: Sequence[str] = (),
+    ) -> Client:
+        """The client behind `peer`; header values are all those the request carried."""
+        peer_text = peer or "unknown"
+        host = host or ""
+        peer_ip = _parse_ip(peer_text)
+        if not self.trusts(peer_ip):
+            return Client(peer_text, scheme, host, (peer_text,))
+        hops = [h.strip() for value in forwarded_for for h in value.split(",") if h.strip()]
+        chain = [*hops, peer_text]
+        # Walk from the nearest hop outwards; the first hop we do not trust is the client.
+        index = len(chain) - 1
+        while index > 0:
+            candidate = _parse_ip(chain[index - 1])
+            if candidate is None:
+                break
+            index -= 1
+            if not self.trusts(candidate):
+                break
+        client = chain[index]
+        proto = _last_value(forwarded_proto)
+        if proto is not None and proto.lower() in ("http", "https"):
+            scheme = proto.lower()
+        fwd_host = _last_value(forwarded_host)
+        if fwd_host is not None and _HOST.match(fwd_host):
+            host = fwd_host
+        address = str(_parse_ip(client) or client)
+        return Client(address, scheme, host, tuple(chain[index:]))

@@ -1,0 +1,1 @@
+"""The aiohttp app and its composition root: settings, middleware, forwarding, porter's pages."""

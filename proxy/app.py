@@ -1,0 +1,95 @@
+"""The composition root: build the aiohttp app from settings."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import aiohttp
+import jinja2
+from aiohttp import web
+
+from filters.forwarded import TrustedProxies
+from proxy import endpoints
+from proxy.context import request_scope
+from proxy.errors import error_response
+from proxy.forward import forward
+from proxy.keys import (
+    CLIENT_SESSION,
+    READINESS_CHECKS,
+    SCOPE,
+    SETTINGS,
+    TEMPLATES,
+    TRUSTED_PROXIES,
+    WEBSOCKETS,
+)
+from proxy.settings import Settings
+from proxy.websocket import forward_websocket, is_websocket
+
+log = logging.getLogger("porter.proxy")
+
+TEMPLATE_DIR = Path(__file__).resolve().parent / "templates"
+
+
+def create_app(settings: Settings) -> web.Application:
+    """The porter application for `settings` (nothing is started until it runs)."""
+    proxy = settings.proxy
+    # Porter's body limit is enforced while streaming (413), not by aiohttp's read() cap.
+    app = web.Application(middlewares=[request_scope], client_max_size=1024**2)
+    app[SETTINGS] = settings
+    app[TRUSTED_PROXIES] = TrustedProxies(proxy.trusted_proxies)
+    app[TEMPLATES] = _templates(settings)
+    app[READINESS_CHECKS] = {"upstream": endpoints.upstream_check(app)}
+    app[WEBSOCKETS] = set()
+    app.cleanup_ctx.append(_client_session)
+    app.on_shutdown.append(_close_websockets)
+    endpoints.add_routes(app, proxy.prefix)
+    app.router.add_route("*", "/{tail:.*}", _dispatch)
+    return app
+
+
+def _templates(settings: Settings) -> jinja2.Environment:
+    return jinja2.Environment(
+        loader=jinja2.FileSystemLoader([str(TEMPLATE_DIR)]),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+    )
+
+
+async def _dispatch(request: web.Request) -> web.StreamResponse:
+    prefix = request.app[SETTINGS].proxy.prefix
+    path = request.raw_path.split("?", 1)[0]
+    if prefix and not (path == prefix or path.startswith(prefix + "/")):
+        return error_response(request, 404)
+    if request[SCOPE].path.startswith(endpoints.RESERVED):
+        return error_response(request, 404)
+    if is_websocket(request):
+        return await forward_websocket(request)
+    return await forward(request)
+
+
+async def _client_session(app: web.Application) -> AsyncIterator[None]:
+    proxy = app[SETTINGS].proxy
+    connector = aiohttp.TCPConnector(
+        limit=proxy.upstream_connections, limit_per_host=proxy.upstream_connections
+    )
+    timeout = aiohttp.ClientTimeout(
+        total=None, sock_connect=proxy.connect_timeout, sock_read=proxy.read_timeout
+    )
+    session = aiohttp.ClientSession(
+        connector=connector,
+        timeout=timeout,
+        auto_decompress=False,
+        cookie_jar=aiohttp.DummyCookieJar(),  # cookies belong to the browser or a session record
+        skip_auto_headers=("User-Agent", "Accept-Encoding"),
+    )
+    app[CLIENT_SESSION] = session
+    yield
+    await session.close()
+
+
+async def _close_websockets(app: web.Application) -> None:
+    open_sockets: set[web.WebSocketResponse] = app[WEBSOCKETS]
+    for ws in list(open_sockets):
+        await ws.close(code=aiohttp.WSCloseCode.GOING_AWAY, message=b"server shutdown")

@@ -1,0 +1,61 @@
+"""Porter's own endpoints under /porter/: liveness and readiness."""
+
+from __future__ import annotations
+
+import asyncio
+
+import aiohttp
+from aiohttp import web
+
+from proxy.keys import CLIENT_SESSION, READINESS_CHECKS, SETTINGS, ReadinessCheck
+
+RESERVED = "/porter/"
+
+
+async def healthz(request: web.Request) -> web.Response:
+    """The process is alive and its event loop answers."""
+    return web.json_response({"status": "ok"}, headers={"Cache-Control": "no-store"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    """Every readiness check passes (OMERO.web reachable; later issues add more)."""
+    checks = request.app[READINESS_CHECKS]
+    names = list(checks)
+    results = await asyncio.gather(*(checks[n]() for n in names), return_exceptions=True)
+    report: dict[str, dict[str, object]] = {}
+    for name, result in zip(names, results, strict=True):
+        if isinstance(result, BaseException):
+            report[name] = {"ok": False, "detail": type(result).__name__}
+        else:
+            report[name] = {"ok": result[0], "detail": result[1]}
+    ready = all(r["ok"] for r in report.values())
+    return web.json_response(
+        {"status": "ready" if ready else "unavailable", "checks": report},
+        status=200 if ready else 503,
+        headers={"Cache-Control": "no-store"},
+    )
+
+
+def upstream_check(app: web.Application) -> ReadinessCheck:
+    """OMERO.web answers HTTP at all (any status counts as reachable)."""
+
+    async def check() -> tuple[bool, str]:
+        settings = app[SETTINGS].proxy
+        timeout = aiohttp.ClientTimeout(total=settings.connect_timeout + 2)
+        try:
+            async with app[CLIENT_SESSION].head(
+                settings.upstream + "/", allow_redirects=False, timeout=timeout
+            ) as resp:
+                return True, f"HTTP {resp.status}"
+        except asyncio.TimeoutError:
+            return False, "timed out"
+        except (aiohttp.ClientError, OSError) as exc:
+            return False, f"unreachable ({type(exc).__name__})"
+
+    return check
+
+
+def add_routes(app: web.Application, prefix: str) -> None:
+    base = prefix + RESERVED
+    app.router.add_get(base + "healthz", healthz, allow_head=True)
+    app.router.add_get(base + "readyz", readyz, allow_head=True)

@@ -1,0 +1,148 @@
+"""Forward a request to OMERO.web and stream the answer back, never buffering a body."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+
+import aiohttp
+from aiohttp import hdrs, web
+from multidict import CIMultiDict
+from yarl import URL
+
+from filters.forwarded import FORWARDING_HEADERS
+from proxy.errors import error_response
+from proxy.headers import end_to_end
+from proxy.keys import CLIENT_SESSION, SCOPE, SETTINGS
+
+log = logging.getLogger("porter.proxy")
+
+CHUNK = 64 * 1024
+# Bodies up to this size, of declared length, are read whole and sent with the headers.
+SMALL_BODY = 64 * 1024
+
+# Never sent upstream as the client sent them: porter sets these itself.
+REQUEST_DROP = (*FORWARDING_HEADERS, hdrs.EXPECT, "X-Request-Id")
+
+
+class BodyTooLarge(Exception):
+    """The streamed request body went past the configured limit."""
+
+
+class LimitedBody:
+    """The request body as an async iterator that stops past `limit` bytes."""
+
+    def __init__(self, content: aiohttp.StreamReader, limit: int) -> None:
+        self._content = content
+        self._limit = limit
+        self.exceeded = False
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        seen = 0
+        async for chunk in self._content.iter_chunked(CHUNK):
+            seen += len(chunk)
+            if seen > self._limit:
+                self.exceeded = True
+                raise BodyTooLarge
+            yield chunk
+
+
+def upstream_headers(request: web.Request) -> CIMultiDict[str]:
+    """The client's end-to-end headers plus porter's own forwarding headers."""
+    scope = request[SCOPE]
+    headers = end_to_end(request.headers, drop=REQUEST_DROP)
+    headers[hdrs.X_FORWARDED_FOR] = ", ".join(scope.client.forwarded_for)
+    headers[hdrs.X_FORWARDED_PROTO] = scope.client.scheme
+    if scope.client.host:
+        headers[hdrs.X_FORWARDED_HOST] = scope.client.host
+    headers["X-Request-Id"] = scope.request_id
+    return headers
+
+
+def upstream_url(request: web.Request) -> URL:
+    """OMERO.web's URL for this request: the same raw path and query, byte for byte."""
+    base = request.app[SETTINGS].proxy.upstream.rstrip("/")
+    return URL(base + request.raw_path, encoded=True)
+
+
+def _has_body(request: web.Request) -> bool:
+    return request.content_length not in (None, 0) or hdrs.TRANSFER_ENCODING in request.headers
+
+
+async def forward(request: web.Request) -> web.StreamResponse:
+    """Send `request` to OMERO.web as it is and stream the answer back."""
+    settings = request.app[SETTINGS].proxy
+    limit = settings.max_body_size
+    if request.content_length is not None and request.content_length > limit:
+        return error_response(request, 413, headers={hdrs.CONNECTION: "close"})
+    body = LimitedBody(request.content, limit) if _has_body(request) else None
+    session = request.app[CLIENT_SESSION]
+    try:
+        upstream = await session.request(
+            request.method,
+            upstream_url(request),
+            headers=upstream_headers(request),
+            data=body.__aiter__() if body is not None else None,
+            allow_redirects=False,
+        )
+    except asyncio.TimeoutError:
+        log.warning("upstream timed out rid=%s", request[SCOPE].request_id)
+        return error_response(request, 504)
+    except (aiohttp.ClientError, BodyTooLarge, OSError) as exc:
+        if body is not None and body.exceeded:
+            return error_response(request, 413, headers={hdrs.CONNECTION: "close"})
+        log.warning(
+            "upstream unreachable rid=%s: %s", request[SCOPE].request_id, type(exc).__name__
+        )
+        return error_response(request, 502)
+    async with upstream:
+        return await relay(request, upstream)
+
+
+def _small_body(request: web.Request, upstream: aiohttp.ClientResponse) -> bool:
+    """A short body of known length: sent in one write with its headers, which is faster."""
+    length = upstream.content_length
+    return (
+        length is not None
+        and length <= SMALL_BODY
+        and request.method != hdrs.METH_HEAD
+        and upstream.status not in (204, 304)
+    )
+
+
+async def relay(request: web.Request, upstream: aiohttp.ClientResponse) -> web.StreamResponse:
+    """Send OMERO.web's answer to the client: short bodies at once, the rest streamed."""
+    headers = end_to_end(upstream.headers)
+    headers["X-Request-Id"] = request[SCOPE].request_id
+    if _small_body(request, upstream):
+        try:
+            body = await upstream.read()
+        except (asyncio.TimeoutError, aiohttp.ClientError):
+            return error_response(request, 502)
+        headers.popall(hdrs.CONTENT_LENGTH, None)
+        return web.Response(
+            status=upstream.status, reason=upstream.reason, body=body, headers=headers
+        )
+    response = web.StreamResponse(status=upstream.status, reason=upstream.reason)
+    response.headers.extend(headers)
+    try:
+        await response.prepare(request)
+        async for chunk in upstream.content.iter_any():
+            await response.write(chunk)
+    except ConnectionResetError:
+        # The client went away; nobody is left to answer.
+        log.debug("client gone mid-response rid=%s", request[SCOPE].request_id)
+        return response
+    except (asyncio.TimeoutError, aiohttp.ClientError) as exc:
+        # Headers are gone already: the only honest signal left is to cut the connection.
+        log.warning(
+            "upstream failed mid-response rid=%s: %s",
+            request[SCOPE].request_id,
+            type(exc).__name__,
+        )
+        if request.transport is not None:
+            request.transport.close()
+        return response
+    await response.write_eof()
+    return response

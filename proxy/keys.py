@@ -1,0 +1,35 @@
+"""Typed keys for application and request state."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+import aiohttp
+import jinja2
+from aiohttp import web
+
+from filters.forwarded import Client, TrustedProxies
+from proxy.settings import Settings
+
+
+@dataclass(frozen=True)
+class RequestScope:
+    """What porter knows about a request before deciding anything."""
+
+    request_id: str
+    client: Client
+    path: str  # the path below the mount prefix, as received (still percent-encoded)
+
+
+# A readiness check answers (ok, detail); detail is shown on /porter/readyz.
+ReadinessCheck = Callable[[], Awaitable[tuple[bool, str]]]
+
+SETTINGS = web.AppKey("settings", Settings)
+CLIENT_SESSION = web.AppKey("client_session", aiohttp.ClientSession)
+TRUSTED_PROXIES = web.AppKey("trusted_proxies", TrustedProxies)
+TEMPLATES = web.AppKey("templates", jinja2.Environment)
+READINESS_CHECKS = web.AppKey("readiness_checks", dict[str, ReadinessCheck])
+WEBSOCKETS = web.AppKey("websockets", set[web.WebSocketResponse])
+
+SCOPE = web.RequestKey("scope", RequestScope)

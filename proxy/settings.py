@@ -1,0 +1,146 @@
+"""Porter's settings: read config.toml once, apply environment overrides, validate everything.
+
+Each package owns the dataclass of its own section; this module only composes them.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from proxy.config import ConfigError, Problem, build, env_overrides, merge, tomllib
+
+__all__ = ["DEFAULT_CONFIG", "ConfigError", "ProxySettings", "Settings", "load_settings"]
+
+DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "config.toml"
+
+
+def _check_upstream(value: str) -> None:
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError("must be an http:// or https:// URL with a host")
+    if parts.path not in ("", "/") or parts.query or parts.fragment:
+        raise ValueError("must not have a path, query or fragment (use prefix for a mount path)")
+    try:
+        _ = parts.port
+    except ValueError as exc:
+        raise ValueError(str(exc)) from None
+
+
+def _check_prefix(value: str) -> None:
+    if value == "":
+        return
+    if not value.startswith("/") or value.endswith("/") or "//" in value:
+        raise ValueError('must be empty or a path like "/omero" (leading slash, no trailing slash)')
+    if any(seg in (".", "..") for seg in value.split("/")) or any(c in value for c in "?#%\\ "):
+        raise ValueError("must be a plain path without dot segments, ?, #, % or spaces")
+
+
+def _check_cidrs(value: tuple[str, ...]) -> None:
+    for item in value:
+        try:
+            ipaddress.ip_network(item, strict=False)
+        except ValueError:
+            raise ValueError(f"{item!r} is not an IP address or CIDR network") from None
+
+
+@dataclass(frozen=True)
+class ProxySettings:
+    """The listener, the upstream OMERO.web and the forwarding limits."""
+
+    host: str = field(default="127.0.0.1", metadata={"doc": "Address porter listens on"})
+    port: int = field(
+        default=8080, metadata={"doc": "Port porter listens on", "min": 1, "max": 65535}
+    )
+    upstream: str = field(
+        default="http://127.0.0.1:4080",
+        metadata={"doc": "Base URL of OMERO.web (its gunicorn)", "check": _check_upstream},
+    )
+    prefix: str = field(
+        default="",
+        metadata={
+            "doc": "Mount path of porter and OMERO.web, e.g. /omero (OMERO.web's omero.web.prefix)",
+            "check": _check_prefix,
+        },
+    )
+    debug: bool = field(
+        default=False,
+        metadata={"doc": "Show tracebacks on error pages (omero.web.debug); never in production"},
+    )
+    trusted_proxies: tuple[str, ...] = field(
+        default=(),
+        metadata={
+            "doc": "CIDRs whose X-Forwarded-* headers are believed (default: trust none)",
+            "check": _check_cidrs,
+        },
+    )
+    connect_timeout: float = field(
+        default=5.0,
+        metadata={"doc": "Seconds to connect to OMERO.web before answering 502", "min": 0.1},
+    )
+    read_timeout: float = field(
+        default=60.0,
+        metadata={"doc": "Seconds OMERO.web may stay silent before answering 504", "min": 0.1},
+    )
+    max_body_size: int = field(
+        default=100 * 1024 * 1024,
+        metadata={"doc": "Largest request body in bytes; bigger gets 413", "min": 0},
+    )
+    upstream_connections: int = field(
+        default=100,
+        metadata={"doc": "Most connections held open to OMERO.web at once", "min": 1},
+    )
+    shutdown_grace: float = field(
+        default=30.0,
+        metadata={"doc": "Seconds in-flight requests may finish after SIGTERM", "min": 0},
+    )
+    log_level: str = field(
+        default="info",
+        metadata={"doc": "Logging level", "choices": ("debug", "info", "warning", "error")},
+    )
+    access_log: bool = field(default=True, metadata={"doc": "Log one line per request"})
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every section of config.toml."""
+
+    proxy: ProxySettings = field(default_factory=ProxySettings)
+
+
+def _name_source(problem: Problem, sources: Mapping[str, str]) -> Problem:
+    for key, variable in sources.items():
+        if problem.key == key or problem.key.startswith((key + ".", key + "[")):
+            return Problem(f"{problem.key} (from {variable})", problem.message)
+    return problem
+
+
+def load_settings(
+    path: Path | str | None = None, environ: Mapping[str, str] | None = None
+) -> Settings:
+    """Read `path` (default: the shipped config.toml), apply PORTER_* overrides, validate.
+
+    Raises ConfigError listing every problem found.
+    """
+    source = Path(path) if path is not None else DEFAULT_CONFIG
+    environ = os.environ if environ is None else environ
+    try:
+        with source.open("rb") as fh:
+            table: dict[str, Any] = tomllib.load(fh)
+    except OSError as exc:
+        raise ConfigError(
+            str(source), [Problem("file", f"cannot read: {exc.strerror or exc}")]
+        ) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(str(source), [Problem("syntax", str(exc))]) from None
+    overrides, sources, problems = env_overrides(environ)
+    settings = build(Settings, merge(table, overrides), "", problems)
+    if problems:
+        raise ConfigError(str(source), [_name_source(p, sources) for p in problems])
+    return typing.cast(Settings, settings)

@@ -1,0 +1,93 @@
+#!/usr/bin/env python3
+"""omero-porter command line: serve (default) | check.
+
+Exit codes: 0 ok, 2 usage or configuration error, 1 runtime failure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from proxy.config import ConfigError, dump
+from proxy.settings import DEFAULT_CONFIG, Settings, load_settings
+
+EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
+
+
+def _serve(args: argparse.Namespace, settings: Settings) -> int:
+    from dataclasses import replace
+
+    from proxy.server import configure_logging, serve
+
+    proxy = settings.proxy
+    proxy = replace(
+        proxy,
+        host=args.host if args.host is not None else proxy.host,
+        port=args.port if args.port is not None else proxy.port,
+    )
+    settings = replace(settings, proxy=proxy)
+    configure_logging(proxy.log_level)
+    try:
+        serve(settings)
+    except OSError as exc:
+        print(
+            f"porter: cannot serve on {proxy.host}:{proxy.port}: {exc.strerror or exc}",
+            file=sys.stderr,
+        )
+        return EXIT_FAILURE
+    return EXIT_OK
+
+
+def _check(args: argparse.Namespace, settings: Settings) -> int:
+    print(f"# {args.config}: configuration is valid; effective settings (secrets masked):")
+    for line in dump(settings):
+        print(line)
+    return EXIT_OK
+
+
+Command = Callable[[argparse.Namespace, Settings], int]
+
+
+def parser() -> tuple[argparse.ArgumentParser, dict[str, Command]]:
+    top = argparse.ArgumentParser(
+        prog="run.py", description="omero-porter: a gateway in front of OMERO.web"
+    )
+    config = argparse.ArgumentParser(add_help=False)
+    config.add_argument(
+        "--config", type=Path, default=DEFAULT_CONFIG, help="config file (default: %(default)s)"
+    )
+    sub = top.add_subparsers(dest="command", metavar="COMMAND")
+    commands: dict[str, Command] = {}
+
+    serve = sub.add_parser("serve", parents=[config], help="run the gateway (default)")
+    serve.add_argument("--host", help="listen address (overrides proxy.host)")
+    serve.add_argument("--port", type=int, help="listen port (overrides proxy.port)")
+    commands["serve"] = _serve
+
+    sub.add_parser("check", parents=[config], help="validate the configuration and print it")
+    commands["check"] = _check
+    return top, commands
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    top, commands = parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or (argv[0].startswith("-") and argv[0] not in ("-h", "--help")):
+        argv.insert(0, "serve")
+    try:
+        args = top.parse_args(argv)
+    except SystemExit as exc:  # argparse exits 2 on usage errors, 0 on --help
+        return int(exc.code or 0)
+    try:
+        settings = load_settings(args.config)
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return EXIT_USAGE
+    return commands[args.command](args, settings)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,71 @@
+#!/usr/bin/env bash
+# Install what porter needs, idempotently: system packages, a virtualenv in .venv, the patched
+# zeroc-ice wheel (built once, cached outside the tree), porter and its Python packages.
+#   scripts/setup.sh run    what the gateway needs
+#   scripts/setup.sh test   plus what the tests need (redis-server, aiosmtpd, omero-web, ...)
+set -euo pipefail
+
+mode=${1:-run}
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$root"
+python=${PYTHON:-python3}
+
+say() { echo "setup: $*" >&2; }
+
+# Run a command with its output kept in a log, shown only when it fails.
+quiet() {
+  local log
+  log=$(mktemp)
+  if ! "$@" >"$log" 2>&1; then
+    cat "$log" >&2
+    rm -f "$log"
+    say "failed: $*"
+    exit 1
+  fi
+  rm -f "$log"
+}
+
+apt_install() {
+  local missing=()
+  for pkg in "$@"; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+  done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  local sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  say "installing system packages: ${missing[*]}"
+  $sudo apt-get update -qq >/dev/null
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
+}
+
+# g++ and the headers zeroc-ice compiles against (only used when the wheel is not cached yet).
+build_packages=(g++ libssl-dev libbz2-dev)
+test_packages=(redis-server)
+
+case "$mode" in
+  run) apt_install "${build_packages[@]}" ;;
+  test) apt_install "${build_packages[@]}" "${test_packages[@]}" ;;
+  *) echo "usage: scripts/setup.sh run|test" >&2; exit 2 ;;
+esac
+
+if [ ! -x .venv/bin/python ]; then
+  say "creating .venv with $($python --version)"
+  $python -m venv .venv
+fi
+venv_python=.venv/bin/python
+
+stamp=.venv/.porter-installed-$mode
+want=$(cat pyproject.toml scripts/setup.sh scripts/ice_wheel.sh | sha256sum | cut -d' ' -f1)
+if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
+  exit 0
+fi
+
+quiet $venv_python -m pip install --upgrade pip setuptools wheel
+wheel=$(bash scripts/ice_wheel.sh "$venv_python")
+extras=""
+[ "$mode" = test ] && extras="[test]"
+say "installing porter$extras and its packages"
+quiet $venv_python -m pip install "$wheel" -e ".$extras"
+$venv_python -c "import aiohttp, Ice, omero, jwt, cachetools, aiosmtplib" \
+  || { say "the installed packages do not import; remove .venv and run again"; exit 1; }
+echo "$want" >"$stamp"

@@ -1,0 +1,5 @@
+"""Fixture plugins shared by the whole suite."""
+
+pytest_plugins = [
+    "tests.porter_fixtures",
+]

@@ -1,0 +1,155 @@
+"""A real upstream on a real socket that reports what it received (stands in for OMERO.web)."""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import hashlib
+from dataclasses import dataclass, field
+
+from aiohttp import web
+from multidict import CIMultiDict
+
+
+@dataclass
+class Received:
+    method: str
+    raw_path: str
+    headers: CIMultiDict[str]
+    body_size: int
+    body_sha256: str
+
+
+@dataclass
+class EchoState:
+    received: list[Received] = field(default_factory=list)
+    # Set while a /slow request is being handled (for shutdown tests).
+    slow_started: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+STATE = web.AppKey("state", EchoState)
+
+
+async def _consume(request: web.Request) -> Received:
+    digest = hashlib.sha256()
+    size = 0
+    async for chunk in request.content.iter_any():
+        size += len(chunk)
+        digest.update(chunk)
+    received = Received(
+        request.method, request.raw_path, CIMultiDict(request.headers), size, digest.hexdigest()
+    )
+    request.app[STATE].received.append(received)
+    return received
+
+
+async def echo(request: web.Request) -> web.Response:
+    r = await _consume(request)
+    return web.json_response(
+        {
+            "method": r.method,
+            "raw_path": r.raw_path,
+            "headers": list(r.headers.items()),
+            "body_size": r.body_size,
+            "body_sha256": r.body_sha256,
+        }
+    )
+
+
+async def download(request: web.Request) -> web.StreamResponse:
+    await _consume(request)
+    size = int(request.match_info["size"])
+    response = web.StreamResponse()
+    response.content_type = "application/octet-stream"
+    if "chunked" in request.query:
+        response.enable_chunked_encoding()
+    else:
+        response.content_length = size
+    await response.prepare(request)
+    block = b"x" * (256 * 1024)
+    sent = 0
+    while sent < size and request.method != "HEAD":
+        part = block[: min(len(block), size - sent)]
+        await response.write(part)
+        sent += len(part)
+    await response.write_eof()
+    return response
+
+
+async def slow(request: web.Request) -> web.Response:
+    await _consume(request)
+    request.app[STATE].slow_started.set()
+    await asyncio.sleep(float(request.match_info["seconds"]))
+    return web.Response(text="slow done")
+
+
+async def slow_body(request: web.Request) -> web.StreamResponse:
+    """Headers at once, then silence before the rest of the body."""
+    await _consume(request)
+    response = web.StreamResponse()
+    await response.prepare(request)
+    await response.write(b"first part;")
+    await asyncio.sleep(float(request.match_info["seconds"]))
+    await response.write(b"second part")
+    await response.write_eof()
+    return response
+
+
+async def status(request: web.Request) -> web.Response:
+    await _consume(request)
+    return web.Response(status=int(request.match_info["code"]), text="status page")
+
+
+async def hop(request: web.Request) -> web.Response:
+    await _consume(request)
+    response = web.Response(text="hop")
+    response.headers["Connection"] = "X-Upstream-Hop"
+    response.headers["X-Upstream-Hop"] = "must not pass"
+    response.headers["Keep-Alive"] = "timeout=5"
+    response.headers["Proxy-Authenticate"] = "Basic"
+    response.headers["Trailer"] = "X-Trailer"
+    response.headers["X-End-To-End"] = "passes"
+    return response
+
+
+async def redirect(request: web.Request) -> web.Response:
+    await _consume(request)
+    return web.Response(status=302, headers={"Location": "/echo/after-redirect"})
+
+
+async def gzipped(request: web.Request) -> web.Response:
+    await _consume(request)
+    body = gzip.compress(b"compressed body " * 100)
+    return web.Response(
+        body=body, headers={"Content-Encoding": "gzip", "Content-Type": "text/plain"}
+    )
+
+
+async def websocket(request: web.Request) -> web.WebSocketResponse:
+    await _consume(request)
+    ws = web.WebSocketResponse(protocols=("omero.test",))
+    await ws.prepare(request)
+    async for message in ws:
+        if message.type == web.WSMsgType.TEXT:
+            if message.data == "close-4001":
+                await ws.close(code=4001, message=b"upstream closes")
+                break
+            await ws.send_str("echo:" + message.data)
+        elif message.type == web.WSMsgType.BINARY:
+            await ws.send_bytes(message.data[::-1])
+    return ws
+
+
+def create_echo_app() -> web.Application:
+    app = web.Application(client_max_size=1024**3)
+    app[STATE] = EchoState()
+    app.router.add_get("/ws", websocket)
+    app.router.add_route("*", "/download/{size:\\d+}", download)
+    app.router.add_route("*", "/slow/{seconds}", slow)
+    app.router.add_route("*", "/slow-body/{seconds}", slow_body)
+    app.router.add_route("*", "/status/{code:\\d+}", status)
+    app.router.add_route("*", "/hop", hop)
+    app.router.add_route("*", "/redirect", redirect)
+    app.router.add_route("*", "/gzip", gzipped)
+    app.router.add_route("*", "/{tail:.*}", echo)
+    return app

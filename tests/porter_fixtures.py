@@ -1,0 +1,168 @@
+"""Fixtures that run porter in front of the echo upstream, in-process or as a real process."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
+
+from proxy.app import create_app
+from proxy.settings import ProxySettings, Settings
+from tests.echo_upstream import STATE, EchoState, create_echo_app
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass
+class Upstream:
+    url: str
+    state: EchoState
+    server: TestServer
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+async def echo_upstream(aiohttp_server: Callable[..., Awaitable[TestServer]]) -> Upstream:
+    app = create_echo_app()
+    server = await aiohttp_server(app)
+    return Upstream(str(server.make_url("")).rstrip("/"), app[STATE], server)
+
+
+PorterFactory = Callable[..., Awaitable[TestClient[web.Request, web.Application]]]
+
+
+@pytest.fixture
+def porter(
+    echo_upstream: Upstream, aiohttp_client: Callable[..., Awaitable[TestClient[Any, Any]]]
+) -> PorterFactory:
+    """Make a porter client in front of the echo upstream: porter(prefix="/omero", ...)."""
+
+    async def make(**proxy: Any) -> TestClient[web.Request, web.Application]:
+        proxy.setdefault("upstream", echo_upstream.url)
+        settings = Settings(proxy=ProxySettings(**proxy))
+        return await aiohttp_client(create_app(settings))
+
+    return make
+
+
+@dataclass
+class PorterProcess:
+    """Porter run by run.py in its own process, as an admin would run it."""
+
+    process: subprocess.Popen[bytes]
+    url: str
+    log_path: Path
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def rss_peak_kib(self) -> int:
+        return _status_field(self.pid, "VmHWM")
+
+    def rss_kib(self) -> int:
+        return _status_field(self.pid, "VmRSS")
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+        return self.process.wait(timeout=timeout)
+
+
+def _status_field(pid: int, name: str) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(name + ":"):
+            return int(line.split()[1])
+    raise LookupError(name)
+
+
+def write_config(path: Path, sections: dict[str, dict[str, Any]]) -> Path:
+    lines: list[str] = []
+    for section, values in sections.items():
+        lines.append(f"[{section}]")
+        for key, value in values.items():
+            lines.append(f"{key} = {_toml(value)}")
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def _toml(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_toml(v) for v in value) + "]"
+    return repr(value)
+
+
+@pytest.fixture
+def porter_process(tmp_path: Path) -> Iterator[Callable[..., PorterProcess]]:
+    """Start `python run.py serve` on a free port with the given [proxy] settings."""
+    started: list[PorterProcess] = []
+
+    def start(**proxy: Any) -> PorterProcess:
+        port = free_port()
+        proxy = {"host": "127.0.0.1", "port": port, **proxy}
+        config = write_config(tmp_path / f"porter-{port}.toml", {"proxy": proxy})
+        log_path = tmp_path / f"porter-{port}.log"
+        env = {k: v for k, v in os.environ.items() if not k.startswith("PORTER_")}
+        with log_path.open("wb") as log:
+            process = subprocess.Popen(
+                [sys.executable, str(ROOT / "run.py"), "serve", "--config", str(config)],
+                cwd=ROOT,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=env,
+            )
+        handle = PorterProcess(process, f"http://127.0.0.1:{port}", log_path)
+        started.append(handle)
+        _wait_listening(handle, port)
+        return handle
+
+    yield start
+    for handle in started:
+        if handle.process.poll() is None:
+            handle.process.kill()
+            handle.process.wait()
+
+
+def _wait_listening(handle: PorterProcess, port: int, timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if handle.process.poll() is not None:
+            raise RuntimeError(f"porter exited with {handle.process.returncode}:\n{handle.log()}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"porter did not listen on {port}:\n{handle.log()}")
+
+
+async def aiter_bytes(total: int, block: int = 256 * 1024) -> AsyncIterator[bytes]:
+    chunk = b"u" * block
+    sent = 0
+    while sent < total:
+        part = chunk[: min(block, total - sent)]
+        sent += len(part)
+        yield part

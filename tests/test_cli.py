@@ -1,0 +1,79 @@
+"""run.py: exit codes, check output, defaults."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import run
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_check_on_shipped_config_exits_0_and_prints_settings(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert run.main(["check"]) == 0
+    out = capsys.readouterr().out
+    assert "configuration is valid" in out
+    assert 'upstream = "http://127.0.0.1:4080"' in out
+
+
+def test_check_on_broken_config_lists_every_problem_and_exits_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "bad.toml"
+    config.write_text("[proxy]\nport = 0\ndebug = 1\nsurprise = true\n")
+    assert run.main(["check", "--config", str(config)]) == 2
+    err = capsys.readouterr().err
+    assert "3 problem(s)" in err
+    assert "proxy.port: 0 is too small: the minimum is 1" in err
+    assert "proxy.debug: 1 is not a boolean" in err
+    assert "proxy.surprise: unknown setting" in err
+    assert "Traceback" not in err
+
+
+def test_broken_config_as_a_real_process_exits_2_without_traceback(tmp_path: Path) -> None:
+    config = tmp_path / "bad.toml"
+    config.write_text("[proxy]\nport = 'eighty'\n")
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "run.py"), "--config", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert "proxy.port: 'eighty' is not an integer" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_usage_error_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
+    assert run.main(["no-such-command"]) == 2
+    assert run.main(["serve", "--port", "x"]) == 2
+
+
+def test_help_exits_0(capsys: pytest.CaptureFixture[str]) -> None:
+    assert run.main(["--help"]) == 0
+    assert "check" in capsys.readouterr().out
+
+
+def test_serve_on_a_taken_port_exits_1(tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = subprocess.run(
+            [sys.executable, str(ROOT / "run.py"), "serve", "--port", str(port)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    assert result.returncode == 1
+    assert f"cannot serve on 127.0.0.1:{port}" in result.stderr
