@@ -1,0 +1,159 @@
+"""Public URL rules: may an anonymous caller be served this method and path as the public user?
+
+`decide` takes the raw path relative to porter's mount prefix (the proxy strips the prefix,
+see `filters.canonical.strip_prefix`) and never looks at the query. Order:
+
+1. canonicalise (failure: ``bad_request``);
+2. deny rules, built-in and configured, matched case-insensitively (``deny``);
+3. ``public.enabled`` off: ``login``;
+4. ``url_filter`` and method rules, matched against the whole canonical path (``public``);
+5. otherwise ``login``.
+
+Matching runs under a per-request time budget; running out is ``deny`` (fail closed).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Literal
+
+from filters.canonical import BadPath, canonical_path, forward_path
+from filters.regex_guard import GuardedPattern, MatchTimeout, compile_pattern
+from filters.settings import READ_METHODS, PublicRuleSettings
+
+log = logging.getLogger("porter.filters")
+
+# Never public, whatever the configuration: admin pages, password reset, login and logout.
+BUILTIN_DENY = (
+    r"^/webadmin(/.*)?",
+    r"^/webclient/(login|logout)(/.*)?",
+    r"^/api/v[^/]*/login(/.*)?",
+    r"^/porter(/.*)?",
+)
+
+DecisionKind = Literal["public", "login", "deny", "bad_request"]
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What `decide` concluded, for anonymous callers.
+
+    - ``public``: serve with the shared public session (a logged-in user stays themselves);
+    - ``login``: not public; anonymous callers must log in (browser: redirect; AJAX: 403);
+    - ``deny``: a deny rule matched, or matching ran out of time: never public; the proxy
+      treats it like ``login`` (a logged-in user still goes through as themselves);
+    - ``bad_request``: the path has no canonical form: 400 for everyone, nothing forwarded.
+
+    `rule` names the rule that decided; `reason` explains; neither contains the path.
+    """
+
+    kind: DecisionKind
+    rule: str
+    canonical: str | None
+    reason: str
+
+    @property
+    def forward(self) -> str | None:
+        """The path to send upstream (percent-encoded canonical path), None for bad_request."""
+        return None if self.canonical is None else forward_path(self.canonical)
+
+
+@dataclass(frozen=True)
+class _PublicRule:
+    label: str
+    pattern: GuardedPattern
+    methods: frozenset[str] | None  # None: any method
+
+
+@dataclass(frozen=True)
+class PublicRules:
+    """Compiled rules; build once with `from_settings` (patterns were checked at load)."""
+
+    enabled: bool
+    deny: tuple[tuple[str, GuardedPattern], ...]
+    public: tuple[_PublicRule, ...]
+    match_timeout: float
+
+    @classmethod
+    def from_settings(cls, settings: PublicRuleSettings) -> PublicRules:
+        deny = [("built-in deny " + p, compile_pattern(p, ignore_case=True)) for p in BUILTIN_DENY]
+        deny += [
+            (f"public.deny[{i}] {p}", compile_pattern(p, ignore_case=True))
+            for i, p in enumerate(settings.deny)
+        ]
+        read = frozenset(READ_METHODS)
+        public: list[_PublicRule] = []
+        if settings.url_filter:
+            public.append(
+                _PublicRule(
+                    "public.url_filter " + settings.url_filter,
+                    compile_pattern(settings.url_filter),
+                    read if settings.get_only else None,
+                )
+            )
+        for index, rule in enumerate(settings.rules):
+            if not rule.path:
+                continue
+            methods = _with_head(rule.methods)
+            if settings.get_only:
+                methods &= read
+            public.append(
+                _PublicRule(
+                    f"public.rules[{index}] {rule.path}", compile_pattern(rule.path), methods
+                )
+            )
+        return cls(settings.enabled, tuple(deny), tuple(public), settings.match_timeout)
+
+
+def decide(method: str, raw_path: str, rules: PublicRules) -> Decision:
+    """Decide on `method` and `raw_path` (raw, relative to the mount prefix; query ignored)."""
+    try:
+        canonical = canonical_path(raw_path)
+    except BadPath as exc:
+        return Decision("bad_request", "canonical path", None, exc.reason)
+    deadline = time.monotonic() + rules.match_timeout
+    try:
+        return _decide_canonical(method, canonical, rules, deadline)
+    except MatchTimeout as exc:
+        # The pattern is the admin's; the path may be hostile, so only its length is logged.
+        log.warning("rule matching timed out: pattern %r, path length %d", str(exc), len(canonical))
+        return Decision(
+            "deny",
+            f"timeout while matching {exc}",
+            canonical,
+            "rule matching ran out of time: not public (fail closed)",
+        )
+
+
+def _decide_canonical(method: str, path: str, rules: PublicRules, deadline: float) -> Decision:
+    for label, pattern in rules.deny:
+        if pattern.fullmatches(path, deadline):
+            return Decision("deny", label, path, "deny rules win: never public")
+    if not rules.enabled:
+        return Decision("login", "public.enabled = false", path, "public access is off")
+    refused: _PublicRule | None = None
+    for rule in rules.public:
+        if rule.pattern.fullmatches(path, deadline):
+            if rule.methods is None or method in rule.methods:
+                return Decision("public", rule.label, path, f"{method} is public here")
+            refused = refused or rule
+    if refused is not None:
+        return Decision(
+            "login",
+            refused.label,
+            path,
+            f"the path is public but {method} is not ({_names(refused.methods)})",
+        )
+    return Decision("login", "no public rule matched", path, "not public")
+
+
+def _with_head(methods: Iterable[str]) -> frozenset[str]:
+    found = frozenset(methods)
+    return found | {"HEAD"} if "GET" in found else found
+
+
+def _names(methods: frozenset[str] | None) -> str:
+    return "any method" if methods is None else "only " + ", ".join(sorted(methods))
