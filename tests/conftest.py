@@ -2,4 +2,5 @@
 
 pytest_plugins = [
     "tests.porter_fixtures",
+    "tests.smtp_fixture",
 ]

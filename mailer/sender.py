@@ -1,0 +1,233 @@
+"""The mail sender: a bounded queue the request path fills and one background task that empties it.
+
+`submit` never blocks and never raises: a report is deduplicated, then queued; what cannot be
+queued or delivered is counted in `counters()` and logged. The task delivers with retries and
+exponential backoff, mails digests when dedup windows close, and drains for a bounded time
+on `stop`. Use it as an async context manager in the app's cleanup context:
+
+    async def mail_ctx(app):
+        async with app[MAILER]:
+            yield
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import time
+from dataclasses import dataclass
+from email.message import EmailMessage
+from types import TracebackType
+
+from mailer.compose import digest_message, report_message
+from mailer.dedup import Clock, Decision, Deduplicator, Digest
+from mailer.report import Report
+from mailer.settings import MailSettings
+from mailer.smtp import DeliveryError, deliver
+
+log = logging.getLogger("porter.mailer")
+
+
+@dataclass
+class MailCounters:
+    """What happened to the reports handed to the sender (for metrics and health)."""
+
+    submitted: int = 0  # reports handed to submit()
+    inactive: int = 0  # submitted while mail is disabled or has no admins: not mailed
+    folded: int = 0  # repeats counted into a digest instead of mailed
+    capped: int = 0  # first occurrences over the hourly cap, counted into a digest
+    sent: int = 0  # mails delivered, digests included
+    digests_sent: int = 0  # of which digests
+    retries: int = 0  # failed attempts tried again
+    lost_queue_full: int = 0  # mails dropped because the queue was full
+    lost_undeliverable: int = 0  # mails dropped after the last retry or a permanent error
+    lost_rate_limited: int = 0  # digests dropped by the hourly cap
+    lost_shutdown: int = 0  # mails still queued when the drain at shutdown ended
+
+    @property
+    def lost(self) -> int:
+        """Mails that should have gone out and did not."""
+        return (
+            self.lost_queue_full
+            + self.lost_undeliverable
+            + self.lost_rate_limited
+            + self.lost_shutdown
+        )
+
+
+class MailSender:
+    """Queue and background delivery of admin mail. `clock` drives dedup windows (tests)."""
+
+    def __init__(
+        self, settings: MailSettings, *, clock: Clock = time.monotonic, tick: float = 1.0
+    ) -> None:
+        self._settings = settings
+        self._dedup = Deduplicator(settings, clock)
+        self._queue: asyncio.Queue[Report | Digest] = asyncio.Queue(settings.queue_size)
+        self._tick = tick
+        self._counters = MailCounters()
+        self._task: asyncio.Task[None] | None = None
+        self._stopping = False
+
+    def counters(self) -> MailCounters:
+        """A snapshot of the counters."""
+        return dataclasses.replace(self._counters)
+
+    @property
+    def waiting(self) -> int:
+        """Mails queued now."""
+        return self._queue.qsize()
+
+    def submit(self, report: Report) -> bool:
+        """Hand over a report; True if it will be mailed or counted into a digest.
+
+        Never blocks, never raises. False when mail is inactive, stopping, or the queue is full.
+        """
+        c = self._counters
+        c.submitted += 1
+        if not self._settings.active:
+            c.inactive += 1
+            return False
+        if self._stopping:
+            c.lost_shutdown += 1
+            log.warning("admin mail lost: sender stopped (request %s)", report.request_id)
+            return False
+        decision = self._dedup.observe(report)
+        if decision is Decision.FOLDED:
+            c.folded += 1
+            return True
+        if decision is Decision.CAPPED:
+            c.capped += 1
+            return True
+        return self._enqueue(report, report.request_id)
+
+    def _enqueue(self, item: Report | Digest, label: str) -> bool:
+        try:
+            self._queue.put_nowait(item)
+        except asyncio.QueueFull:
+            self._counters.lost_queue_full += 1
+            log.warning(
+                "admin mail lost: queue full (%d waiting) for %s", self._queue.qsize(), label
+            )
+            return False
+        return True
+
+    def _enqueue_due_digests(self, everything: bool = False) -> None:
+        for digest in self._dedup.due(everything):
+            if self._dedup.take_slot():
+                self._enqueue(digest, f"digest of {digest.fingerprint}")
+            else:
+                self._counters.lost_rate_limited += 1
+                log.warning(
+                    "admin mail lost: hourly cap reached, digest of %d for %s dropped",
+                    digest.count,
+                    digest.fingerprint,
+                )
+
+    async def start(self) -> None:
+        """Start the background task (once)."""
+        if self._task is None:
+            self._stopping = False
+            self._task = asyncio.create_task(self._run(), name="porter-mailer")
+
+    async def stop(self, drain_timeout: float | None = None) -> None:
+        """Mail open digests, deliver what is queued for at most `drain_timeout` s, stop.
+
+        `drain_timeout` defaults to the setting. What is left is counted as lost_shutdown.
+        """
+        timeout = self._settings.drain_timeout if drain_timeout is None else drain_timeout
+        self._stopping = True
+        lost_before = self._counters.lost_shutdown
+        self._enqueue_due_digests(everything=True)
+        task, self._task = self._task, None
+        if task is not None:
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._queue.join(), timeout)
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        left = self._queue.qsize()
+        while not self._queue.empty():
+            self._queue.get_nowait()
+            self._queue.task_done()
+        self._counters.lost_shutdown += left
+        lost = self._counters.lost_shutdown - lost_before
+        if lost:
+            log.warning("admin mail lost: %d mail(s) undelivered at shutdown", lost)
+
+    async def __aenter__(self) -> MailSender:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()
+
+    async def _run(self) -> None:
+        while True:
+            self._enqueue_due_digests()
+            try:
+                item = await asyncio.wait_for(self._queue.get(), self._tick)
+            except asyncio.TimeoutError:
+                continue
+            try:
+                await self._deliver(item)
+            except asyncio.CancelledError:
+                self._counters.lost_shutdown += 1  # stopped mid-delivery: this mail is lost
+                raise
+            except Exception as exc:  # a bug must not end the sender; no details: secrets
+                self._counters.lost_undeliverable += 1
+                log.error("admin mail lost: unexpected %s while delivering", type(exc).__name__)
+            finally:
+                self._queue.task_done()
+
+    def _compose(self, item: Report | Digest) -> EmailMessage:
+        if isinstance(item, Digest):
+            return digest_message(item, self._settings)
+        return report_message(item, self._settings)
+
+    async def _deliver(self, item: Report | Digest) -> None:
+        label = f"digest of {item.fingerprint}" if isinstance(item, Digest) else item.request_id
+        try:
+            message = self._compose(item)
+        except Exception as exc:  # a bug here must not stop the sender; no details: secrets
+            self._counters.lost_undeliverable += 1
+            log.error("admin mail lost: cannot compose mail for %s (%s)", label, type(exc).__name__)
+            return
+        retries = self._settings.retries
+        for attempt in range(retries + 1):
+            try:
+                delivered = await deliver(message, self._settings)
+            except DeliveryError as exc:
+                if not exc.transient or attempt == retries:
+                    self._counters.lost_undeliverable += 1
+                    log.error(
+                        "admin mail lost for %s after %d attempt(s): %s",
+                        label,
+                        attempt + 1,
+                        exc.reason,
+                    )
+                    return
+                delay = min(self._settings.backoff * 2**attempt, self._settings.backoff_max)
+                self._counters.retries += 1
+                log.warning(
+                    "admin mail for %s not delivered (%s); retry in %.1f s",
+                    label,
+                    exc.reason,
+                    delay,
+                )
+                await asyncio.sleep(delay)
+            else:
+                if delivered.refused:
+                    log.warning(
+                        "admin mail for %s refused for %s", label, ", ".join(delivered.refused)
+                    )
+                self._counters.sent += 1
+                self._counters.digests_sent += isinstance(item, Digest)
+                return
