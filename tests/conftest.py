@@ -3,4 +3,5 @@
 pytest_plugins = [
     "tests.porter_fixtures",
     "tests.smtp_fixture",
+    "tests.redis_fixture",
 ]

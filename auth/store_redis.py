@@ -1,0 +1,336 @@
+"""The shared session store: Redis, so several porter processes or machines share sessions.
+
+Layout under the key prefix P:
+  P s:<id>   hash: the record (fields below; held upstream cookies as "c:<name>")
+  P expiry   sorted set: id -> logical deadline min(created + absolute, last_seen + idle)
+  P seen     sorted set: id -> last_seen (the keepalive's "used since")
+
+The hash's Redis TTL is the logical deadline plus `close_grace`: expiry is checked on read
+against the deadline, and the purge (ZRANGEBYSCORE on `expiry`, no SCAN) still finds the
+OMERO close info after the deadline. Only when no purge ran for `close_grace` does Redis drop
+the key unread; that OMERO session then ends by OMERO's own idle timeout (nobody pings it).
+Every multi-key change is one Lua script, so concurrent purgers, deletes and touches in
+different processes see each session removed exactly once. Standalone Redis (or a primary);
+not Redis Cluster (the scripts touch keys of several slots).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+import time
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from dataclasses import replace
+from typing import cast
+
+from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from auth.session_settings import SessionSettings
+from auth.sessions import SessionRecord, cookie_pairs, is_session_id, new_session_id
+from auth.store import Clock, ExpiredBatch, SessionStoreUnavailable, SessionTimeouts
+
+_COOKIE = "c:"
+
+_CREATE = """
+redis.call('HSET', KEYS[1], unpack(ARGV, 5))
+redis.call('EXPIRE', KEYS[1], ARGV[4])
+redis.call('ZADD', KEYS[2], ARGV[2], ARGV[1])
+redis.call('ZADD', KEYS[3], ARGV[3], ARGV[1])
+return 1
+"""
+
+_TOUCH = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+redis.call('HSET', KEYS[1], 'seen', ARGV[2])
+redis.call('EXPIRE', KEYS[1], ARGV[4])
+redis.call('ZADD', KEYS[2], 'XX', ARGV[3], ARGV[1])
+redis.call('ZADD', KEYS[3], 'XX', ARGV[2], ARGV[1])
+return 1
+"""
+
+_COOKIES = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return {} end
+local n = tonumber(ARGV[1])
+for i = 0, n - 1 do redis.call('HSET', KEYS[1], 'c:' .. ARGV[2 + 2 * i], ARGV[3 + 2 * i]) end
+for i = 2 + 2 * n, #ARGV do redis.call('HDEL', KEYS[1], 'c:' .. ARGV[i]) end
+return redis.call('HGETALL', KEYS[1])
+"""
+
+_DELETE = """
+local data = redis.call('HGETALL', KEYS[1])
+redis.call('DEL', KEYS[1])
+redis.call('ZREM', KEYS[2], ARGV[1])
+redis.call('ZREM', KEYS[3], ARGV[1])
+return data
+"""
+
+_POP_EXPIRED = """
+local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, ARGV[2])
+local out = {}
+for _, id in ipairs(ids) do
+  local key = ARGV[3] .. id
+  out[#out + 1] = id
+  out[#out + 1] = redis.call('HGETALL', key)
+  redis.call('DEL', key)
+  redis.call('ZREM', KEYS[1], id)
+  redis.call('ZREM', KEYS[2], id)
+end
+return out
+"""
+
+_MARK_PINGED = """
+if redis.call('HGET', KEYS[1], 'pinged') ~= ARGV[1] then return 0 end
+redis.call('HSET', KEYS[1], 'pinged', ARGV[2])
+return 1
+"""
+
+
+@contextlib.contextmanager
+def _unavailable_on_error() -> Iterator[None]:
+    """The one boundary where Redis errors become SessionStoreUnavailable."""
+    try:
+        yield
+    except (RedisError, OSError, asyncio.TimeoutError) as exc:
+        detail = type(exc).__name__
+        # Connection errors say only where and why (no arguments, no password).
+        if isinstance(exc, (RedisConnectionError, RedisTimeoutError, OSError)) and str(exc):
+            detail = f"{detail}: {str(exc)[:160]}"
+        raise SessionStoreUnavailable(f"session store unavailable ({detail})") from None
+
+
+def _encode(record: SessionRecord) -> dict[str, str]:
+    fields = {
+        "server": str(record.server_id),
+        "key": record.omero_session_key,
+        "uid": str(record.user_id),
+        "uname": record.user_name,
+        "kind": record.kind,
+        "created": repr(record.created),
+        "seen": repr(record.last_seen),
+        "pinged": repr(record.last_pinged),
+    }
+    fields.update({_COOKIE + name: value for name, value in record.cookie_pairs})
+    return fields
+
+
+def _pairs(flat: Sequence[str]) -> dict[str, str]:
+    return dict(zip(flat[::2], flat[1::2], strict=True))
+
+
+def _decode(session_id: str, data: Mapping[str, str]) -> SessionRecord | None:
+    try:
+        return SessionRecord(
+            id=session_id,
+            server_id=int(data["server"]),
+            omero_session_key=data["key"],
+            user_id=int(data["uid"]),
+            user_name=data["uname"],
+            kind=data["kind"],
+            created=float(data["created"]),
+            last_seen=float(data["seen"]),
+            last_pinged=float(data["pinged"]),
+            cookie_pairs=cookie_pairs(
+                {k[len(_COOKIE) :]: v for k, v in data.items() if k.startswith(_COOKIE)}
+            ),
+        )
+    except (KeyError, ValueError):
+        return None  # empty (gone) or not a record porter wrote
+
+
+class RedisSessionStore:
+    """Sessions in Redis, shared by every porter process using the same server and prefix."""
+
+    def __init__(
+        self,
+        redis: Redis,
+        *,
+        timeouts: SessionTimeouts,
+        key_prefix: str = "porter:",
+        clock: Clock = time.time,
+        close_grace: float = 3600.0,
+    ) -> None:
+        self._redis = redis
+        self._timeouts = timeouts
+        self._prefix = key_prefix
+        self._expiry = key_prefix + "expiry"
+        self._seen = key_prefix + "seen"
+        self._clock = clock
+        self._grace = close_grace
+        self._create = redis.register_script(_CREATE)
+        self._touch = redis.register_script(_TOUCH)
+        self._cookies = redis.register_script(_COOKIES)
+        self._delete = redis.register_script(_DELETE)
+        self._pop_expired = redis.register_script(_POP_EXPIRED)
+        self._mark_pinged = redis.register_script(_MARK_PINGED)
+
+    @classmethod
+    def from_settings(
+        cls, settings: SessionSettings, *, timeouts: SessionTimeouts, clock: Clock = time.time
+    ) -> RedisSessionStore:
+        """A store with its own connection pool, configured from `[session]`."""
+        pool = BlockingConnectionPool.from_url(
+            settings.redis_url,
+            password=settings.redis_password,
+            decode_responses=True,
+            socket_connect_timeout=settings.redis_connect_timeout,
+            socket_timeout=settings.redis_timeout,
+            max_connections=settings.redis_max_connections,
+            timeout=settings.redis_timeout,  # wait for a free pooled connection
+            # One immediate retry replaces a pooled connection that died with a restart.
+            retry=Retry(NoBackoff(), 1, (RedisConnectionError,)),
+            health_check_interval=30,
+        )
+        return cls(
+            Redis(connection_pool=pool),
+            timeouts=timeouts,
+            key_prefix=settings.redis_key_prefix,
+            clock=clock,
+            close_grace=max(3600.0, 10.0 * settings.purge_interval),
+        )
+
+    @property
+    def timeouts(self) -> SessionTimeouts:
+        return self._timeouts
+
+    def _key(self, session_id: str) -> str:
+        return f"{self._prefix}s:{session_id}"
+
+    def _ttl(self, deadline: float, now: float) -> int:
+        return max(1, math.ceil(deadline - now + self._grace))
+
+    async def create(
+        self,
+        *,
+        server_id: int,
+        omero_session_key: str,
+        user_id: int,
+        user_name: str,
+        kind: str = "user",
+        cookies: Mapping[str, str] | None = None,
+    ) -> SessionRecord:
+        now = self._clock()
+        record = SessionRecord(
+            id=new_session_id(),
+            server_id=server_id,
+            omero_session_key=omero_session_key,
+            user_id=user_id,
+            user_name=user_name,
+            kind=kind,
+            created=now,
+            last_seen=now,
+            last_pinged=now,
+            cookie_pairs=cookie_pairs(cookies),
+        )
+        deadline = self._timeouts.deadline(record)
+        keys = [self._key(record.id), self._expiry, self._seen]
+        args: list[str | int] = [record.id, repr(deadline), repr(now), self._ttl(deadline, now)]
+        for name, value in _encode(record).items():
+            args += [name, value]
+        with _unavailable_on_error():
+            await self._create(keys=keys, args=args)
+        return record
+
+    async def get(self, session_id: str) -> SessionRecord | None:
+        if not is_session_id(session_id):
+            return None
+        with _unavailable_on_error():
+            data = await self._redis.hgetall(self._key(session_id))
+        record = _decode(session_id, cast(dict[str, str], data))
+        now = self._clock()
+        if record is None or self._timeouts.deadline(record) <= now:
+            return None
+        if now - record.last_seen >= self._timeouts.touch_interval:
+            record = await self._touched(record, now)
+        return record
+
+    async def _touched(self, record: SessionRecord, now: float) -> SessionRecord:
+        deadline = min(record.created + self._timeouts.absolute, now + self._timeouts.idle)
+        keys = [self._key(record.id), self._expiry, self._seen]
+        args: list[str | int] = [record.id, repr(now), repr(deadline), self._ttl(deadline, now)]
+        with _unavailable_on_error():
+            await self._touch(keys=keys, args=args)
+        return replace(record, last_seen=now)
+
+    async def update_cookies(
+        self, session_id: str, changes: Mapping[str, str | None]
+    ) -> SessionRecord | None:
+        if not is_session_id(session_id):
+            return None
+        sets = [(n, v) for n, v in changes.items() if v is not None]
+        args: list[str | int] = [len(sets)]
+        for name, value in sets:
+            args += [name, value]
+        args += [n for n, v in changes.items() if v is None]
+        with _unavailable_on_error():
+            flat = await self._cookies(keys=[self._key(session_id)], args=args)
+        record = _decode(session_id, _pairs(flat))
+        if record is None or self._timeouts.deadline(record) <= self._clock():
+            return None
+        return record
+
+    async def delete(self, session_id: str) -> SessionRecord | None:
+        if not is_session_id(session_id):
+            return None
+        keys = [self._key(session_id), self._expiry, self._seen]
+        with _unavailable_on_error():
+            flat = await self._delete(keys=keys, args=[session_id])
+        return _decode(session_id, _pairs(flat))
+
+    async def pop_expired(self, limit: int) -> ExpiredBatch:
+        args: list[str | int] = [repr(self._clock()), limit, self._prefix + "s:"]
+        with _unavailable_on_error():
+            flat = await self._pop_expired(keys=[self._expiry, self._seen], args=args)
+        records: list[SessionRecord] = []
+        lost = 0
+        for session_id, data in zip(flat[::2], flat[1::2], strict=True):
+            record = _decode(session_id, _pairs(data))
+            if record is None:
+                lost += 1
+            else:
+                records.append(record)
+        return ExpiredBatch(tuple(records), lost=lost, more=len(flat) // 2 >= limit)
+
+    async def used_since(
+        self, since: float, batch_size: int = 500
+    ) -> AsyncIterator[list[SessionRecord]]:
+        with _unavailable_on_error():
+            ids = cast(list[str], await self._redis.zrangebyscore(self._seen, repr(since), "+inf"))
+        for start in range(0, len(ids), batch_size):
+            chunk = ids[start : start + batch_size]
+            with _unavailable_on_error():
+                async with self._redis.pipeline(transaction=False) as pipe:
+                    for session_id in chunk:
+                        pipe.hgetall(self._key(session_id))
+                    found = await pipe.execute()
+            now = self._clock()
+            batch = []
+            for session_id, data in zip(chunk, found, strict=True):
+                record = _decode(session_id, data)
+                if (
+                    record is not None
+                    and record.last_seen >= since
+                    and self._timeouts.deadline(record) > now
+                ):
+                    batch.append(record)
+            if batch:
+                yield batch
+
+    async def mark_pinged(self, session_id: str, previous: float) -> bool:
+        args = [repr(previous), repr(self._clock())]
+        with _unavailable_on_error():
+            won = await self._mark_pinged(keys=[self._key(session_id)], args=args)
+        return bool(won)
+
+    async def count(self) -> int:
+        with _unavailable_on_error():
+            return int(await self._redis.zcard(self._expiry))
+
+    async def close(self) -> None:
+        with _unavailable_on_error():
+            await self._redis.aclose(close_connection_pool=True)

@@ -1,0 +1,500 @@
+"""The session store contract, run against both stores (memory, and a real redis-server).
+
+Logical time comes from a fake clock the tests move; Redis's own TTLs run on real time, so
+the Redis tests also read the real key TTL.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+
+import pytest
+from redis.asyncio import Redis
+
+from auth.lifecycle import keepalive, purge_expired
+from auth.session_settings import SessionSettings
+from auth.sessions import SessionRecord, is_session_id, new_session_id
+from auth.store import SessionStore, SessionStoreUnavailable, create_store
+from auth.store_memory import MemorySessionStore
+from auth.store_redis import RedisSessionStore
+from tests.redis_fixture import RedisServer
+
+IDLE = 600
+ABSOLUTE = 3600
+TOUCH = 30.0  # min(60, IDLE / 20)
+OMERO_KEY = "omero-key-0f9e8d7c-secret"
+
+
+class FakeClock:
+    """Epoch seconds that move only when a test says so."""
+
+    def __init__(self, start: float) -> None:
+        self.now = start
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+@dataclass
+class Kit:
+    """A store under test, its clock, and what it evicted."""
+
+    kind: str
+    settings: SessionSettings
+    clock: FakeClock
+    evicted: list[tuple[int, str]] = field(default_factory=list)
+    handles: list[SessionStore] = field(default_factory=list)
+
+    async def on_evict(self, server_id: int, omero_session_key: str) -> None:
+        self.evicted.append((server_id, omero_session_key))
+
+    def open(self) -> SessionStore:
+        """Another porter process's store (Redis); the one shared store (memory)."""
+        if self.kind == "memory" and self.handles:
+            return self.handles[0]
+        store = create_store(self.settings, on_evict=self.on_evict, clock=self.clock)
+        self.handles.append(store)
+        return store
+
+
+@pytest.fixture(params=["memory", "redis"])
+async def kit(request: pytest.FixtureRequest) -> AsyncIterator[Kit]:
+    settings = SessionSettings(session_idle_timeout=IDLE, session_cookie_age=ABSOLUTE)
+    if request.param == "redis":
+        server: RedisServer = request.getfixturevalue("redis_server")
+        settings = SessionSettings(
+            session_idle_timeout=IDLE,
+            session_cookie_age=ABSOLUTE,
+            store="redis",
+            redis_url=server.url,
+            redis_password=server.password,
+            redis_key_prefix=f"t{uuid.uuid4().hex[:12]}:",
+        )
+    # Start at real time so Redis TTLs derived from it are sane.
+    kit = Kit(request.param, settings, FakeClock(asyncio.get_running_loop().time() + 1.7e9))
+    yield kit
+    for store in kit.handles:
+        await store.close()
+
+
+async def login(store: SessionStore, n: int = 1, **extra: object) -> SessionRecord:
+    fields: dict[object, object] = {
+        "server_id": 1,
+        "omero_session_key": f"{OMERO_KEY}-{n}",
+        "user_id": 100 + n,
+        "user_name": f"user{n}",
+    }
+    fields.update(extra)
+    return await store.create(**fields)  # type: ignore[arg-type]
+
+
+class Closer:
+    """The injected close/ping callables: they record what porter asked OMERO to do."""
+
+    def __init__(self, gone: set[str] | None = None) -> None:
+        self.closed: list[str] = []
+        self.pinged: list[str] = []
+        self.gone = gone or set()
+
+    async def close(self, server_id: int, omero_session_key: str) -> None:
+        await asyncio.sleep(0)
+        self.closed.append(omero_session_key)
+
+    async def ping(self, server_id: int, omero_session_key: str) -> bool:
+        await asyncio.sleep(0)
+        self.pinged.append(omero_session_key)
+        return omero_session_key not in self.gone
+
+
+# --- the contract, both stores -------------------------------------------------------------
+
+
+async def test_created_session_is_found_by_its_id(kit: Kit) -> None:
+    store = kit.open()
+    record = await login(store, kind="sso", cookies={"sessionid": "upstream-cookie"})
+    assert is_session_id(record.id)
+    assert len(record.id) >= 22  # >= 128 bits of base64url
+    found = await store.get(record.id)
+    assert found == record
+    assert found is not None
+    assert found.omero_session_key == f"{OMERO_KEY}-1"
+    assert found.kind == "sso"
+    assert dict(found.cookies) == {"sessionid": "upstream-cookie"}
+
+
+async def test_unknown_and_malformed_ids_find_no_session(kit: Kit) -> None:
+    store = kit.open()
+    await login(store)
+    for session_id in (new_session_id(), "", "x" * 5000, "../../etc", "a b", "é" * 43):
+        assert await store.get(session_id) is None
+        assert await store.delete(session_id) is None
+        assert await store.update_cookies(session_id, {"a": "b"}) is None
+
+
+async def test_delete_returns_the_record_exactly_once(kit: Kit) -> None:
+    store, other = kit.open(), kit.open()
+    record = await login(store)
+    results = await asyncio.gather(store.delete(record.id), other.delete(record.id))
+    assert [r for r in results if r is not None] == [record]
+    assert await store.get(record.id) is None
+    assert await store.count() == 0
+
+
+async def test_idle_session_expires(kit: Kit) -> None:
+    store = kit.open()
+    record = await login(store)
+    kit.clock.advance(IDLE - 1)
+    assert await store.get(record.id) is not None
+    kit.clock.advance(IDLE)
+    assert await store.get(record.id) is None
+
+
+async def test_use_extends_the_idle_deadline(kit: Kit) -> None:
+    store = kit.open()
+    record = await login(store)
+    kit.clock.advance(IDLE - 10)
+    assert await store.get(record.id) is not None
+    kit.clock.advance(20)  # past created + IDLE, within last use + IDLE
+    assert await kit.open().get(record.id) is not None
+
+
+async def test_absolute_lifetime_ends_a_busy_session(kit: Kit) -> None:
+    store = kit.open()
+    record = await login(store)
+    for _ in range(ABSOLUTE // (IDLE // 2)):
+        kit.clock.advance(IDLE // 2)
+        if kit.clock.now < record.created + ABSOLUTE:
+            assert await store.get(record.id) is not None
+    kit.clock.now = record.created + ABSOLUTE
+    assert await store.get(record.id) is None
+
+
+async def test_last_seen_is_written_at_most_once_per_touch_interval(kit: Kit) -> None:
+    store = kit.open()
+    record = await login(store)
+    kit.clock.advance(TOUCH - 1)
+    seen = await store.get(record.id)
+    assert seen is not None
+    assert seen.last_seen == record.created
+    kit.clock.advance(1)
+    seen = await store.get(record.id)
+    assert seen is not None
+    assert seen.last_seen == kit.clock.now
+    again = await kit.open().get(record.id)
+    assert again is not None
+    assert again.last_seen == kit.clock.now
+
+
+async def test_update_cookies_sets_and_removes_held_cookies(kit: Kit) -> None:
+    store = kit.open()
+    record = await login(store, cookies={"sessionid": "one", "other": "x"})
+    updated = await store.update_cookies(record.id, {"sessionid": "two", "other": None, "n": "v"})
+    assert updated is not None
+    assert dict(updated.cookies) == {"sessionid": "two", "n": "v"}
+    found = await kit.open().get(record.id)
+    assert found is not None
+    assert dict(found.cookies) == {"sessionid": "two", "n": "v"}
+    with pytest.raises(TypeError):
+        found.cookies["sessionid"] = "forged"  # type: ignore[index]
+
+
+async def test_expired_session_cookies_cannot_be_updated(kit: Kit) -> None:
+    store = kit.open()
+    record = await login(store)
+    kit.clock.advance(IDLE + 1)
+    assert await store.update_cookies(record.id, {"sessionid": "late"}) is None
+
+
+async def test_purge_closes_each_expired_omero_session_once(kit: Kit) -> None:
+    store = kit.open()
+    stale = [await login(store, n) for n in (1, 2)]
+    kit.clock.advance(IDLE - 100)
+    active = await login(store, 3)
+    kit.clock.advance(200)
+    omero = Closer()
+    result = await purge_expired(store, omero.close)
+    assert sorted(omero.closed) == sorted(r.omero_session_key for r in stale)
+    assert (result.removed, result.closed, result.failed, result.lost) == (2, 2, 0, 0)
+    assert await store.get(active.id) is not None
+    assert await store.count() == 1
+    assert (await purge_expired(store, omero.close)).removed == 0
+    assert len(omero.closed) == 2
+
+
+async def test_racing_purgers_close_each_omero_session_exactly_once(kit: Kit) -> None:
+    first, second = kit.open(), kit.open()
+    created = await asyncio.gather(*(login(first, n) for n in range(1200)))
+    keys = {record.omero_session_key for record in created}
+    kit.clock.advance(IDLE + 1)
+    omero = Closer()
+    results = await asyncio.gather(
+        purge_expired(first, omero.close, batch_size=100),
+        purge_expired(second, omero.close, batch_size=100),
+    )
+    assert sorted(omero.closed) == sorted(keys)
+    assert sum(r.removed for r in results) == 1200
+    assert await first.count() == 0
+
+
+async def test_keepalive_pings_used_sessions_and_ends_gone_ones(kit: Kit) -> None:
+    store = kit.open()
+    used, idle, killed = [await login(store, n) for n in (1, 2, 3)]
+    since = kit.clock.now + 60
+    kit.clock.advance(120)
+    for record in (used, killed):
+        assert await store.get(record.id) is not None
+    kit.clock.advance(60)
+    omero = Closer(gone={killed.omero_session_key})
+    result = await keepalive(store, omero.ping, since, now=kit.clock.now)
+    assert sorted(omero.pinged) == sorted([used.omero_session_key, killed.omero_session_key])
+    assert (result.pinged, result.ended, result.failed) == (1, 1, 0)
+    assert await store.get(killed.id) is None
+    assert await store.get(idle.id) is not None
+
+
+async def test_racing_keepalives_ping_each_session_once(kit: Kit) -> None:
+    first, second = kit.open(), kit.open()
+    records = [await login(first, n) for n in range(50)]
+    kit.clock.advance(61)
+    for record in records:
+        assert await first.get(record.id) is not None
+    kit.clock.advance(60)
+    omero = Closer()
+    since = kit.clock.now - 120
+    results = await asyncio.gather(
+        keepalive(first, omero.ping, since, now=kit.clock.now),
+        keepalive(second, omero.ping, since, now=kit.clock.now),
+    )
+    assert sorted(omero.pinged) == sorted(r.omero_session_key for r in records)
+    assert sum(r.pinged for r in results) == 50
+    # Just pinged: a third process's round right after skips them all.
+    late = await keepalive(kit.open(), omero.ping, since + 30, now=kit.clock.now + 30)
+    assert late.pinged == 0
+    assert len(omero.pinged) == 50
+
+
+async def test_count_includes_sessions_until_purged(kit: Kit) -> None:
+    store = kit.open()
+    for n in range(5):
+        await login(store, n)
+    assert await store.count() == 5
+    kit.clock.advance(IDLE + 1)
+    assert await store.count() == 5
+    await purge_expired(store, Closer().close)
+    assert await store.count() == 0
+
+
+def test_record_repr_hides_the_omero_key_cookies_and_session_id() -> None:
+    record = SessionRecord(
+        id=new_session_id(),
+        server_id=1,
+        omero_session_key=OMERO_KEY,
+        user_id=2,
+        user_name="ada",
+        kind="user",
+        created=1.0,
+        last_seen=1.0,
+        last_pinged=1.0,
+        cookie_pairs=(("sessionid", "upstream-secret-value"),),
+    )
+    for text in (repr(record), str(record)):
+        assert OMERO_KEY not in text
+        assert "upstream-secret-value" not in text
+        assert record.id not in text
+        assert "ada" in text
+
+
+# --- the memory store: bounded, evictions close OMERO sessions ------------------------------
+
+
+async def test_full_memory_store_evicts_least_recently_used_and_closes_it() -> None:
+    closed: list[tuple[int, str]] = []
+
+    async def on_evict(server_id: int, key: str) -> None:
+        closed.append((server_id, key))
+
+    settings = SessionSettings(max_sessions=3)
+    store = create_store(settings, on_evict=on_evict)
+    assert isinstance(store, MemorySessionStore)
+    a, b, c = [await login(store, n) for n in (1, 2, 3)]
+    assert await store.get(a.id) is not None  # a is now more recent than b
+    d = await login(store, 4)
+    await store.close()  # waits for the scheduled close
+    assert closed == [(b.server_id, b.omero_session_key)]
+    assert await store.get(b.id) is None
+    for kept in (a, c, d):
+        assert await store.get(kept.id) is not None
+    assert await store.count() == 3
+
+
+async def test_eviction_does_not_wait_for_the_omero_close() -> None:
+    release = asyncio.Event()
+    started: list[str] = []
+    finished: list[str] = []
+
+    async def slow_close(server_id: int, key: str) -> None:
+        started.append(key)
+        await release.wait()
+        finished.append(key)
+
+    store = create_store(SessionSettings(max_sessions=1), on_evict=slow_close)
+    first = await login(store, 1)
+    await login(store, 2)  # returns although the close of `first` is still waiting
+    await asyncio.sleep(0)
+    assert started == [first.omero_session_key]
+    assert finished == []
+    release.set()
+    await store.close()
+    assert finished == [first.omero_session_key]
+
+
+async def test_memory_store_accepts_a_plain_function_as_on_evict() -> None:
+    closed: list[str] = []
+    store = create_store(
+        SessionSettings(max_sessions=1), on_evict=lambda _server, key: closed.append(key)
+    )
+    first = await login(store, 1)
+    await login(store, 2)
+    await store.close()
+    assert closed == [first.omero_session_key]
+
+
+# --- the Redis store: TTLs, shared sessions, Redis down ------------------------------------
+
+
+def redis_settings(server: RedisServer, **extra: object) -> SessionSettings:
+    fields: dict[str, object] = {
+        "session_idle_timeout": IDLE,
+        "session_cookie_age": ABSOLUTE,
+        "store": "redis",
+        "redis_url": server.url,
+        "redis_password": server.password,
+        "redis_key_prefix": f"t{uuid.uuid4().hex[:12]}:",
+        "redis_connect_timeout": 1.0,
+        "redis_timeout": 1.0,
+    }
+    fields.update(extra)
+    return SessionSettings(**fields)  # type: ignore[arg-type]
+
+
+async def redis_store(settings: SessionSettings, clock: Callable[[], float]) -> RedisSessionStore:
+    store = create_store(settings, on_evict=Closer().close, clock=clock)
+    assert isinstance(store, RedisSessionStore)
+    return store
+
+
+async def test_redis_key_ttl_outlives_the_deadline_by_the_close_grace(
+    redis_server: RedisServer,
+) -> None:
+    settings = redis_settings(redis_server)
+    clock = FakeClock(1.7e9)
+    store = await redis_store(settings, clock)
+    raw = Redis(port=redis_server.port, password=redis_server.password)
+    try:
+        record = await login(store)
+        ttl = await raw.ttl(f"{settings.redis_key_prefix}s:{record.id}")
+        assert IDLE + 3600 - 2 <= ttl <= IDLE + 3600
+        score = await raw.zscore(f"{settings.redis_key_prefix}expiry", record.id)
+        assert score == record.created + IDLE
+        clock.advance(IDLE - 100)
+        assert await store.get(record.id) is not None  # touch: new deadline, new TTL
+        score = await raw.zscore(f"{settings.redis_key_prefix}expiry", record.id)
+        assert score == clock.now + IDLE
+    finally:
+        await raw.aclose()
+        await store.close()
+
+
+async def test_session_dropped_by_redis_ttl_is_counted_lost(redis_server: RedisServer) -> None:
+    settings = redis_settings(redis_server)
+    clock = FakeClock(1.7e9)
+    store = await redis_store(settings, clock)
+    raw = Redis(port=redis_server.port, password=redis_server.password)
+    try:
+        record = await login(store)
+        await raw.delete(f"{settings.redis_key_prefix}s:{record.id}")  # what the TTL does
+        clock.advance(IDLE + 1)
+        omero = Closer()
+        result = await purge_expired(store, omero.close)
+        assert (result.removed, result.lost) == (0, 1)
+        assert omero.closed == []
+        assert await store.count() == 0
+    finally:
+        await raw.aclose()
+        await store.close()
+
+
+async def test_redis_down_raises_unavailable_and_recovers(
+    redis_server_factory: Callable[[], RedisServer],
+) -> None:
+    server = redis_server_factory()
+    store = await redis_store(redis_settings(server), FakeClock(1.7e9))
+    try:
+        record = await login(store)
+        server.stop()
+        operations: list[Callable[[], Awaitable[object]]] = [
+            lambda: login(store, 2),
+            lambda: store.get(record.id),
+            lambda: store.update_cookies(record.id, {"a": "b"}),
+            lambda: store.delete(record.id),
+            lambda: store.pop_expired(10),
+            lambda: store.mark_pinged(record.id, record.last_pinged),
+            lambda: store.count(),
+            lambda: purge_expired(store, Closer().close),
+            lambda: keepalive(store, Closer().ping, 0.0),
+        ]
+        for operation in operations:
+            with pytest.raises(SessionStoreUnavailable) as caught:
+                await operation()
+            message = str(caught.value)
+            assert message.startswith("session store unavailable")
+            assert server.password not in message
+            assert OMERO_KEY not in message
+            assert record.id not in message
+        server.start()  # same port, empty (no persistence)
+        assert await store.get(record.id) is None
+        again = await login(store, 3)
+        assert await store.get(again.id) == again
+    finally:
+        await store.close()
+
+
+async def test_wrong_redis_password_is_unavailable_without_echoing_it(
+    redis_server: RedisServer,
+) -> None:
+    store = await redis_store(
+        redis_settings(redis_server, redis_password="not-the-Pa55word"), FakeClock(1.7e9)
+    )
+    try:
+        with pytest.raises(SessionStoreUnavailable) as caught:
+            await login(store)
+        assert "not-the-Pa55word" not in str(caught.value)
+    finally:
+        await store.close()
+
+
+# --- settings and factory --------------------------------------------------------------------
+
+
+def test_factory_rejects_an_unknown_store_type() -> None:
+    with pytest.raises(ValueError, match=r"session\.store has value 'memcached'"):
+        create_store(SessionSettings(store="memcached"), on_evict=Closer().close)
+
+
+def test_redis_url_with_a_password_is_rejected() -> None:
+    check = SessionSettings.__dataclass_fields__["redis_url"].metadata["check"]
+    with pytest.raises(ValueError, match="redis_password"):
+        check("redis://:secret@127.0.0.1:6379/0")
+    check("redis://127.0.0.1:6379/0")
+
+
+def test_samesite_none_without_secure_is_a_problem() -> None:
+    bad = SessionSettings(session_cookie_samesite="None", session_cookie_secure="false")
+    assert [name for name, _ in bad.problems()] == ["session_cookie_samesite"]
+    assert SessionSettings().problems() == []
