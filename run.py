@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""omero-porter command line: serve (default) | check.
+"""omero-porter command line: serve (default) | check | mail-test.
 
 Exit codes: 0 ok, 2 usage or configuration error, 1 runtime failure.
 """
@@ -48,6 +48,16 @@ def _check(args: argparse.Namespace, settings: Settings) -> int:
     return EXIT_OK
 
 
+def _mail_test(args: argparse.Namespace, settings: Settings) -> int:
+    import asyncio
+
+    from mailer import send_test_mail
+
+    result = asyncio.run(send_test_mail(settings.mail))
+    print(("ok: " if result.ok else "failed: ") + result.message)
+    return EXIT_OK if result.ok else EXIT_FAILURE
+
+
 Command = Callable[[argparse.Namespace, Settings], int]
 
 
@@ -69,6 +79,9 @@ def parser() -> tuple[argparse.ArgumentParser, dict[str, Command]]:
 
     sub.add_parser("check", parents=[config], help="validate the configuration and print it")
     commands["check"] = _check
+
+    sub.add_parser("mail-test", parents=[config], help="send a test mail to the admins")
+    commands["mail-test"] = _mail_test
     return top, commands
 
 

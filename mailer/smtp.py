@@ -93,21 +93,28 @@ def _without_password(error: DeliveryError, settings: MailSettings) -> DeliveryE
 async def deliver(message: EmailMessage, settings: MailSettings) -> Delivered:
     """Send `message` to `settings.admins`; raise DeliveryError when nobody got it."""
     secure = settings.email_use_tls or settings.email_use_ssl
+    client = aiosmtplib.SMTP(
+        hostname=settings.email_host,
+        port=settings.email_port,
+        username=settings.email_host_user,
+        password=settings.email_host_password,
+        use_tls=settings.email_use_ssl,
+        start_tls=settings.email_use_tls,
+        timeout=settings.email_timeout,
+        tls_context=_tls_context(settings.tls_ca_file, settings.tls_verify) if secure else None,
+    )
     try:
-        refused, _ = await aiosmtplib.send(
-            message,
-            sender=settings.server_email,
-            recipients=list(settings.recipients),
-            hostname=settings.email_host,
-            port=settings.email_port,
-            username=settings.email_host_user,
-            password=settings.email_host_password,
-            use_tls=settings.email_use_ssl,
-            start_tls=settings.email_use_tls,
-            timeout=settings.email_timeout,
-            tls_context=_tls_context(settings.tls_ca_file, settings.tls_verify) if secure else None,
-        )
+        async with client:
+            refused, _ = await client.send_message(
+                message, sender=settings.server_email, recipients=list(settings.recipients)
+            )
     except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
         raise _without_password(_reason(exc, settings), settings) from exc
+    finally:
+        # A failed STARTTLS can leave the transport open; close it now, not at collection.
+        client.close()
+        transport = getattr(client, "transport", None)
+        if transport is not None:
+            transport.abort()
     accepted = len(settings.recipients) - len(refused)
     return Delivered(accepted, tuple(sorted(refused)), server_name(settings))

@@ -11,12 +11,17 @@ import jinja2
 from aiohttp import web
 
 from filters.forwarded import TrustedProxies
+from mailer import MailSender
 from proxy import endpoints
 from proxy.context import request_scope
+from proxy.csrf import Csrf
 from proxy.errors import error_response
+from proxy.feedback import feedback
 from proxy.forward import forward
 from proxy.keys import (
     CLIENT_SESSION,
+    CSRF,
+    MAILER,
     READINESS_CHECKS,
     SCOPE,
     SETTINGS,
@@ -40,18 +45,24 @@ def create_app(settings: Settings) -> web.Application:
     app[SETTINGS] = settings
     app[TRUSTED_PROXIES] = TrustedProxies(proxy.trusted_proxies)
     app[TEMPLATES] = _templates(settings)
+    app[CSRF] = Csrf(proxy.secret_key, cookie_path=(proxy.prefix or "") + "/porter/")
+    app[MAILER] = MailSender(settings.mail)
     app[READINESS_CHECKS] = {"upstream": endpoints.upstream_check(app)}
     app[WEBSOCKETS] = set()
     app.cleanup_ctx.append(_client_session)
+    app.cleanup_ctx.append(_mail_sender)
     app.on_shutdown.append(_close_websockets)
     endpoints.add_routes(app, proxy.prefix)
+    app.router.add_post(proxy.prefix + "/porter/feedback", feedback)
     app.router.add_route("*", "/{tail:.*}", _dispatch)
     return app
 
 
 def _templates(settings: Settings) -> jinja2.Environment:
+    # An admin's templates_dir is searched first, so any page can be replaced one by one.
+    search = [settings.proxy.templates_dir] if settings.proxy.templates_dir else []
     return jinja2.Environment(
-        loader=jinja2.FileSystemLoader([str(TEMPLATE_DIR)]),
+        loader=jinja2.FileSystemLoader([*search, str(TEMPLATE_DIR)]),
         autoescape=True,
         undefined=jinja2.StrictUndefined,
     )
@@ -87,6 +98,13 @@ async def _client_session(app: web.Application) -> AsyncIterator[None]:
     app[CLIENT_SESSION] = session
     yield
     await session.close()
+
+
+async def _mail_sender(app: web.Application) -> AsyncIterator[None]:
+    sender = app[MAILER]
+    await sender.start()
+    yield
+    await sender.stop(app[SETTINGS].mail.drain_timeout)
 
 
 async def _close_websockets(app: web.Application) -> None:

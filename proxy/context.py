@@ -14,6 +14,7 @@ from aiohttp import hdrs, web
 
 from proxy.errors import error_response
 from proxy.keys import SCOPE, SETTINGS, TRUSTED_PROXIES, RequestScope
+from proxy.reporting import report_exception
 
 log = logging.getLogger("porter.proxy")
 access_log = logging.getLogger("porter.access")
@@ -72,10 +73,10 @@ async def request_scope(request: web.Request, handler: Handler) -> web.StreamRes
     except ConnectionResetError:
         log.debug("client gone rid=%s", scope.request_id)
         raise
-    except Exception:
+    except Exception as exc:
         log.exception("unhandled error rid=%s %s", scope.request_id, request.method)
-        debug = request.app[SETTINGS].proxy.debug
-        response = error_response(request, 500, traceback=traceback.format_exc() if debug else None)
+        report_exception(request, exc)
+        response = error_response(request, 500, traceback=traceback.format_exc())
     finally:
         if request.app[SETTINGS].proxy.access_log:
             # The path only: a query string can carry tokens.

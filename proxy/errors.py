@@ -6,7 +6,7 @@ from http import HTTPStatus
 
 from aiohttp import hdrs, web
 
-from proxy.keys import SCOPE, TEMPLATES
+from proxy.keys import CSRF, SCOPE, SETTINGS, TEMPLATES
 
 # What the user is told; never anything from the failing request itself.
 MESSAGES = {
@@ -44,7 +44,11 @@ def error_response(
     traceback: str | None = None,
     headers: dict[str, str] | None = None,
 ) -> web.Response:
-    """The answer for an error `status`; `traceback` is shown to browsers only (debug)."""
+    """The answer for an error `status`.
+
+    `traceback` is shown only with proxy.debug, and only to browsers: never to AJAX or JSON
+    clients (OMERO.web sends them its tracebacks; porter does not).
+    """
     title = HTTPStatus(status).phrase
     message = message or MESSAGES.get(status, title)
     request_id = request_id_of(request)
@@ -52,8 +56,19 @@ def error_response(
     if wants_json(request):
         body = {"error": message, "status": status, "request_id": request_id}
         return web.json_response(body, status=status, headers=extra)
-    template = request.app[TEMPLATES].get_template("error.html")
-    html = template.render(
-        status=status, title=title, message=message, request_id=request_id, traceback=traceback
+    app = request.app
+    response = web.Response(status=status, content_type="text/html", headers=extra)
+    feedback = None
+    if status == 500 and app[SETTINGS].mail.active:
+        feedback = app[CSRF].token(request, response, "feedback")
+    template = app[TEMPLATES].select_template([f"error_{status}.html", "error.html"])
+    response.text = template.render(
+        status=status,
+        title=title,
+        message=message,
+        request_id=request_id,
+        traceback=traceback if app[SETTINGS].proxy.debug else None,
+        feedback_token=feedback,
+        prefix=app[SETTINGS].proxy.prefix,
     )
-    return web.Response(status=status, text=html, content_type="text/html", headers=extra)
+    return response

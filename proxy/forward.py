@@ -15,6 +15,7 @@ from filters.forwarded import FORWARDING_HEADERS
 from proxy.errors import error_response
 from proxy.headers import end_to_end
 from proxy.keys import CLIENT_SESSION, SCOPE, SETTINGS
+from proxy.reporting import report_unavailable, report_upstream_error
 
 log = logging.getLogger("porter.proxy")
 
@@ -88,16 +89,44 @@ async def forward(request: web.Request) -> web.StreamResponse:
         )
     except asyncio.TimeoutError:
         log.warning("upstream timed out rid=%s", request[SCOPE].request_id)
-        return error_response(request, 504)
+        return unavailable(request, 504)
     except (aiohttp.ClientError, BodyTooLarge, OSError) as exc:
         if body is not None and body.exceeded:
             return error_response(request, 413, headers={hdrs.CONNECTION: "close"})
         log.warning(
             "upstream unreachable rid=%s: %s", request[SCOPE].request_id, type(exc).__name__
         )
-        return error_response(request, 502)
+        return unavailable(request, 502)
     async with upstream:
+        if upstream.status >= 500:
+            return await upstream_failed(request, upstream)
         return await relay(request, upstream)
+
+
+def unavailable(request: web.Request, status: int) -> web.Response:
+    """OMERO.web could not be reached or did not answer: tell the user and the admins."""
+    report_unavailable(request, status)
+    return error_response(request, status)
+
+
+async def upstream_failed(request: web.Request, upstream: aiohttp.ClientResponse) -> web.Response:
+    """OMERO.web answered 5xx: the admins get its body, the user porter's own error page.
+
+    OMERO.web's 500 pages can carry a traceback (to AJAX clients even without debug); the
+    user sees it only with proxy.debug, and only in a browser.
+    """
+    status = upstream.status
+    if status in (502, 503, 504):
+        return unavailable(request, status)
+    limit = 4 * request.app[SETTINGS].mail.excerpt_size
+    try:
+        excerpt = await upstream.content.read(limit)
+    except (asyncio.TimeoutError, aiohttp.ClientError):
+        excerpt = b""
+    text = excerpt.decode(upstream.get_encoding() if upstream.charset else "utf-8", "replace")
+    log.warning("upstream answered %d rid=%s", status, request[SCOPE].request_id)
+    report_upstream_error(request, status, text)
+    return error_response(request, 500, traceback=text)
 
 
 def _small_body(request: web.Request, upstream: aiohttp.ClientResponse) -> bool:

@@ -10,6 +10,8 @@ import jinja2
 from aiohttp import web
 
 from filters.forwarded import Client, TrustedProxies
+from mailer import MailSender
+from proxy.csrf import Csrf
 from proxy.settings import Settings
 
 
@@ -22,6 +24,15 @@ class RequestScope:
     path: str  # the path below the mount prefix, as received (still percent-encoded)
 
 
+@dataclass(frozen=True)
+class Who:
+    """Who a request runs as, for reports and logs; `secrets` are values to mask there."""
+
+    user: str = "anonymous"
+    server_id: int | None = None
+    secrets: frozenset[str] = frozenset()
+
+
 # A readiness check answers (ok, detail); detail is shown on /porter/readyz.
 ReadinessCheck = Callable[[], Awaitable[tuple[bool, str]]]
 
@@ -30,6 +41,9 @@ CLIENT_SESSION = web.AppKey("client_session", aiohttp.ClientSession)
 TRUSTED_PROXIES = web.AppKey("trusted_proxies", TrustedProxies)
 TEMPLATES = web.AppKey("templates", jinja2.Environment)
 READINESS_CHECKS = web.AppKey("readiness_checks", dict[str, ReadinessCheck])
+MAILER = web.AppKey("mailer", MailSender)
+CSRF = web.AppKey("csrf", Csrf)
 WEBSOCKETS = web.AppKey("websockets", set[web.WebSocketResponse])
 
 SCOPE = web.RequestKey("scope", RequestScope)
+WHO = web.RequestKey("who", Who)

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from mailer.settings import MailSettings
 from proxy.config import ConfigError, Problem, build, env_overrides, merge, tomllib
 
 __all__ = ["DEFAULT_CONFIG", "ConfigError", "ProxySettings", "Settings", "load_settings"]
@@ -48,6 +49,14 @@ def _check_cidrs(value: tuple[str, ...]) -> None:
             ipaddress.ip_network(item, strict=False)
         except ValueError:
             raise ValueError(f"{item!r} is not an IP address or CIDR network") from None
+
+
+def _check_secret_key(value: str) -> None:
+    if len(value) < 32:
+        raise ValueError(
+            "must be at least 32 characters (e.g. python -c 'import secrets; "
+            "print(secrets.token_urlsafe(32))')"
+        )
 
 
 @dataclass(frozen=True)
@@ -105,6 +114,18 @@ class ProxySettings:
         metadata={"doc": "Logging level", "choices": ("debug", "info", "warning", "error")},
     )
     access_log: bool = field(default=True, metadata={"doc": "Log one line per request"})
+    templates_dir: str = field(
+        default="",
+        metadata={"doc": "Directory of templates that replace porter's own (error.html, ...)"},
+    )
+    secret_key: str | None = field(
+        default=None,
+        metadata={
+            "doc": "Key signing CSRF tokens; unset: random per process (set it for several)",
+            "secret": True,
+            "check": _check_secret_key,
+        },
+    )
 
 
 @dataclass(frozen=True)
@@ -112,6 +133,7 @@ class Settings:
     """Every section of config.toml."""
 
     proxy: ProxySettings = field(default_factory=ProxySettings)
+    mail: MailSettings = field(default_factory=MailSettings)
 
 
 def _name_source(problem: Problem, sources: Mapping[str, str]) -> Problem:

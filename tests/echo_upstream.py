@@ -100,6 +100,24 @@ async def status(request: web.Request) -> web.Response:
     return web.Response(status=int(request.match_info["code"]), text="status page")
 
 
+# What OMERO.web's debug 500 page can hold: a traceback and the request's own secrets.
+DJANGO_500 = """<html><body><h1>ValueError at /webclient/api/</h1>
+<pre>Traceback (most recent call last):
+  File "omeroweb/webclient/views.py", line 1, in api
+    raise ValueError("image 12 is missing")
+ValueError: image 12 is missing</pre>
+<table><tr><td>HTTP_COOKIE</td><td>sessionid={cookie}</td></tr>
+<tr><td>QUERY_STRING</td><td>{query}</td></tr></table></body></html>"""
+
+
+async def django_500(request: web.Request) -> web.Response:
+    await _consume(request)
+    page = DJANGO_500.format(
+        cookie=request.cookies.get("sessionid", ""), query=request.query_string
+    )
+    return web.Response(status=500, text=page, content_type="text/html")
+
+
 async def hop(request: web.Request) -> web.Response:
     await _consume(request)
     response = web.Response(text="hop")
@@ -149,6 +167,7 @@ def create_echo_app() -> web.Application:
     app.router.add_route("*", "/slow-body/{seconds}", slow_body)
     app.router.add_route("*", "/status/{code:\\d+}", status)
     app.router.add_route("*", "/hop", hop)
+    app.router.add_route("*", "/django-500/{tail:.*}", django_500)
     app.router.add_route("*", "/redirect", redirect)
     app.router.add_route("*", "/gzip", gzipped)
     app.router.add_route("*", "/{tail:.*}", echo)

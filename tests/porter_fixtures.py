@@ -53,10 +53,20 @@ def porter(
 ) -> PorterFactory:
     """Make a porter client in front of the echo upstream: porter(prefix="/omero", ...)."""
 
-    async def make(**proxy: Any) -> TestClient[web.Request, web.Application]:
+    async def make(
+        *,
+        configure: Callable[[web.Application], None] | None = None,
+        sections: dict[str, Any] | None = None,
+        **proxy: Any,
+    ) -> TestClient[web.Request, web.Application]:
+        """`sections` holds other settings sections (mail=MailSettings(...), ...); `configure`
+        may add test-only routes before the app starts."""
         proxy.setdefault("upstream", echo_upstream.url)
-        settings = Settings(proxy=ProxySettings(**proxy))
-        return await aiohttp_client(create_app(settings))
+        settings = Settings(proxy=ProxySettings(**proxy), **(sections or {}))
+        app = create_app(settings)
+        if configure is not None:
+            configure(app)
+        return await aiohttp_client(app)
 
     return make
 

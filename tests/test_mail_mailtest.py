@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import pytest
-
 from mailer import MailSettings, send_test_mail
 from tests.smtp_fixture import (
     SMTP_PASSWORD,
@@ -69,9 +67,6 @@ async def test_mail_test_reports_a_wrong_password_without_showing_it(
     assert smtp_tls_server.inbox.messages == []
 
 
-# aiosmtplib closes the socket of a failed STARTTLS handshake asynchronously; when the test's
-# loop ends first, the socket is collected unclosed. Not a leak in a long-running loop.
-@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 async def test_mail_test_reports_an_untrusted_certificate(smtp_tls_server: SmtpServer) -> None:
     settings = settings_for(
         smtp_tls_server,
