@@ -1,6 +1,8 @@
 """Fixture plugins shared by the whole suite."""
 
 pytest_plugins = [
+    "tests.omero_sim.fixture",
+    "tests.web_fixture",
     "tests.porter_fixtures",
     "tests.smtp_fixture",
     "tests.redis_fixture",
