@@ -1,0 +1,396 @@
+"""The shared public session: one OMERO session per public server for all anonymous traffic.
+
+    public = PublicSession(backend, settings.public, handoff, redis=None)
+    login = await public.get(1)          # .session_key, .cookies (OMERO.web's, for upstream)
+    await public.invalidate(1, login.session_key)   # OMERO.web or OMERO said it is gone
+    await public.keep_alive()            # the keepalive job, every ping_interval
+    await public.close()                 # at shutdown
+
+The session is created on first need, once however many callers wait (single-flight), and
+handed to OMERO.web once through the injected `handoff`. A failed creation is remembered for
+`failure_backoff` seconds: callers get the same error at once instead of retrying.
+
+With a Redis client, porter processes share one session per server, under the key prefix P:
+  P public:<id>           hash: "key" (the OMERO session key), "c:<name>" (OMERO.web cookies)
+  P public:<id>:lock      who is creating it (SET NX PX, a random token, compare-and-delete)
+  P public:<id>:holders   set of process tokens using it; the last one to close() closes it
+Give it a client with bounded timeouts and retries (as RedisSessionStore.from_settings builds):
+while Redis cannot answer, a held session is kept and used.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+import secrets
+import time
+from collections.abc import Awaitable, Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any
+
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from auth.errors import OmeroError, ServerUnavailable
+from auth.omero_backend import OmeroBackend
+from auth.public_settings import PublicSessionSettings
+from auth.store import SessionStoreUnavailable
+
+__all__ = ["Handoff", "HandoffFailed", "PublicLogin", "PublicSession"]
+
+log = logging.getLogger("porter.auth.public")
+
+Handoff = Callable[[int, str], Awaitable[Mapping[str, str]]]
+"""`handoff(server_id, omero_key)`: has OMERO.web join the session; returns its cookies."""
+
+_COOKIE = "c:"
+_MAX_POLL = 0.25  # seconds between looks at Redis while another process creates the session
+
+_UNLOCK = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+_DROP = """
+if redis.call('HGET', KEYS[1], 'key') == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+_LEAVE = """
+redis.call('SREM', KEYS[2], ARGV[1])
+if redis.call('SCARD', KEYS[2]) > 0 then return false end
+local key = redis.call('HGET', KEYS[1], 'key')
+redis.call('DEL', KEYS[1])
+return key
+"""
+
+
+@dataclass(frozen=True)
+class PublicLogin:
+    """The public session of one server: the OMERO key and OMERO.web's cookies for it.
+
+    repr() shows neither."""
+
+    server_id: int
+    session_key: str = field(repr=False)
+    cookies: Mapping[str, str] = field(repr=False)
+
+
+class HandoffFailed(ServerUnavailable):
+    """OMERO.web did not take the public session (the handoff raised or set no cookie)."""
+
+
+@dataclass
+class _Held:
+    login: PublicLogin
+    checked: float  # when this copy was last read from (or written to) Redis
+
+
+@dataclass(frozen=True)
+class _Failure:
+    error: OmeroError
+    until: float
+
+
+def _again(error: OmeroError) -> OmeroError:
+    """A fresh copy, so concurrent callers do not share one traceback."""
+    return type(error)(str(error), server_id=error.server_id, ice_type=error.ice_type)
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+@contextlib.contextmanager
+def _redis_errors() -> Iterator[None]:
+    """The one boundary where Redis errors become SessionStoreUnavailable."""
+    try:
+        yield
+    except (RedisError, OSError, asyncio.TimeoutError) as exc:
+        raise SessionStoreUnavailable(
+            f"public session store unavailable ({type(exc).__name__})"
+        ) from None
+
+
+class _SharedEntries:
+    """The Redis side: the shared entry, its creation lock, its holders."""
+
+    def __init__(self, redis: Redis, prefix: str) -> None:
+        self._redis = redis
+        self._prefix = prefix
+        self._unlock = redis.register_script(_UNLOCK)
+        self._drop = redis.register_script(_DROP)
+        self._leave = redis.register_script(_LEAVE)
+
+    def _key(self, server_id: int, suffix: str = "") -> str:
+        return f"{self._prefix}public:{server_id}{suffix}"
+
+    async def read(self, server_id: int) -> PublicLogin | None:
+        with _redis_errors():
+            raw = await self._redis.hgetall(self._key(server_id))
+        data = {_text(k): _text(v) for k, v in raw.items()}
+        if not data.get("key"):
+            return None
+        cookies = {k[len(_COOKIE) :]: v for k, v in data.items() if k.startswith(_COOKIE)}
+        return PublicLogin(server_id, data["key"], MappingProxyType(cookies))
+
+    async def write(self, login: PublicLogin) -> None:
+        key = self._key(login.server_id)
+        fields: dict[Any, Any] = {"key": login.session_key}
+        fields.update({_COOKIE + name: value for name, value in login.cookies.items()})
+        with _redis_errors():
+            async with self._redis.pipeline(transaction=True) as pipe:
+                pipe.delete(key)
+                pipe.hset(key, mapping=fields)
+                await pipe.execute()
+
+    async def lock(self, server_id: int, token: str, seconds: float) -> bool:
+        with _redis_errors():
+            done = await self._redis.set(
+                self._key(server_id, ":lock"), token, nx=True, px=int(seconds * 1000)
+            )
+        return bool(done)
+
+    async def unlock(self, server_id: int, token: str) -> None:
+        with _redis_errors():
+            await self._unlock(keys=[self._key(server_id, ":lock")], args=[token])
+
+    async def drop(self, server_id: int, session_key: str) -> bool:
+        """Delete the entry only if it still holds `session_key`."""
+        with _redis_errors():
+            return bool(await self._drop(keys=[self._key(server_id)], args=[session_key]))
+
+    async def join(self, server_id: int, token: str) -> None:
+        with _redis_errors():
+            await self._redis.sadd(self._key(server_id, ":holders"), token)
+
+    async def leave(self, server_id: int, token: str) -> str | None:
+        """Stop holding; the last holder gets the shared key (entry deleted) to close."""
+        with _redis_errors():
+            key = await self._leave(
+                keys=[self._key(server_id), self._key(server_id, ":holders")], args=[token]
+            )
+        return _text(key) if key else None
+
+
+class PublicSession:
+    """The public sessions of one porter process (one per server), shared through Redis
+    with other processes when `redis` is given."""
+
+    def __init__(
+        self,
+        backend: OmeroBackend,
+        settings: PublicSessionSettings,
+        handoff: Handoff,
+        *,
+        redis: Redis | None = None,
+        key_prefix: str = "porter:",
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._backend = backend
+        self._settings = settings
+        self._handoff = handoff
+        self._shared = _SharedEntries(redis, key_prefix) if redis is not None else None
+        self._clock = clock
+        self._token = secrets.token_hex(16)  # this process, as lock owner and holder
+        self._held: dict[int, _Held] = {}
+        self._flights: dict[int, asyncio.Task[PublicLogin]] = {}
+        self._failures: dict[int, _Failure] = {}
+        self._joined: set[int] = set()
+        self._closing: set[asyncio.Task[None]] = set()
+        self._closed = False
+
+    def _server_id(self, server: int | str | None) -> int:
+        return self._backend.servers.get(self._settings.server_id if server is None else server).id
+
+    async def get(self, server: int | str | None = None) -> PublicLogin:
+        """The public session of `server` (default: `server_id`), created when needed.
+
+        Raises auth.errors (e.g. ServerUnavailable, InvalidCredentials, HandoffFailed; an
+        unknown server at once: UnknownServer), SessionStoreUnavailable when the shared store
+        cannot be read and nothing is held, RuntimeError after close()."""
+        if self._closed:
+            raise RuntimeError("PublicSession is closed")
+        server_id = self._server_id(server)
+        now = self._clock()
+        held = self._held.get(server_id)
+        if held is not None and (
+            self._shared is None or now - held.checked < self._settings.recheck_interval
+        ):
+            return held.login
+        failure = self._failures.get(server_id)
+        if failure is not None and now < failure.until:
+            raise _again(failure.error)
+        flight = self._flights.get(server_id)
+        if flight is None:
+            flight = asyncio.create_task(self._fly(server_id), name=f"public-session-{server_id}")
+            self._flights[server_id] = flight
+            flight.add_done_callback(functools.partial(self._landed, server_id))
+        try:
+            return await asyncio.shield(flight)
+        except OmeroError as exc:
+            raise _again(exc) from None
+
+    def _landed(self, server_id: int, flight: asyncio.Task[PublicLogin]) -> None:
+        if self._flights.get(server_id) is flight:
+            del self._flights[server_id]
+        if flight.cancelled():
+            return
+        error = flight.exception()
+        if isinstance(error, OmeroError) and self._settings.failure_backoff > 0:
+            until = self._clock() + self._settings.failure_backoff
+            self._failures[server_id] = _Failure(error, until)
+        elif error is None:
+            self._failures.pop(server_id, None)
+
+    async def _fly(self, server_id: int) -> PublicLogin:
+        if self._shared is None:
+            login = await self._create(server_id)
+        else:
+            login = await self._fly_shared(self._shared, server_id)
+        self._held[server_id] = _Held(login, self._clock())
+        return login
+
+    async def _create(self, server_id: int) -> PublicLogin:
+        """Log in as the public user and hand the session to OMERO.web (closed on failure)."""
+        user, password = self._settings.user or "", self._settings.password or ""
+        login = await self._backend.login(server_id, user, password)
+        try:
+            cookies = dict(await self._handoff(server_id, login.session_key))
+            if not cookies:
+                raise HandoffFailed(
+                    f"server {server_id}: OMERO.web set no cookie for the public session",
+                    server_id=server_id,
+                )
+        except BaseException as exc:
+            await asyncio.shield(self._close_quietly(server_id, login.session_key))
+            if isinstance(exc, Exception) and not isinstance(exc, OmeroError):
+                # the type only: a handoff error's text may carry the URL, hence the key
+                raise HandoffFailed(
+                    f"server {server_id}: OMERO.web handoff of the public session failed "
+                    f"({type(exc).__name__})",
+                    server_id=server_id,
+                ) from None
+            raise
+        log.info("public session created on server %d as %s", server_id, login.user_name)
+        return PublicLogin(server_id, login.session_key, MappingProxyType(cookies))
+
+    async def _fly_shared(self, shared: _SharedEntries, server_id: int) -> PublicLogin:
+        """Adopt the shared session, or create it under the lock, or wait for its creator."""
+        held = self._held.get(server_id)
+        deadline = time.monotonic() + self._settings.create_timeout
+        delay = 0.01
+        try:
+            while True:
+                found = await shared.read(server_id)
+                if found is None and await shared.lock(
+                    server_id, self._token, self._settings.create_timeout
+                ):
+                    try:
+                        found = await shared.read(server_id) or await self._create_shared(
+                            shared, server_id
+                        )
+                    finally:
+                        with contextlib.suppress(SessionStoreUnavailable):
+                            await shared.unlock(server_id, self._token)
+                if found is not None:
+                    if server_id not in self._joined:
+                        await shared.join(server_id, self._token)
+                        self._joined.add(server_id)
+                    return found
+                if time.monotonic() >= deadline:
+                    raise ServerUnavailable(
+                        f"server {server_id}: the shared public session was not created "
+                        f"within {self._settings.create_timeout:g} s",
+                        server_id=server_id,
+                    )
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, _MAX_POLL)
+        except SessionStoreUnavailable:
+            if held is None:
+                raise
+            log.warning("public session of server %d: store unavailable, keeping it", server_id)
+            return held.login
+
+    async def _create_shared(self, shared: _SharedEntries, server_id: int) -> PublicLogin:
+        login = await self._create(server_id)
+        try:
+            await shared.write(login)
+        except SessionStoreUnavailable:
+            log.warning("public session of server %d: not shared, store unavailable", server_id)
+        return login
+
+    def _drop(self, server_id: int, session_key: str) -> bool:
+        held = self._held.get(server_id)
+        if held is None or held.login.session_key != session_key:
+            return False
+        del self._held[server_id]
+        return True
+
+    async def _drop_everywhere(self, server_id: int, session_key: str) -> bool:
+        dropped = self._drop(server_id, session_key)
+        if self._shared is not None:
+            try:
+                dropped = await self._shared.drop(server_id, session_key) or dropped
+            except SessionStoreUnavailable:
+                log.warning("public session of server %d: store unavailable on drop", server_id)
+        return dropped
+
+    async def invalidate(self, server: int | str, session_key: str) -> None:
+        """OMERO.web or OMERO no longer accepts this session: the next get() creates a new
+        one. A key other than the current one (a stale report) changes nothing."""
+        server_id = self._server_id(server)
+        if await self._drop_everywhere(server_id, session_key):
+            log.info("public session of server %d invalidated", server_id)
+            # OMERO.web may have lost only its cookie: end the OMERO session too, off the
+            # request path
+            task = asyncio.create_task(self._close_quietly(server_id, session_key))
+            self._closing.add(task)
+            task.add_done_callback(self._closing.discard)
+
+    async def keep_alive(self) -> None:
+        """Ping every held session; one the server has ended is dropped (re-created on the
+        next get). A server that cannot answer keeps its session for the next round."""
+        await asyncio.gather(
+            *(self._ping(sid, held.login.session_key) for sid, held in list(self._held.items()))
+        )
+
+    async def _ping(self, server_id: int, session_key: str) -> None:
+        try:
+            alive = await self._backend.keep_alive(server_id, session_key)
+        except OmeroError as exc:
+            log.info("public session of server %d: keepalive failed (%s)", server_id, exc)
+            return
+        if not alive and await self._drop_everywhere(server_id, session_key):
+            log.info("public session of server %d ended on the server; will re-create", server_id)
+
+    async def close(self) -> None:
+        """Stop creating, and close the held sessions on their servers. With Redis, only the
+        last process holding a shared session closes it."""
+        self._closed = True
+        flights = list(self._flights.values())
+        for flight in flights:
+            flight.cancel()
+        await asyncio.gather(*flights, *self._closing, return_exceptions=True)
+        held, self._held = self._held, {}
+        keys = {sid: h.login.session_key for sid, h in held.items()}
+        if self._shared is not None:
+            keys = {}
+            for sid in self._joined:
+                try:
+                    last = await self._shared.leave(sid, self._token)
+                except SessionStoreUnavailable:
+                    log.warning("public session of server %d: store unavailable on close", sid)
+                    continue
+                if last is not None:
+                    keys[sid] = last
+        await asyncio.gather(*(self._close_quietly(sid, key) for sid, key in keys.items()))
+
+    async def _close_quietly(self, server_id: int, session_key: str) -> None:
+        try:
+            await self._backend.close(server_id, session_key)
+        except OmeroError as exc:
+            log.info("public session of server %d: close failed (%s)", server_id, exc)
