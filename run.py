@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""omero-porter command line: serve (default) | check | mail-test.
+"""omero-porter command line: serve (default) | check | mail-test | clearsessions.
 
 Exit codes: 0 ok, 2 usage or configuration error, 1 runtime failure.
 """
@@ -58,6 +58,42 @@ def _mail_test(args: argparse.Namespace, settings: Settings) -> int:
     return EXIT_OK if result.ok else EXIT_FAILURE
 
 
+def _clearsessions(args: argparse.Namespace, settings: Settings) -> int:
+    """Purge expired sessions once and close their OMERO sessions (OMERO.web's command never
+    closed them). With the memory store there is nothing to share: only Redis is useful."""
+    import asyncio
+
+    from auth.lifecycle import purge_expired
+    from auth.omero_backend import OmeroBackend
+    from auth.store import SessionStoreError, create_store
+
+    if settings.session.store == "memory":
+        print("clearsessions: the memory store lives inside each running porter, which purges it")
+        print("itself every session.purge_interval seconds; nothing to do from outside.")
+        return EXIT_OK
+
+    async def purge() -> int:
+        async with OmeroBackend(settings.omero) as backend:
+            store = create_store(settings.session, on_evict=backend.close)
+            try:
+                result = await purge_expired(
+                    store, backend.close, concurrency=settings.session.lifecycle_concurrency
+                )
+            except SessionStoreError as exc:
+                print(f"clearsessions: {exc}", file=sys.stderr)
+                return EXIT_FAILURE
+            finally:
+                await store.close()
+        print(
+            f"clearsessions: removed {result.removed} expired session(s), closed "
+            f"{result.closed} OMERO session(s), {result.failed} close(s) failed, "
+            f"{result.lost} already dropped by Redis"
+        )
+        return EXIT_OK
+
+    return asyncio.run(purge())
+
+
 Command = Callable[[argparse.Namespace, Settings], int]
 
 
@@ -82,6 +118,13 @@ def parser() -> tuple[argparse.ArgumentParser, dict[str, Command]]:
 
     sub.add_parser("mail-test", parents=[config], help="send a test mail to the admins")
     commands["mail-test"] = _mail_test
+
+    sub.add_parser(
+        "clearsessions",
+        parents=[config],
+        help="purge expired sessions and close their OMERO sessions (Redis store)",
+    )
+    commands["clearsessions"] = _clearsessions
     return top, commands
 
 

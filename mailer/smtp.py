@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import ssl
 from dataclasses import dataclass
@@ -111,10 +112,12 @@ async def deliver(message: EmailMessage, settings: MailSettings) -> Delivered:
     except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
         raise _without_password(_reason(exc, settings), settings) from exc
     finally:
-        # A failed STARTTLS can leave the transport open; close it now, not at collection.
-        client.close()
-        transport = getattr(client, "transport", None)
-        if transport is not None:
+        # Abort rather than close: a graceful TLS close needs more loop turns than a shutting
+        # down loop may give, and would leave the socket open. Then give the abort its turn.
+        transport = client.transport
+        if isinstance(transport, asyncio.Transport):
             transport.abort()
+        client.close()
+        await asyncio.sleep(0.01)
     accepted = len(settings.recipients) - len(refused)
     return Delivered(accepted, tuple(sorted(refused)), server_name(settings))

@@ -10,27 +10,33 @@ import aiohttp
 import jinja2
 from aiohttp import web
 
+from auth.lifecycle import keepalive_job, purge_job
+from auth.omero_backend import OmeroBackend
+from auth.store import create_store
 from filters.forwarded import TrustedProxies
+from filters.throttle import LoginThrottle
 from mailer import MailSender
-from proxy import endpoints
+from proxy import endpoints, login
 from proxy.context import request_scope
 from proxy.csrf import Csrf
 from proxy.errors import error_response
 from proxy.feedback import feedback
-from proxy.forward import forward
+from proxy.gate import gate
 from proxy.keys import (
     CLIENT_SESSION,
     CSRF,
     MAILER,
+    OMERO,
     READINESS_CHECKS,
     SCOPE,
+    SESSION_STORE,
     SETTINGS,
     TEMPLATES,
+    THROTTLE,
     TRUSTED_PROXIES,
     WEBSOCKETS,
 )
 from proxy.settings import Settings
-from proxy.websocket import forward_websocket, is_websocket
 
 log = logging.getLogger("porter.proxy")
 
@@ -49,11 +55,20 @@ def create_app(settings: Settings) -> web.Application:
     app[MAILER] = MailSender(settings.mail)
     app[READINESS_CHECKS] = {"upstream": endpoints.upstream_check(app)}
     app[WEBSOCKETS] = set()
+    app[THROTTLE] = LoginThrottle(
+        max_per_address=settings.login.max_failures_per_address,
+        max_per_user=settings.login.max_failures_per_user,
+        window=settings.login.failure_window,
+    )
+    app[OMERO] = OmeroBackend(settings.omero)
     app.cleanup_ctx.append(_client_session)
     app.cleanup_ctx.append(_mail_sender)
+    app.cleanup_ctx.append(_omero_backend)
+    app.cleanup_ctx.append(_session_store)
     app.on_shutdown.append(_close_websockets)
     endpoints.add_routes(app, proxy.prefix)
     app.router.add_post(proxy.prefix + "/porter/feedback", feedback)
+    login.add_routes(app, proxy.prefix)
     app.router.add_route("*", "/{tail:.*}", _dispatch)
     return app
 
@@ -75,9 +90,7 @@ async def _dispatch(request: web.Request) -> web.StreamResponse:
         return error_response(request, 404)
     if request[SCOPE].path.startswith(endpoints.RESERVED):
         return error_response(request, 404)
-    if is_websocket(request):
-        return await forward_websocket(request)
-    return await forward(request)
+    return await gate(request)
 
 
 async def _client_session(app: web.Application) -> AsyncIterator[None]:
@@ -105,6 +118,29 @@ async def _mail_sender(app: web.Application) -> AsyncIterator[None]:
     await sender.start()
     yield
     await sender.stop(app[SETTINGS].mail.drain_timeout)
+
+
+async def _omero_backend(app: web.Application) -> AsyncIterator[None]:
+    yield
+    await app[OMERO].aclose()
+
+
+async def _session_store(app: web.Application) -> AsyncIterator[None]:
+    """The session store and its jobs: purge expired sessions, keep used ones alive."""
+    settings = app[SETTINGS].session
+    backend = app[OMERO]
+    store = create_store(settings, on_evict=backend.close)
+    app[SESSION_STORE] = store
+    jobs = [
+        purge_job(store, backend.close, settings),
+        keepalive_job(store, backend.keep_alive, settings),
+    ]
+    for job in jobs:
+        job.start()
+    yield
+    for job in jobs:
+        await job.stop()
+    await store.close()
 
 
 async def _close_websockets(app: web.Application) -> None:

@@ -72,3 +72,10 @@ def error_response(
         prefix=app[SETTINGS].proxy.prefix,
     )
     return response
+
+
+def redirect(location: str, status: int = 303) -> web.Response:
+    """A redirect porter answers itself (never cached: it may depend on the session)."""
+    return web.Response(
+        status=status, headers={hdrs.LOCATION: location, "Cache-Control": "no-store"}
+    )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 
 import aiohttp
 from aiohttp import hdrs, web
@@ -13,6 +13,7 @@ from yarl import URL
 
 from filters.forwarded import FORWARDING_HEADERS
 from proxy.errors import error_response
+from proxy.handoff import held_names, porter_cookie_names, rewrite_cookies, take_set_cookies
 from proxy.headers import end_to_end
 from proxy.keys import CLIENT_SESSION, SCOPE, SETTINGS
 from proxy.reporting import report_unavailable, report_upstream_error
@@ -25,6 +26,10 @@ SMALL_BODY = 64 * 1024
 
 # Never sent upstream as the client sent them: porter sets these itself.
 REQUEST_DROP = (*FORWARDING_HEADERS, hdrs.EXPECT, "X-Request-Id")
+
+
+# Receives the held cookies OMERO.web set on an answer (None: deleted).
+Capture = Callable[[dict[str, str | None]], Awaitable[object]]
 
 
 class BodyTooLarge(Exception):
@@ -49,8 +54,14 @@ class LimitedBody:
             yield chunk
 
 
-def upstream_headers(request: web.Request) -> CIMultiDict[str]:
-    """The client's end-to-end headers plus porter's own forwarding headers."""
+def upstream_headers(
+    request: web.Request, cookies: Mapping[str, str] | None = None
+) -> CIMultiDict[str]:
+    """The client's end-to-end headers plus porter's own forwarding headers.
+
+    Porter's cookies and browser cookies named like the ones porter holds for OMERO.web are
+    dropped; `cookies` (the held ones of this request's session) are added.
+    """
     scope = request[SCOPE]
     headers = end_to_end(request.headers, drop=REQUEST_DROP)
     headers[hdrs.X_FORWARDED_FOR] = ", ".join(scope.client.forwarded_for)
@@ -58,6 +69,8 @@ def upstream_headers(request: web.Request) -> CIMultiDict[str]:
     if scope.client.host:
         headers[hdrs.X_FORWARDED_HOST] = scope.client.host
     headers["X-Request-Id"] = scope.request_id
+    app = request.app
+    rewrite_cookies(headers, held_names(app) | porter_cookie_names(app), cookies)
     return headers
 
 
@@ -71,8 +84,10 @@ def _has_body(request: web.Request) -> bool:
     return request.content_length not in (None, 0) or hdrs.TRANSFER_ENCODING in request.headers
 
 
-async def forward(request: web.Request) -> web.StreamResponse:
-    """Send `request` to OMERO.web as it is and stream the answer back."""
+async def send(
+    request: web.Request, cookies: Mapping[str, str] | None = None
+) -> aiohttp.ClientResponse | web.Response:
+    """Send `request` to OMERO.web; its answer, or porter's error page (413, 502, 504)."""
     settings = request.app[SETTINGS].proxy
     limit = settings.max_body_size
     if request.content_length is not None and request.content_length > limit:
@@ -80,10 +95,10 @@ async def forward(request: web.Request) -> web.StreamResponse:
     body = LimitedBody(request.content, limit) if _has_body(request) else None
     session = request.app[CLIENT_SESSION]
     try:
-        upstream = await session.request(
+        return await session.request(
             request.method,
             upstream_url(request),
-            headers=upstream_headers(request),
+            headers=upstream_headers(request, cookies),
             data=body.__aiter__() if body is not None else None,
             allow_redirects=False,
         )
@@ -97,10 +112,36 @@ async def forward(request: web.Request) -> web.StreamResponse:
             "upstream unreachable rid=%s: %s", request[SCOPE].request_id, type(exc).__name__
         )
         return unavailable(request, 502)
+
+
+async def answer(
+    request: web.Request, upstream: aiohttp.ClientResponse, capture: Capture | None = None
+) -> web.StreamResponse:
+    """Turn OMERO.web's answer into porter's: 5xx replaced, held cookies taken, rest relayed.
+
+    `capture` receives the new values of held cookies OMERO.web set (None: deleted); without
+    it they are dropped. Either way browsers never get them.
+    """
     async with upstream:
         if upstream.status >= 500:
             return await upstream_failed(request, upstream)
-        return await relay(request, upstream)
+        headers = end_to_end(upstream.headers)
+        taken = take_set_cookies(headers, held_names(request.app))
+        if taken and capture is not None:
+            await capture(taken)
+        return await relay(request, upstream, headers)
+
+
+async def forward(
+    request: web.Request,
+    cookies: Mapping[str, str] | None = None,
+    capture: Capture | None = None,
+) -> web.StreamResponse:
+    """Send `request` to OMERO.web as it is and stream the answer back."""
+    upstream = await send(request, cookies)
+    if isinstance(upstream, web.Response):
+        return upstream
+    return await answer(request, upstream, capture)
 
 
 def unavailable(request: web.Request, status: int) -> web.Response:
@@ -140,9 +181,10 @@ def _small_body(request: web.Request, upstream: aiohttp.ClientResponse) -> bool:
     )
 
 
-async def relay(request: web.Request, upstream: aiohttp.ClientResponse) -> web.StreamResponse:
+async def relay(
+    request: web.Request, upstream: aiohttp.ClientResponse, headers: CIMultiDict[str]
+) -> web.StreamResponse:
     """Send OMERO.web's answer to the client: short bodies at once, the rest streamed."""
-    headers = end_to_end(upstream.headers)
     headers["X-Request-Id"] = request[SCOPE].request_id
     if _small_body(request, upstream):
         try:

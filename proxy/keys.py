@@ -9,7 +9,10 @@ import aiohttp
 import jinja2
 from aiohttp import web
 
+from auth.omero_backend import OmeroBackend
+from auth.store import SessionStore
 from filters.forwarded import Client, TrustedProxies
+from filters.throttle import LoginThrottle
 from mailer import MailSender
 from proxy.csrf import Csrf
 from proxy.settings import Settings
@@ -42,6 +45,9 @@ TRUSTED_PROXIES = web.AppKey("trusted_proxies", TrustedProxies)
 TEMPLATES = web.AppKey("templates", jinja2.Environment)
 READINESS_CHECKS = web.AppKey("readiness_checks", dict[str, ReadinessCheck])
 MAILER = web.AppKey("mailer", MailSender)
+OMERO = web.AppKey("omero", OmeroBackend)
+SESSION_STORE = web.AppKey("session_store", SessionStore)
+THROTTLE = web.AppKey("login_throttle", LoginThrottle)
 CSRF = web.AppKey("csrf", Csrf)
 WEBSOCKETS = web.AppKey("websockets", set[web.WebSocketResponse])
 

@@ -14,10 +14,19 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from auth.omero_settings import OmeroSettings
+from auth.session_settings import SessionSettings
 from mailer.settings import MailSettings
 from proxy.config import ConfigError, Problem, build, env_overrides, merge, tomllib
 
-__all__ = ["DEFAULT_CONFIG", "ConfigError", "ProxySettings", "Settings", "load_settings"]
+__all__ = [
+    "DEFAULT_CONFIG",
+    "ConfigError",
+    "LoginSettings",
+    "ProxySettings",
+    "Settings",
+    "load_settings",
+]
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "config.toml"
 
@@ -128,11 +137,69 @@ class ProxySettings:
     )
 
 
+def _check_path(value: str) -> None:
+    if not value.startswith("/") or value.startswith("//") or any(c in value for c in "?#\\ "):
+        raise ValueError("must be a path starting with / (without the mount prefix)")
+
+
+def _check_cookie_name(value: str) -> None:
+    if not value or any(c in value for c in ' =;,\t"\\'):
+        raise ValueError("must be a cookie name without spaces, =, ;, commas or quotes")
+
+
+@dataclass(frozen=True)
+class LoginSettings:
+    """Porter's login and logout pages and the session handoff to OMERO.web."""
+
+    landing_page: str = field(
+        default="/webclient/",
+        metadata={
+            "doc": "Where a user goes after login when no url is given (below the prefix)",
+            "check": _check_path,
+        },
+    )
+    login_logo: str = field(
+        default="",
+        metadata={"doc": "URL of a logo shown on the login page (omero.web.login_logo)"},
+    )
+    login_title: str = field(default="OMERO", metadata={"doc": "Heading of the login page"})
+    handoff_path: str = field(
+        default="/webclient/keepalive_ping/",
+        metadata={
+            "doc": "OMERO.web path porter calls with ?server=&bsession= to hand a session over",
+            "check": _check_path,
+        },
+    )
+    upstream_session_cookie: str = field(
+        default="sessionid",
+        metadata={
+            "doc": "OMERO.web's session cookie, held by porter, never given to browsers "
+            "(omero.web.session_cookie_name)",
+            "check": _check_cookie_name,
+        },
+    )
+    max_failures_per_address: int = field(
+        default=20,
+        metadata={"doc": "Failed logins from one address before 429", "min": 1},
+    )
+    max_failures_per_user: int = field(
+        default=5,
+        metadata={"doc": "Failed logins for one user name before 429", "min": 1},
+    )
+    failure_window: int = field(
+        default=900,
+        metadata={"doc": "Seconds failed logins are remembered for throttling", "min": 1},
+    )
+
+
 @dataclass(frozen=True)
 class Settings:
     """Every section of config.toml."""
 
     proxy: ProxySettings = field(default_factory=ProxySettings)
+    omero: OmeroSettings = field(default_factory=OmeroSettings)
+    session: SessionSettings = field(default_factory=SessionSettings)
+    login: LoginSettings = field(default_factory=LoginSettings)
     mail: MailSettings = field(default_factory=MailSettings)
 
 

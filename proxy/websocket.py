@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Mapping
 
 import aiohttp
 from aiohttp import hdrs, web
@@ -32,14 +33,16 @@ def is_websocket(request: web.Request) -> bool:
     return request.method == hdrs.METH_GET and upgrade == "websocket"
 
 
-async def forward_websocket(request: web.Request) -> web.StreamResponse:
+async def forward_websocket(
+    request: web.Request, cookies: Mapping[str, str] | None = None
+) -> web.StreamResponse:
     protocols = [
         p.strip()
         for value in request.headers.getall("Sec-WebSocket-Protocol", ())
         for p in value.split(",")
         if p.strip()
     ]
-    headers = upstream_headers(request)
+    headers = upstream_headers(request, cookies)
     for name in _HANDSHAKE:
         headers.popall(name, None)
     try:

@@ -6,4 +6,5 @@ pytest_plugins = [
     "tests.porter_fixtures",
     "tests.smtp_fixture",
     "tests.redis_fixture",
+    "tests.gateway_fixtures",
 ]

@@ -17,11 +17,17 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
+from auth.session_settings import SessionSettings
+from auth.store import create_store
 from proxy.app import create_app
+from proxy.keys import SESSION_STORE
 from proxy.settings import ProxySettings, Settings
 from tests.echo_upstream import STATE, EchoState, create_echo_app
 
 ROOT = Path(__file__).resolve().parent.parent
+# What a session made by `porter(logged_in=True)` holds.
+TEST_OMERO_KEY = "00000000-0000-4000-8000-00000000a11c"
+TEST_UPSTREAM_SESSION = "upstream-session-of-alice"
 
 
 @dataclass
@@ -57,16 +63,32 @@ def porter(
         *,
         configure: Callable[[web.Application], None] | None = None,
         sections: dict[str, Any] | None = None,
+        logged_in: bool = True,
         **proxy: Any,
     ) -> TestClient[web.Request, web.Application]:
         """`sections` holds other settings sections (mail=MailSettings(...), ...); `configure`
-        may add test-only routes before the app starts."""
+        may add test-only routes before the app starts.
+
+        With `logged_in`, the client holds the cookie of a session put in porter's real
+        session store, as a login would leave it (the echo upstream cannot log anyone in;
+        tests/test_login.py does real logins against OMERO.web and the OMERO test server).
+        """
         proxy.setdefault("upstream", echo_upstream.url)
         settings = Settings(proxy=ProxySettings(**proxy), **(sections or {}))
         app = create_app(settings)
         if configure is not None:
             configure(app)
-        return await aiohttp_client(app)
+        client: TestClient[web.Request, web.Application] = await aiohttp_client(app)
+        if logged_in:
+            record = await app[SESSION_STORE].create(
+                server_id=1,
+                omero_session_key=TEST_OMERO_KEY,
+                user_id=2,
+                user_name="alice",
+                cookies={"sessionid": TEST_UPSTREAM_SESSION},
+            )
+            client.session.cookie_jar.update_cookies({settings.session.cookie_name: record.id})
+        return client
 
     return make
 
@@ -130,10 +152,12 @@ def porter_process(tmp_path: Path) -> Iterator[Callable[..., PorterProcess]]:
     """Start `python run.py serve` on a free port with the given [proxy] settings."""
     started: list[PorterProcess] = []
 
-    def start(**proxy: Any) -> PorterProcess:
+    def start(sections: dict[str, dict[str, Any]] | None = None, **proxy: Any) -> PorterProcess:
         port = free_port()
         proxy = {"host": "127.0.0.1", "port": port, **proxy}
-        config = write_config(tmp_path / f"porter-{port}.toml", {"proxy": proxy})
+        config = write_config(
+            tmp_path / f"porter-{port}.toml", {"proxy": proxy, **(sections or {})}
+        )
         log_path = tmp_path / f"porter-{port}.log"
         env = {k: v for k, v in os.environ.items() if not k.startswith("PORTER_")}
         with log_path.open("wb") as log:
@@ -176,3 +200,28 @@ async def aiter_bytes(total: int, block: int = 256 * 1024) -> AsyncIterator[byte
         part = chunk[: min(block, total - sent)]
         sent += len(part)
         yield part
+
+
+async def shared_session(redis_url: str, password: str, key_prefix: str) -> str:
+    """A logged-in session put in a Redis session store that a porter process shares; its
+    cookie value. (The echo upstream cannot log anyone in; the id is real, the store real.)"""
+    store = create_store(
+        SessionSettings(
+            store="redis",
+            redis_url=redis_url,
+            redis_password=password,
+            redis_key_prefix=key_prefix,
+        ),
+        on_evict=lambda server_id, key: None,
+    )
+    try:
+        record = await store.create(
+            server_id=1,
+            omero_session_key=TEST_OMERO_KEY,
+            user_id=2,
+            user_name="alice",
+            cookies={"sessionid": TEST_UPSTREAM_SESSION},
+        )
+    finally:
+        await store.close()
+    return record.id

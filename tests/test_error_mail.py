@@ -1,4 +1,8 @@
-"""Admin error mail through the running proxy, to a real SMTP server (aiosmtpd)."""
+"""Admin error mail through the running proxy, to a real SMTP server (aiosmtpd).
+
+The SMTP fixture comes first in every test's arguments so it outlives porter: porter's
+shutdown delivers what is queued, and must find the server still there.
+"""
 
 from __future__ import annotations
 
@@ -32,7 +36,7 @@ def mail(server: SmtpServer | int, **overrides: object) -> dict[str, MailSetting
 
 
 async def test_porter_exception_gives_500_page_and_mail_with_trace(
-    echo_upstream: Upstream, porter: PorterFactory, smtp_server: SmtpServer
+    smtp_server: SmtpServer, echo_upstream: Upstream, porter: PorterFactory
 ) -> None:
     client = await porter(sections=mail(smtp_server), configure=add_boom)
     resp = await client.get("/test-only/boom", headers={"Accept": "text/html"})
@@ -48,7 +52,7 @@ async def test_porter_exception_gives_500_page_and_mail_with_trace(
 
 
 async def test_debug_shows_trace_to_browsers_never_to_ajax(
-    echo_upstream: Upstream, porter: PorterFactory, smtp_server: SmtpServer
+    smtp_server: SmtpServer, echo_upstream: Upstream, porter: PorterFactory
 ) -> None:
     client = await porter(debug=True, sections=mail(smtp_server), configure=add_boom)
     page = await (await client.get("/test-only/boom", headers={"Accept": "text/html"})).text()
@@ -60,7 +64,7 @@ async def test_debug_shows_trace_to_browsers_never_to_ajax(
 
 
 async def test_upstream_500_mail_holds_its_page_and_user_gets_porters_page(
-    echo_upstream: Upstream, porter: PorterFactory, smtp_server: SmtpServer
+    smtp_server: SmtpServer, echo_upstream: Upstream, porter: PorterFactory
 ) -> None:
     client = await porter(sections=mail(smtp_server))
     resp = await client.get(
@@ -76,7 +80,7 @@ async def test_upstream_500_mail_holds_its_page_and_user_gets_porters_page(
 
 
 async def test_planted_secrets_never_reach_the_mail(
-    echo_upstream: Upstream, porter: PorterFactory, smtp_server: SmtpServer
+    smtp_server: SmtpServer, echo_upstream: Upstream, porter: PorterFactory
 ) -> None:
     omero_key = "6f1c9a3e-2b7d-4e55-9d0a-3c2b1a0f9e8d"
     jwt = (
@@ -106,7 +110,7 @@ async def test_planted_secrets_never_reach_the_mail(
 
 
 async def test_thousand_identical_failures_give_one_mail_and_one_digest(
-    echo_upstream: Upstream, porter: PorterFactory, smtp_server: SmtpServer
+    smtp_server: SmtpServer, echo_upstream: Upstream, porter: PorterFactory
 ) -> None:
     client = await porter(sections=mail(smtp_server), configure=add_boom, access_log=False)
     for _ in range(1000):
@@ -123,7 +127,7 @@ async def test_thousand_identical_failures_give_one_mail_and_one_digest(
 
 
 async def test_smtp_down_leaves_requests_alone_and_mail_arrives_later(
-    echo_upstream: Upstream, porter: PorterFactory, start_smtp: object
+    start_smtp: object, echo_upstream: Upstream, porter: PorterFactory
 ) -> None:
     from collections.abc import Callable
 
@@ -140,7 +144,7 @@ async def test_smtp_down_leaves_requests_alone_and_mail_arrives_later(
 
 
 async def test_unreachable_upstream_is_reported_as_unavailable(
-    porter: PorterFactory, smtp_server: SmtpServer
+    smtp_server: SmtpServer, porter: PorterFactory
 ) -> None:
     client = await porter(upstream=f"http://127.0.0.1:{free_port()}", sections=mail(smtp_server))
     assert (await client.get("/webclient/")).status == 502
@@ -149,7 +153,7 @@ async def test_unreachable_upstream_is_reported_as_unavailable(
 
 
 async def test_feedback_form_reaches_the_admins_only(
-    echo_upstream: Upstream, porter: PorterFactory, smtp_server: SmtpServer
+    smtp_server: SmtpServer, echo_upstream: Upstream, porter: PorterFactory
 ) -> None:
     client = await porter(sections=mail(smtp_server), configure=add_boom)
     page = await (await client.get("/test-only/boom", headers={"Accept": "text/html"})).text()
@@ -174,7 +178,7 @@ async def test_feedback_form_reaches_the_admins_only(
 
 
 async def test_feedback_without_csrf_token_is_refused(
-    echo_upstream: Upstream, porter: PorterFactory, smtp_server: SmtpServer
+    smtp_server: SmtpServer, echo_upstream: Upstream, porter: PorterFactory
 ) -> None:
     client = await porter(sections=mail(smtp_server))
     resp = await client.post("/porter/feedback", data={"request_id": "abc", "comment": "spam"})

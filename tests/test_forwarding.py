@@ -7,7 +7,7 @@ import hashlib
 import aiohttp
 from yarl import URL
 
-from tests.porter_fixtures import PorterFactory, Upstream, aiter_bytes
+from tests.porter_fixtures import TEST_UPSTREAM_SESSION, PorterFactory, Upstream, aiter_bytes
 
 
 async def test_get_is_forwarded_with_path_and_query_unchanged(
@@ -237,7 +237,12 @@ async def test_client_session_is_reused_without_cookie_jar(
     await resp.read()
     resp = await client.get("/echo")
     await resp.read()
-    # The browser's cookies pass as sent; porter never replays them on its own.
-    assert echo_upstream.state.received[0].headers["Cookie"] == "a=1"
-    assert "Cookie" not in echo_upstream.state.received[1].headers
+    # The browser's own cookies pass as sent, the held OMERO.web cookie is added, porter's
+    # cookie stays with porter, and the client session replays nothing of its own.
+    assert echo_upstream.state.received[0].headers["Cookie"] == (
+        f"a=1; sessionid={TEST_UPSTREAM_SESSION}"
+    )
+    assert echo_upstream.state.received[1].headers["Cookie"] == (
+        f"sessionid={TEST_UPSTREAM_SESSION}"
+    )
     assert isinstance(client.app, aiohttp.web.Application)

@@ -9,7 +9,8 @@ from collections.abc import Callable
 import aiohttp
 import pytest
 
-from tests.porter_fixtures import PorterProcess, Upstream, aiter_bytes
+from tests.porter_fixtures import PorterProcess, Upstream, aiter_bytes, shared_session
+from tests.redis_fixture import RedisServer
 
 MB = 1024 * 1024
 SIZE = 200 * MB
@@ -17,12 +18,40 @@ SIZE = 200 * MB
 RSS_GROWTH_LIMIT_KIB = 40 * 1024
 
 
+async def logged_in(
+    redis_server: RedisServer, start: Callable[..., PorterProcess], **proxy: object
+) -> tuple[PorterProcess, dict[str, str]]:
+    """A porter process sharing a Redis session store, and the cookie of a session in it."""
+    prefix = f"porter-test-{id(proxy)}:"
+    porter = start(
+        sections={
+            "session": {
+                "store": "redis",
+                "redis_url": redis_server.url,
+                "redis_password": redis_server.password,
+                "redis_key_prefix": prefix,
+            }
+        },
+        **proxy,
+    )
+    session_id = await shared_session(redis_server.url, redis_server.password, prefix)
+    return porter, {"porter_session": session_id}
+
+
 @pytest.mark.slow
 async def test_200mb_upload_and_download_stream_with_bounded_memory(
-    echo_upstream: Upstream, porter_process: Callable[..., PorterProcess]
+    redis_server: RedisServer,
+    echo_upstream: Upstream,
+    porter_process: Callable[..., PorterProcess],
 ) -> None:
-    porter = porter_process(upstream=echo_upstream.url, max_body_size=300 * MB, access_log=False)
-    async with aiohttp.ClientSession(auto_decompress=False) as session:
+    porter, cookies = await logged_in(
+        redis_server,
+        porter_process,
+        upstream=echo_upstream.url,
+        max_body_size=300 * MB,
+        access_log=False,
+    )
+    async with aiohttp.ClientSession(auto_decompress=False, cookies=cookies) as session:
         async with session.get(porter.url + "/echo/warm-up") as resp:
             assert resp.status == 200
         baseline = porter.rss_kib()
@@ -46,10 +75,14 @@ async def test_200mb_upload_and_download_stream_with_bounded_memory(
 
 @pytest.mark.slow
 async def test_sigterm_lets_in_flight_requests_finish(
-    echo_upstream: Upstream, porter_process: Callable[..., PorterProcess]
+    redis_server: RedisServer,
+    echo_upstream: Upstream,
+    porter_process: Callable[..., PorterProcess],
 ) -> None:
-    porter = porter_process(upstream=echo_upstream.url, shutdown_grace=10.0)
-    async with aiohttp.ClientSession() as session:
+    porter, cookies = await logged_in(
+        redis_server, porter_process, upstream=echo_upstream.url, shutdown_grace=10.0
+    )
+    async with aiohttp.ClientSession(cookies=cookies) as session:
         in_flight = asyncio.create_task(session.get(porter.url + "/slow/1.5"))
         await asyncio.wait_for(echo_upstream.state.slow_started.wait(), 10)
         porter.process.send_signal(signal.SIGTERM)

@@ -1,0 +1,397 @@
+"""Porter's login and logout, and OMERO.web's login and logout URLs that porter takes over.
+
+A login creates a fresh porter session (never an id the browser presented before), hands the
+OMERO session over to OMERO.web once, and sets porter's cookie; the OMERO session key and
+OMERO.web's session cookie stay on the server.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+from aiohttp import hdrs, web
+from yarl import URL
+
+from auth.errors import InvalidCredentials, OmeroError, ServerUnavailable, UnknownServer
+from auth.omero_backend import OmeroLogin
+from auth.sessions import SessionRecord
+from auth.store import SessionStoreUnavailable
+from filters.redirects import safe_redirect
+from proxy.django_csrf import django_csrf_valid, new_django_secret
+from proxy.errors import error_response, redirect
+from proxy.handoff import HandoffFailed, handoff
+from proxy.keys import CSRF, OMERO, SCOPE, SESSION_STORE, SETTINGS, TEMPLATES, THROTTLE
+from proxy.sessions import clear_session_cookie, identify, set_session_cookie
+
+log = logging.getLogger("porter.login")
+
+MAX_FORM = 16 * 1024
+_NO_STORE = {"Cache-Control": "no-store"}
+
+
+class FormTooLarge(Exception):
+    """A posted form over MAX_FORM bytes."""
+
+
+class LoginFailed(Exception):
+    """A login attempt that ends on the form, with a status and a message for the user."""
+
+    def __init__(self, status: int, message: str, headers: Mapping[str, str] | None = None):
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.headers = dict(headers or {})
+
+
+def _prefix(request: web.Request) -> str:
+    return request.app[SETTINGS].proxy.prefix
+
+
+def landing(request: web.Request, target: str | None) -> str:
+    """Where to go after login: `target` when it is a safe same-site path, else the landing."""
+    settings = request.app[SETTINGS]
+    default = settings.proxy.prefix + settings.login.landing_page
+    return safe_redirect(target, settings.proxy.prefix, default)
+
+
+# -- the form -------------------------------------------------------------------------------
+
+
+def render_login(
+    request: web.Request,
+    *,
+    status: int = 200,
+    error: str = "",
+    notice: str = "",
+    username: str = "",
+    url: str | None = None,
+    server: int = 1,
+    headers: Mapping[str, str] | None = None,
+) -> web.Response:
+    settings = request.app[SETTINGS]
+    response = web.Response(
+        status=status, content_type="text/html", headers={**_NO_STORE, **(headers or {})}
+    )
+    token = request.app[CSRF].token(request, response, "login")
+    response.text = (
+        request.app[TEMPLATES]
+        .get_template("login.html")
+        .render(
+            title=settings.login.login_title,
+            logo=settings.login.login_logo,
+            action=_prefix(request) + "/porter/login",
+            csrf_token=token,
+            url=landing(request, url),
+            servers=list(request.app[OMERO].servers),
+            selected_server=server,
+            username=username,
+            error=error,
+            notice=notice,
+        )
+    )
+    return response
+
+
+async def login_page(request: web.Request) -> web.StreamResponse:
+    """GET: the form, or straight on when the browser is logged in already."""
+    target = request.query.get("url")
+    try:
+        identity = await identify(request)
+    except SessionStoreUnavailable:
+        return error_response(request, 503, "The session store is unavailable. Please retry.")
+    if identity.record is not None:
+        return redirect(landing(request, target), 302)
+    notice = "You have been logged out." if "logged_out" in request.query else ""
+    response = render_login(request, url=target, notice=notice)
+    if identity.stale:
+        clear_session_cookie(request, response)
+    return response
+
+
+async def login_submit(request: web.Request) -> web.StreamResponse:
+    """POST: check the form, log in to OMERO, hand over to OMERO.web, set the cookie."""
+    try:
+        form = await _read_form(request)
+    except FormTooLarge:
+        return error_response(request, 413)
+    username = form.get("username", "").strip()
+    target = form.get("url")
+    server = _server_id(form.get("server"))
+    if not request.app[CSRF].valid(request, form.get("csrf_token"), "login"):
+        return render_login(
+            request,
+            status=403,
+            error="The login form has expired. Please try again.",
+            username=username,
+            url=target,
+        )
+    try:
+        record, _ = await log_in(request, server, username, form.get("password", ""))
+    except LoginFailed as failed:
+        return render_login(
+            request,
+            status=failed.status,
+            error=failed.message,
+            username=username,
+            url=target,
+            server=server,
+            headers=failed.headers,
+        )
+    response = redirect(landing(request, target))
+    set_session_cookie(request, response, record.id)
+    return response
+
+
+async def _read_form(request: web.Request) -> dict[str, str]:
+    if (request.content_length or 0) > MAX_FORM:
+        raise FormTooLarge
+    if request.content_type == "application/json":
+        try:
+            data = json.loads(await request.content.read(MAX_FORM))
+        except (ValueError, UnicodeDecodeError):
+            return {}
+        items = data.items() if isinstance(data, dict) else []
+    else:
+        items = (await request.post()).items()
+    return {str(k): v for k, v in items if isinstance(v, str)}
+
+
+def _server_id(value: str | None) -> int:
+    try:
+        return int(value) if value else 1
+    except ValueError:
+        return 0
+
+
+async def log_in(
+    request: web.Request, server: int, username: str, password: str
+) -> tuple[SessionRecord, OmeroLogin]:
+    """The whole login: throttle, OMERO, handoff, a fresh porter session. Raises LoginFailed."""
+    app = request.app
+    client = request[SCOPE].client.address
+    throttle = app[THROTTLE]
+    if not username or not password:
+        raise LoginFailed(400, "Please enter your user name and password.")
+    retry_after = throttle.retry_after(client, username)
+    if retry_after is not None:
+        raise LoginFailed(
+            429,
+            "Too many failed attempts. Please wait and try again.",
+            {hdrs.RETRY_AFTER: str(retry_after)},
+        )
+    try:
+        login = await app[OMERO].login(server, username, password, client_ip=client)
+    except InvalidCredentials:
+        throttle.failed(client, username)
+        raise LoginFailed(401, "Wrong user name or password.") from None
+    except UnknownServer:
+        raise LoginFailed(400, "Please choose a server from the list.") from None
+    except ServerUnavailable:
+        raise LoginFailed(503, "The OMERO server is not responding. Please try later.") from None
+    except OmeroError as exc:
+        log.warning("login failed on server %s: %s", server, exc)
+        raise LoginFailed(502, "The OMERO server could not log you in.") from None
+    throttle.succeeded(client, username)
+    return await _start_session(request, login), login
+
+
+async def _start_session(request: web.Request, login: OmeroLogin) -> SessionRecord:
+    app = request.app
+    try:
+        cookies = await handoff(app, login.server_id, login.session_key)
+    except HandoffFailed as exc:
+        log.warning("handoff failed rid=%s: %s", request[SCOPE].request_id, exc)
+        await _close_quietly(request, login.server_id, login.session_key)
+        raise LoginFailed(502, "OMERO.web is not responding. Please try later.") from None
+    try:
+        previous = await identify(request)
+        if previous.record is not None:  # logging in again ends the old session
+            await end_session(request, previous.record)
+        record = await app[SESSION_STORE].create(
+            server_id=login.server_id,
+            omero_session_key=login.session_key,
+            user_id=login.user_id,
+            user_name=login.user_name,
+            kind="user",
+            cookies=cookies,
+        )
+    except SessionStoreUnavailable:
+        await _close_quietly(request, login.server_id, login.session_key)
+        raise LoginFailed(503, "The session store is unavailable. Please retry.") from None
+    log.info(
+        "login user=%s server=%d client=%s rid=%s",
+        login.user_name,
+        login.server_id,
+        request[SCOPE].client.address,
+        request[SCOPE].request_id,
+    )
+    return record
+
+
+async def _close_quietly(request: web.Request, server_id: int, key: str) -> None:
+    try:
+        await request.app[OMERO].close(server_id, key)
+    except OmeroError as exc:
+        log.warning("could not close an OMERO session on server %d: %s", server_id, exc)
+
+
+async def end_session(request: web.Request, record: SessionRecord) -> None:
+    """Delete porter's record and close the OMERO session on the server."""
+    removed = await request.app[SESSION_STORE].delete(record.id)
+    if removed is not None:  # whoever removed it closes it, exactly once
+        await _close_quietly(request, removed.server_id, removed.omero_session_key)
+
+
+# -- OMERO.web's URLs -----------------------------------------------------------------------
+
+
+async def webclient_login(request: web.Request) -> web.StreamResponse:
+    """OMERO.web's login page: porter's form instead (its ?url= kept when safe)."""
+    location = URL(_prefix(request) + "/porter/login")
+    target = request.query.get("url")
+    if target:
+        location = location.with_query(url=target)
+    return redirect(str(location))
+
+
+async def api_login(request: web.Request) -> web.StreamResponse:
+    """OMERO.web's JSON API login (/api/v0/login/), same answers, served by porter."""
+    if request.method != hdrs.METH_POST:
+        return web.json_response(
+            {"message": "POST only with username, password, server and csrftoken"}, status=405
+        )
+    try:
+        form = await _read_form(request)
+    except FormTooLarge:
+        return web.json_response({"message": "Request too large."}, status=413)
+    cookie = request.cookies.get("csrftoken")
+    token = request.headers.get("X-CSRFToken") or form.get("csrfmiddlewaretoken")
+    if not django_csrf_valid(cookie, token):
+        return web.json_response({"message": "CSRF verification failed."}, status=403)
+    try:
+        record, login = await log_in(
+            request,
+            _server_id(form.get("server")),
+            form.get("username", "").strip(),
+            form.get("password", ""),
+        )
+    except LoginFailed as failed:
+        return web.json_response(
+            {"message": failed.message}, status=failed.status, headers=failed.headers
+        )
+    # OMERO.web's eventContext also has sessionId and sessionUuid: porter never shows them.
+    context: dict[str, Any] = {
+        "userId": login.user_id,
+        "userName": login.user_name,
+        "groupId": login.group_id,
+        "groupName": login.group_name,
+        "isAdmin": login.is_admin,
+    }
+    response = web.json_response({"success": True, "eventContext": context}, headers=_NO_STORE)
+    set_session_cookie(request, response, record.id)
+    return response
+
+
+async def api_token(request: web.Request) -> web.StreamResponse:
+    """OMERO.web's /api/v0/token/: the CSRF token a script sends with its login.
+
+    Served by porter because, before login, nothing of OMERO.web's is reachable. The token is
+    the secret of the ``csrftoken`` cookie, which OMERO.web (Django) accepts as its own.
+    """
+    secret = request.cookies.get("csrftoken", "")
+    if not django_csrf_valid(secret, secret):
+        secret = new_django_secret()
+    response = web.json_response({"data": secret}, headers=_NO_STORE)
+    response.set_cookie(
+        "csrftoken",
+        secret,
+        path=_prefix(request) or "/",
+        samesite="Lax",
+        secure=request[SCOPE].client.scheme == "https",
+        max_age=31449600,
+    )
+    return response
+
+
+# -- logout ---------------------------------------------------------------------------------
+
+
+async def logout_page(request: web.Request) -> web.StreamResponse:
+    """GET: ask before logging out (a link alone must not log anyone out)."""
+    try:
+        identity = await identify(request)
+    except SessionStoreUnavailable:
+        return error_response(request, 503, "The session store is unavailable. Please retry.")
+    if identity.record is None:
+        response = redirect(_prefix(request) + "/porter/login")
+        if identity.stale:
+            clear_session_cookie(request, response)
+        return response
+    response = web.Response(content_type="text/html", headers=_NO_STORE)
+    token = request.app[CSRF].token(request, response, "logout")
+    response.text = (
+        request.app[TEMPLATES]
+        .get_template("logout.html")
+        .render(
+            user=identity.record.user_name,
+            action=_prefix(request) + "/porter/logout",
+            csrf_token=token,
+        )
+    )
+    return response
+
+
+async def logout_submit(request: web.Request) -> web.StreamResponse:
+    """POST with porter's CSRF token: close the OMERO session, forget porter's, clear the
+    cookie."""
+    try:
+        form = await _read_form(request)
+    except FormTooLarge:
+        return error_response(request, 413)
+    if not request.app[CSRF].valid(request, form.get("csrf_token"), "logout"):
+        return await logout_page(request)
+    return await _log_out(request)
+
+
+async def webclient_logout(request: web.Request) -> web.StreamResponse:
+    """OMERO.web's logout URL. Its POST carries Django's token, which porter cannot check
+    against OMERO.web's session; a same-origin POST is accepted, anything else confirms."""
+    if request.method == hdrs.METH_POST and _same_origin(request):
+        return await _log_out(request)
+    return await logout_page(request)
+
+
+def _same_origin(request: web.Request) -> bool:
+    client = request[SCOPE].client
+    origin = request.headers.get(hdrs.ORIGIN) or request.headers.get(hdrs.REFERER)
+    if not origin or not client.host:
+        return False
+    url = URL(origin)
+    return url.scheme == client.scheme and url.raw_authority.lower() == client.host.lower()
+
+
+async def _log_out(request: web.Request) -> web.StreamResponse:
+    try:
+        identity = await identify(request)
+        if identity.record is not None:
+            await end_session(request, identity.record)
+            log.info("logout user=%s rid=%s", identity.record.user_name, request[SCOPE].request_id)
+    except SessionStoreUnavailable:
+        return error_response(request, 503, "The session store is unavailable. Please retry.")
+    response = redirect(_prefix(request) + "/porter/login?logged_out=1")
+    clear_session_cookie(request, response)
+    return response
+
+
+def add_routes(app: web.Application, prefix: str) -> None:
+    app.router.add_get(prefix + "/porter/login", login_page)
+    app.router.add_post(prefix + "/porter/login", login_submit)
+    app.router.add_get(prefix + "/porter/logout", logout_page)
+    app.router.add_post(prefix + "/porter/logout", logout_submit)
+    app.router.add_route("*", prefix + "/webclient/login/", webclient_login)
+    app.router.add_route("*", prefix + "/webclient/logout/", webclient_logout)
+    app.router.add_route("*", prefix + r"/api/v{version:[^/]+}/login/", api_login)
+    app.router.add_get(prefix + r"/api/v{version:[^/]+}/token/", api_token)
