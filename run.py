@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""omero-porter command line: serve (default) | check | mail-test | clearsessions.
+"""omero-porter command line: serve (default) | check | explain | mail-test | clearsessions.
 
 Exit codes: 0 ok, 2 usage or configuration error, 1 runtime failure.
 """
@@ -45,6 +45,30 @@ def _check(args: argparse.Namespace, settings: Settings) -> int:
     print(f"# {args.config}: configuration is valid; effective settings (secrets masked):")
     for line in dump(settings):
         print(line)
+    for section, found in (
+        ("public", settings.public.warnings()),
+        ("cors", settings.cors.warnings()),
+    ):
+        for key, message in found:
+            print(f"warning: {section}.{key}: {message}", file=sys.stderr)
+    return EXIT_OK
+
+
+def _explain(args: argparse.Namespace, settings: Settings) -> int:
+    """How porter decides on METHOD PATH: canonical path, the rule that matched, decision."""
+    from filters.canonical import strip_prefix
+    from filters.explain import explain
+    from proxy.app import public_rules
+
+    prefix = settings.proxy.prefix
+    relative = strip_prefix(args.path, prefix)
+    if relative is None:
+        print(f"request:   {args.method} {args.path}")
+        print(f"decision:  not found: outside the mount prefix {prefix!r} (404)")
+        return EXIT_OK
+    if not (settings.public.enabled and settings.public_session.enabled):
+        print("note:      public access is off ([public] enabled = false): nothing is public")
+    print(explain(args.method, relative, public_rules(settings)))
     return EXIT_OK
 
 
@@ -118,6 +142,13 @@ def parser() -> tuple[argparse.ArgumentParser, dict[str, Command]]:
 
     sub.add_parser("mail-test", parents=[config], help="send a test mail to the admins")
     commands["mail-test"] = _mail_test
+
+    explain = sub.add_parser(
+        "explain", parents=[config], help="show how porter decides on a request (public rules)"
+    )
+    explain.add_argument("method", metavar="METHOD", help="e.g. GET")
+    explain.add_argument("path", metavar="PATH", help="the path as requested, e.g. /webgateway/x")
+    commands["explain"] = _explain
 
     sub.add_parser(
         "clearsessions",

@@ -198,6 +198,15 @@ class RedisSessionStore:
     def timeouts(self) -> SessionTimeouts:
         return self._timeouts
 
+    @property
+    def redis(self) -> Redis:
+        """The client, with the store's bounded timeouts (the public session shares it)."""
+        return self._redis
+
+    @property
+    def key_prefix(self) -> str:
+        return self._prefix
+
     def _key(self, session_id: str) -> str:
         return f"{self._prefix}s:{session_id}"
 

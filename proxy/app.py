@@ -4,16 +4,21 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from pathlib import Path
 
 import aiohttp
 import jinja2
 from aiohttp import web
 
-from auth.lifecycle import keepalive_job, purge_job
+from auth.lifecycle import PeriodicJob, keepalive_job, purge_job
 from auth.omero_backend import OmeroBackend
+from auth.public_session import PublicSession
 from auth.store import create_store
+from auth.store_redis import RedisSessionStore
+from filters.cors import CorsPolicy
 from filters.forwarded import TrustedProxies
+from filters.rules import PublicRules
 from filters.throttle import LoginThrottle
 from mailer import MailSender
 from proxy import endpoints, login
@@ -22,11 +27,15 @@ from proxy.csrf import Csrf
 from proxy.errors import error_response
 from proxy.feedback import feedback
 from proxy.gate import gate
+from proxy.handoff import handoff
 from proxy.keys import (
     CLIENT_SESSION,
+    CORS,
     CSRF,
     MAILER,
     OMERO,
+    PUBLIC,
+    PUBLIC_RULES,
     READINESS_CHECKS,
     SCOPE,
     SESSION_STORE,
@@ -36,6 +45,7 @@ from proxy.keys import (
     TRUSTED_PROXIES,
     WEBSOCKETS,
 )
+from proxy.response_hooks import cors_preflight, on_response_prepare
 from proxy.settings import Settings
 
 log = logging.getLogger("porter.proxy")
@@ -47,7 +57,7 @@ def create_app(settings: Settings) -> web.Application:
     """The porter application for `settings` (nothing is started until it runs)."""
     proxy = settings.proxy
     # Porter's body limit is enforced while streaming (413), not by aiohttp's read() cap.
-    app = web.Application(middlewares=[request_scope], client_max_size=1024**2)
+    app = web.Application(middlewares=[request_scope, cors_preflight], client_max_size=1024**2)
     app[SETTINGS] = settings
     app[TRUSTED_PROXIES] = TrustedProxies(proxy.trusted_proxies)
     app[TEMPLATES] = _templates(settings)
@@ -61,16 +71,31 @@ def create_app(settings: Settings) -> web.Application:
         window=settings.login.failure_window,
     )
     app[OMERO] = OmeroBackend(settings.omero)
+    app[PUBLIC_RULES] = public_rules(settings)
+    app[CORS] = CorsPolicy.from_settings(settings.cors)
+    app.on_response_prepare.append(on_response_prepare)
     app.cleanup_ctx.append(_client_session)
     app.cleanup_ctx.append(_mail_sender)
     app.cleanup_ctx.append(_omero_backend)
     app.cleanup_ctx.append(_session_store)
+    if settings.public_session.enabled:
+        app.cleanup_ctx.append(_public_session)
     app.on_shutdown.append(_close_websockets)
     endpoints.add_routes(app, proxy.prefix)
     app.router.add_post(proxy.prefix + "/porter/feedback", feedback)
     login.add_routes(app, proxy.prefix)
-    app.router.add_route("*", "/{tail:.*}", _dispatch)
+    # [\s\S]: a decoded path may hold any character (even a newline): gate() judges it.
+    app.router.add_route("*", r"/{tail:[\s\S]*}", _dispatch)
     return app
+
+
+def public_rules(settings: Settings) -> PublicRules:
+    """The URL rules; with public access off, nothing is public (the deny rules still show
+    in `run.py explain`)."""
+    rules = settings.public
+    if not (rules.enabled and settings.public_session.enabled):
+        rules = replace(rules, url_filter="", rules=())
+    return PublicRules.from_settings(rules)
 
 
 def _templates(settings: Settings) -> jinja2.Environment:
@@ -141,6 +166,29 @@ async def _session_store(app: web.Application) -> AsyncIterator[None]:
     for job in jobs:
         await job.stop()
     await store.close()
+
+
+async def _public_session(app: web.Application) -> AsyncIterator[None]:
+    """The shared public session: created on first need, kept alive, closed at shutdown."""
+    settings = app[SETTINGS]
+    store = app[SESSION_STORE]
+    redis = store.redis if isinstance(store, RedisSessionStore) else None
+    prefix = store.key_prefix if isinstance(store, RedisSessionStore) else "porter:"
+
+    async def handoff_public(server_id: int, key: str) -> dict[str, str]:
+        return await handoff(app, server_id, key)
+
+    public = PublicSession(
+        app[OMERO], settings.public_session, handoff_public, redis=redis, key_prefix=prefix
+    )
+    app[PUBLIC] = public
+    keepalive = PeriodicJob(
+        "public session keepalive", settings.session.ping_interval / 1000, public.keep_alive
+    )
+    keepalive.start()
+    yield
+    await keepalive.stop()
+    await public.close()
 
 
 async def _close_websockets(app: web.Application) -> None:

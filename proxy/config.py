@@ -38,7 +38,9 @@ __all__ = [
     "defaults_of",
     "dump",
     "env_overrides",
+    "keys_of",
     "merge",
+    "table_key",
     "tomllib",
 ]
 
@@ -186,18 +188,63 @@ def _read_secret_file(path_value: Any, key: str, problems: list[Problem]) -> Any
     return secret
 
 
+def table_key(f: dataclasses.Field[Any]) -> str:
+    """The TOML key of field `f`: its name, or the section it shares (metadata "section")."""
+    return str(f.metadata.get("section", f.name))
+
+
+def keys_of(cls: type[Any]) -> set[str]:
+    """Every TOML key dataclass `cls` accepts, `<secret>_file` forms included."""
+    keys: set[str] = set()
+    for f in dataclasses.fields(cls):
+        if f.init:
+            keys.add(table_key(f))
+            if f.metadata.get("secret"):
+                keys.add(f"{f.name}_file")
+    return keys
+
+
 def build(cls: type[Any], table: Mapping[str, Any], prefix: str, problems: list[Problem]) -> Any:
-    """Build dataclass `cls` from `table`, appending every problem found to `problems`."""
+    """Build dataclass `cls` from `table`, appending every problem found to `problems`.
+
+    Fields whose metadata names a "section" share that TOML table: each takes the keys its
+    own dataclass knows (two packages may own halves of one section, e.g. [public]).
+    """
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
     secrets = {f"{n}_file": n for n, f in fields.items() if f.metadata.get("secret")}
+    shared: dict[str, list[dataclasses.Field[Any]]] = {}
+    for f in fields.values():
+        if "section" in f.metadata:
+            shared.setdefault(table_key(f), []).append(f)
     values: dict[str, Any] = {}
     before = len(problems)
+    known = keys_of(cls)
     for name in table:
-        if name not in fields and name not in secrets:
-            hint = _close_match(name, [*fields, *secrets])
+        if name not in known:
+            hint = _close_match(name, sorted(known))
             problems.append(Problem(_join(prefix, name), "unknown setting" + hint))
+    for section, owners in shared.items():
+        sub = table.get(section, {})
+        if not isinstance(sub, Mapping):
+            problems.append(Problem(_join(prefix, section), f"{show(sub)} is not a table"))
+            continue
+        claimed = set().union(*(keys_of(hints[f.name]) for f in owners))
+        for name in sub:
+            if name not in claimed:
+                hint = _close_match(name, sorted(claimed))
+                problems.append(
+                    Problem(_join(prefix, f"{section}.{name}"), "unknown setting" + hint)
+                )
+        for f in owners:
+            own = keys_of(hints[f.name])
+            part = {k: v for k, v in sub.items() if k in own}
+            value = build(hints[f.name], part, _join(prefix, section), problems)
+            if value is not _MISSING:
+                values[f.name] = value
     for name, f in fields.items():
+        if "section" in f.metadata:
+            continue
         key = _join(prefix, name)
         raw = table.get(name, _MISSING)
         file_key = f"{name}_file"
@@ -299,21 +346,32 @@ MASK = "********"
 def dump(instance: Any, prefix: str = "") -> list[str]:
     """TOML lines for `instance` with secrets masked (``run.py check``)."""
     lines: list[str] = []
-    tables: list[tuple[str, Any]] = []
+    tables: dict[str, list[Any]] = {}
     for f in dataclasses.fields(instance):
         value = getattr(instance, f.name)
         if dataclasses.is_dataclass(value):
-            tables.append((_join(prefix, f.name), value))
+            tables.setdefault(_join(prefix, table_key(f)), []).append(value)
             continue
-        if f.metadata.get("secret") and value is not None:
-            lines.append(f"{f.name} = {_toml(MASK)}")
-        elif value is None:
-            lines.append(f"# {f.name} is not set")
-        else:
-            lines.append(f"{f.name} = {_toml(value)}")
-    for name, value in tables:
-        lines += ["", f"[{name}]", *dump(value, name)]
+        lines.append(_line(f, value))
+    for name, parts in tables.items():
+        lines += ["", f"[{name}]"]
+        seen: set[str] = set()
+        for part in parts:  # a shared section prints each key once
+            for line in dump(part, name):
+                key = line.split(" ", 1)[0] if line and line[0] not in "#[" else line
+                if key and key[0] != "[" and key in seen:
+                    continue
+                seen.add(key)
+                lines.append(line)
     return lines
+
+
+def _line(f: dataclasses.Field[Any], value: Any) -> str:
+    if f.metadata.get("secret") and value is not None:
+        return f"{f.name} = {_toml(MASK)}"
+    if value is None:
+        return f"# {f.name} is not set"
+    return f"{f.name} = {_toml(value)}"
 
 
 def _toml(value: Any) -> str:

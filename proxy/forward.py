@@ -15,7 +15,7 @@ from filters.forwarded import FORWARDING_HEADERS
 from proxy.errors import error_response
 from proxy.handoff import held_names, porter_cookie_names, rewrite_cookies, take_set_cookies
 from proxy.headers import end_to_end
-from proxy.keys import CLIENT_SESSION, SCOPE, SETTINGS
+from proxy.keys import CLIENT_SESSION, SCOPE, SETTINGS, TARGET
 from proxy.reporting import report_unavailable, report_upstream_error
 
 log = logging.getLogger("porter.proxy")
@@ -75,9 +75,10 @@ def upstream_headers(
 
 
 def upstream_url(request: web.Request) -> URL:
-    """OMERO.web's URL for this request: the same raw path and query, byte for byte."""
+    """OMERO.web's URL for this request: the path that was matched (canonical, re-encoded)
+    and the query as the client sent it."""
     base = request.app[SETTINGS].proxy.upstream.rstrip("/")
-    return URL(base + request.raw_path, encoded=True)
+    return URL(base + request.get(TARGET, request.raw_path), encoded=True)
 
 
 def _has_body(request: web.Request) -> bool:

@@ -10,8 +10,11 @@ import jinja2
 from aiohttp import web
 
 from auth.omero_backend import OmeroBackend
+from auth.public_session import PublicSession
 from auth.store import SessionStore
+from filters.cors import CorsPolicy
 from filters.forwarded import Client, TrustedProxies
+from filters.rules import PublicRules
 from filters.throttle import LoginThrottle
 from mailer import MailSender
 from proxy.csrf import Csrf
@@ -34,6 +37,8 @@ class Who:
     user: str = "anonymous"
     server_id: int | None = None
     secrets: frozenset[str] = frozenset()
+    # A logged-in user's request (its responses must not be stored by shared caches).
+    authenticated: bool = False
 
 
 # A readiness check answers (ok, detail); detail is shown on /porter/readyz.
@@ -48,8 +53,15 @@ MAILER = web.AppKey("mailer", MailSender)
 OMERO = web.AppKey("omero", OmeroBackend)
 SESSION_STORE = web.AppKey("session_store", SessionStore)
 THROTTLE = web.AppKey("login_throttle", LoginThrottle)
+PUBLIC_RULES = web.AppKey("public_rules", PublicRules)
+PUBLIC = web.AppKey("public_session", PublicSession)
+CORS = web.AppKey("cors", CorsPolicy)
 CSRF = web.AppKey("csrf", Csrf)
 WEBSOCKETS = web.AppKey("websockets", set[web.WebSocketResponse])
 
 SCOPE = web.RequestKey("scope", RequestScope)
 WHO = web.RequestKey("who", Who)
+# The raw path and query to forward: the canonical path, re-encoded, and the query as sent.
+TARGET = web.RequestKey("target", str)
+# Set when the response must clear porter's session cookie (a stale cookie was sent).
+CLEAR_COOKIE = web.RequestKey("clear_cookie", bool)

@@ -67,3 +67,22 @@ def clear_session_cookie(request: web.Request, response: web.StreamResponse) -> 
         httponly=True,
         samesite=settings.session_cookie_samesite,
     )
+
+
+def clearing_header(request: web.Request) -> str:
+    """A Set-Cookie value that clears porter's cookie (for responses already being sent,
+    whose cookie jar was turned into headers)."""
+    from http.cookies import SimpleCookie
+
+    settings = request.app[SETTINGS].session
+    cookie: SimpleCookie = SimpleCookie()
+    cookie[settings.cookie_name] = ""
+    morsel = cookie[settings.cookie_name]
+    morsel["path"] = cookie_path(request)
+    morsel["max-age"] = 0
+    morsel["expires"] = "Thu, 01 Jan 1970 00:00:00 GMT"
+    morsel["httponly"] = True
+    morsel["samesite"] = settings.session_cookie_samesite
+    if _secure(request):
+        morsel["secure"] = True
+    return morsel.OutputString()

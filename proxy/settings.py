@@ -15,7 +15,9 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from auth.omero_settings import OmeroSettings
+from auth.public_settings import PublicSessionSettings
 from auth.session_settings import SessionSettings
+from filters.settings import CorsSettings, PublicRuleSettings
 from mailer.settings import MailSettings
 from proxy.config import ConfigError, Problem, build, env_overrides, merge, tomllib
 
@@ -200,6 +202,14 @@ class Settings:
     omero: OmeroSettings = field(default_factory=OmeroSettings)
     session: SessionSettings = field(default_factory=SessionSettings)
     login: LoginSettings = field(default_factory=LoginSettings)
+    # [public] has two owners: the URL rules (filters) and the public user (auth).
+    public: PublicRuleSettings = field(
+        default_factory=PublicRuleSettings, metadata={"section": "public"}
+    )
+    public_session: PublicSessionSettings = field(
+        default_factory=PublicSessionSettings, metadata={"section": "public"}
+    )
+    cors: CorsSettings = field(default_factory=CorsSettings)
     mail: MailSettings = field(default_factory=MailSettings)
 
 

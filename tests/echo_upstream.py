@@ -45,6 +45,11 @@ async def _consume(request: web.Request) -> Received:
 
 async def echo(request: web.Request) -> web.Response:
     r = await _consume(request)
+    if "bsession" in request.query:
+        # OMERO.web's handoff: joining an OMERO session answers with its own session cookie.
+        response = web.Response(text="OK")
+        response.set_cookie("sessionid", "echo-session-" + request.query["bsession"][-6:])
+        return response
     return web.json_response(
         {
             "method": r.method,

@@ -77,3 +77,42 @@ def test_serve_on_a_taken_port_exits_1(tmp_path: Path) -> None:
         )
     assert result.returncode == 1
     assert f"cannot serve on 127.0.0.1:{port}" in result.stderr
+
+
+PUBLIC_CONFIG = """
+[public]
+enabled = true
+url_filter = "^/webgateway/(?!(archived_files|download_as)).*"
+user = "public"
+password = "public-pass"
+"""
+
+
+def test_explain_prints_canonical_path_rule_and_decision(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "public.toml"
+    config.write_text(PUBLIC_CONFIG)
+    cases = {
+        ("GET", "/webgateway/render_image/1/0/0/?q=1"): "decision:  public",
+        ("POST", "/webgateway/render_image/1/0/0/"): "decision:  login required",
+        ("GET", "/webgateway/archived_files/download/1/"): "decision:  login required",
+        ("GET", "/webadmin/"): "decision:  deny",
+        ("GET", "/webgateway/%2e%2e/webadmin/"): "decision:  bad request",
+    }
+    for (method, path), expected in cases.items():
+        assert run.main(["explain", method, path, "--config", str(config)]) == 0
+        out = capsys.readouterr().out
+        assert expected in out, out
+        assert "canonical:" in out
+        assert "rule:" in out
+
+
+def test_check_warns_about_a_prefix_style_url_filter(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "public.toml"
+    config.write_text(PUBLIC_CONFIG.replace("download_as)).*", "download_as))"))
+    assert run.main(["check", "--config", str(config)]) == 0
+    err = capsys.readouterr().err
+    assert "warning: public.url_filter: does not end with .* or $" in err

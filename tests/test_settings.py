@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from proxy.config import MASK, Problem, build, defaults_of, dump, tomllib
+from proxy.config import MASK, Problem, build, defaults_of, dump, table_key, tomllib
 from proxy.settings import DEFAULT_CONFIG, ConfigError, Settings, load_settings
 
 
@@ -35,19 +35,20 @@ def test_shipped_config_lists_every_setting_with_its_default_and_a_comment() -> 
     lines = DEFAULT_CONFIG.read_text().splitlines()
     for section in dataclasses.fields(Settings):
         section_cls = typing.get_type_hints(Settings)[section.name]
-        shipped = table.get(section.name)
-        assert shipped is not None, f"config.toml has no [{section.name}] section"
-        for name, default in defaults_of(section_cls).items():
+        name = table_key(section)
+        shipped = table.get(name)
+        assert shipped is not None, f"config.toml has no [{name}] section"
+        for key, default in defaults_of(section_cls).items():
             if default is None:
                 # An unset optional setting is shown commented out.
-                assert any(re.match(rf"#\s*{name}\s*=", line) for line in lines), name
+                assert any(re.match(rf"#\s*{key}\s*=", line) for line in lines), key
                 continue
-            assert name in shipped, f"config.toml lacks {section.name}.{name}"
-            value = shipped[name]
+            assert key in shipped, f"config.toml lacks {name}.{key}"
+            value = shipped[key]
             expected = list(default) if isinstance(default, tuple) else default
-            assert _plain(value) == _plain(expected), f"{section.name}.{name}"
-            index = next(i for i, line in enumerate(lines) if re.match(rf"{name}\s*=", line))
-            assert lines[index - 1].startswith("#"), f"{section.name}.{name} has no comment"
+            assert _plain(value) == _plain(expected), f"{name}.{key}"
+            index = next(i for i, line in enumerate(lines) if re.match(rf"{key}\s*=", line))
+            assert lines[index - 1].startswith("#"), f"{name}.{key} has no comment"
 
 
 def _plain(value: object) -> object:
@@ -184,3 +185,26 @@ def test_secret_file_problems_are_named(tmp_path: Path) -> None:
 def test_problem_messages_never_show_a_secret_value() -> None:
     _, problems = _build({"password": 12345})
     assert [str(p) for p in problems] == ["public.password: the value is not a string"]
+
+
+def test_shared_public_section_feeds_both_owners_and_reports_strays(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        '[public]\nenabled = true\nurl_filter = "^/webgateway/.*"\nuser = "public"\n'
+        'password = "pw-public-1"\nurl_filtre = "x"\n',
+    )
+    assert problems_of(path) == ["public.url_filtre: unknown setting (did you mean 'url_filter'?)"]
+    path.write_text('[public]\nenabled = true\nurl_filter = "^/webgateway/.*"\nuser = "public"\n')
+    settings_problems = problems_of(path)
+    assert settings_problems == ["public.password: must be set when public access is enabled"]
+    path.write_text('[public]\nurl_filter = "^/webgateway/.*"\nuser = "public"\n')
+    settings = load_settings(
+        path, {"PORTER_PUBLIC__ENABLED": "true", "PORTER_PUBLIC__PASSWORD": "pw-public-1"}
+    )
+    assert settings.public.enabled is True
+    assert settings.public_session.enabled is True
+    assert settings.public_session.password == "pw-public-1"
+    printed = "\n".join(dump(settings))
+    public = printed.split("[public]", 1)[1].split("\n[", 1)[0]
+    assert public.count("\nenabled = true") == 1
+    assert "pw-public-1" not in printed
