@@ -24,7 +24,13 @@ from types import TracebackType
 from typing import Any, TypeVar
 
 from auth import omero_ice
-from auth.errors import InvalidCredentials, PermissionDenied, ServerUnavailable, SessionGone
+from auth.errors import (
+    InvalidCredentials,
+    OmeroError,
+    PermissionDenied,
+    ServerUnavailable,
+    SessionGone,
+)
 from auth.omero_ice import IceConfig, OmeroLogin
 from auth.omero_settings import OmeroSettings
 from auth.servers import Server, ServerList
@@ -47,6 +53,8 @@ class OmeroBackend:
         self.servers = ServerList.from_entries(settings.server_list)
         self._config = IceConfig.for_timeout(settings.call_timeout, settings.user_agent)
         self._pool = ThreadPoolExecutor(settings.pool_size, thread_name_prefix="porter-omero")
+        self._admin_keys: dict[int, str] = {}  # server id -> the held admin session (SSO)
+        self._admin_flights: dict[int, asyncio.Future[str]] = {}
 
     async def login(
         self, server: int | str, username: str, password: str, client_ip: str | None = None
@@ -108,32 +116,75 @@ class OmeroBackend:
         """As the configured admin_user, a new session for `username` (no password) with
         time-to-live and time-to-idle in milliseconds (0: the server's default). For SSO.
 
-        The admin logs in for each call (one extra round trip set); its session is closed."""
+        The admin's own session is held, one per server (created with single-flight, kept
+        alive by `keep_admin_alive`, re-created once when it has ended)."""
         target = self.servers.get(server)
+        if not username:
+            raise InvalidCredentials(f"server {target.id}: empty user name", server_id=target.id)
+        if ttl_ms < 0 or tti_ms < 0:
+            raise ValueError("ttl_ms and tti_ms must be >= 0")
+        for attempt in (1, 2):
+            admin_key = await self._admin_key(target)
+            abandoned = threading.Event()
+            try:
+                return await self._run(
+                    "create_session_for",
+                    target,
+                    omero_ice.create_session_for,
+                    self._config,
+                    target,
+                    admin_key,
+                    username,
+                    ttl_ms,
+                    tti_ms,
+                    client_ip,
+                    abandoned,
+                    abandoned=abandoned,
+                )
+            except SessionGone:
+                self._admin_keys.pop(target.id, None)
+                if attempt == 2:
+                    raise
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _admin_key(self, target: Server) -> str:
+        key = self._admin_keys.get(target.id)
+        if key is not None:
+            return key
+        flight = self._admin_flights.get(target.id)
+        if flight is None:
+            flight = asyncio.ensure_future(self._admin_login(target))
+            self._admin_flights[target.id] = flight
+            flight.add_done_callback(lambda _: self._admin_flights.pop(target.id, None))
+        return await asyncio.shield(flight)
+
+    async def _admin_login(self, target: Server) -> str:
         admin, password = self.settings.admin_user, self.settings.admin_password
         if not admin or not password:
             raise PermissionDenied(
                 f"server {target.id}: [omero] admin_user is not set", server_id=target.id
             )
-        if not username:
-            raise InvalidCredentials(f"server {target.id}: empty user name", server_id=target.id)
-        if ttl_ms < 0 or tti_ms < 0:
-            raise ValueError("ttl_ms and tti_ms must be >= 0")
-        abandoned = threading.Event()
-        return await self._run(
-            "create_session_for",
-            target,
-            omero_ice.create_session_for,
-            self._config,
-            target,
-            (admin, password),
-            username,
-            ttl_ms,
-            tti_ms,
-            client_ip,
-            abandoned,
-            abandoned=abandoned,
-        )
+        login: OmeroLogin | None = None
+        with contextlib.suppress(InvalidCredentials):  # raised below, without its context
+            login = await self.login(target.id, admin, password)
+        if login is None:
+            raise PermissionDenied(
+                f"server {target.id}: the configured admin_user was refused; check [omero] "
+                "admin_user and admin_password",
+                server_id=target.id,
+            )
+        self._admin_keys[target.id] = login.session_key
+        return login.session_key
+
+    async def keep_admin_alive(self) -> None:
+        """Keep the held admin sessions alive (a gone one is re-created on next use)."""
+        for server_id, key in list(self._admin_keys.items()):
+            try:
+                alive = await self.keep_alive(server_id, key)
+            except ServerUnavailable:
+                continue
+            if not alive and self._admin_keys.get(server_id) == key:
+                del self._admin_keys[server_id]
 
     async def server_version(self, server: int | str) -> str:
         """The server's version string (read through a guest session, as OMERO.web does)."""
@@ -171,7 +222,11 @@ class OmeroBackend:
 
     async def aclose(self) -> None:
         """Stop the pool: queued calls are dropped, running ones finish (bounded by Ice's
-        timeouts) without blocking the event loop."""
+        timeouts) without blocking the event loop. Held admin sessions are closed first."""
+        for server_id, key in list(self._admin_keys.items()):
+            with contextlib.suppress(OmeroError):
+                await self.close(server_id, key)
+        self._admin_keys.clear()
         loop = asyncio.get_running_loop()
         done = loop.create_future()
 

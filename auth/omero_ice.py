@@ -157,22 +157,23 @@ def close(config: IceConfig, server: Server, key: str) -> None:
 def create_session_for(
     config: IceConfig,
     server: Server,
-    admin: tuple[str, str],
+    admin_key: str,
     username: str,
     ttl_ms: int,
     tti_ms: int,
     ip: str | None,
     abandoned: threading.Event,
 ) -> OmeroLogin:
-    """As the admin, a new session for `username` without its password."""
+    """Through the admin's held session `admin_key`, a new session for `username` without
+    its password. _AdminGone when the admin session has ended."""
     context = {omero.constants.AGENT: config.agent}
     if ip:
         context[omero.constants.IP] = ip
     with _client(config, server, ip) as admin_client:
         try:
-            admin_session = admin_client.createSession(*admin)
+            admin_session = admin_client.joinSession(admin_key)
         except (Glacier2.PermissionDeniedException, Glacier2.CannotCreateSessionException):
-            raise _AdminRefused() from None
+            raise _AdminGone() from None
         principal = omero.sys.Principal()
         principal.name = username
         principal.eventType = "User"
@@ -180,6 +181,7 @@ def create_session_for(
             principal, ttl_ms, tti_ms, context
         )
         key = created.getUuid().getValue()
+        admin_session.detachOnDestroy()  # the admin session stays, held by the backend
     result = join(config, server, key)
     if abandoned.is_set():  # nobody will use or close it
         close(config, server, key)
@@ -192,8 +194,8 @@ def server_version(config: IceConfig, server: Server) -> str:
         return str(client.createSession("guest", "guest").getConfigService().getVersion())
 
 
-class _AdminRefused(Exception):
-    """The configured admin_user could not log in."""
+class _AdminGone(Exception):
+    """The admin session the backend held has ended; the backend logs in again."""
 
 
 # -- the one translation of Ice and omero-py exceptions ---------------------------------------
@@ -224,12 +226,8 @@ def translate(exc: BaseException, op: str, server: Server) -> OmeroError | None:
     which may hold a session key (Ice identities are named by it)."""
     where = f"server {server.id} ({server.address})"
     kind = _type_name(exc)
-    if isinstance(exc, _AdminRefused):
-        return OtherOmeroError(
-            f"{where}: the configured admin_user was refused; check "
-            "[omero] admin_user and admin_password",
-            server_id=server.id,
-        )
+    if isinstance(exc, _AdminGone):
+        return SessionGone(f"{where}: the held admin session has ended", server_id=server.id)
     if isinstance(exc, omero.WrappedCreateSessionException) and exc.concurrency:
         return ServerUnavailable(f"{where} is busy ({kind})", server_id=server.id, ice_type=kind)
     if isinstance(exc, _CREATE_REFUSED):

@@ -11,9 +11,13 @@ import aiohttp
 import jinja2
 from aiohttp import web
 
+from auth.jwt_verify import JwtVerifier
 from auth.lifecycle import PeriodicJob, keepalive_job, purge_job
 from auth.omero_backend import OmeroBackend
+from auth.porter_tokens import PorterTokenIssuer
 from auth.public_session import PublicSession
+from auth.sso_identity import SsoIdentityMapper
+from auth.sso_sessions import SsoSessions
 from auth.store import create_store
 from auth.store_redis import RedisSessionStore
 from filters.cors import CorsPolicy
@@ -21,7 +25,7 @@ from filters.forwarded import TrustedProxies
 from filters.rules import PublicRules
 from filters.throttle import LoginThrottle
 from mailer import MailSender
-from proxy import endpoints, login
+from proxy import endpoints, login, sso
 from proxy.context import request_scope
 from proxy.csrf import Csrf
 from proxy.errors import error_response
@@ -32,14 +36,18 @@ from proxy.keys import (
     CLIENT_SESSION,
     CORS,
     CSRF,
+    JWT_VERIFIER,
     MAILER,
     OMERO,
+    PORTER_TOKENS,
     PUBLIC,
     PUBLIC_RULES,
     READINESS_CHECKS,
     SCOPE,
     SESSION_STORE,
     SETTINGS,
+    SSO_MAPPER,
+    SSO_SESSIONS,
     TEMPLATES,
     THROTTLE,
     TRUSTED_PROXIES,
@@ -80,10 +88,13 @@ def create_app(settings: Settings) -> web.Application:
     app.cleanup_ctx.append(_session_store)
     if settings.public_session.enabled:
         app.cleanup_ctx.append(_public_session)
+    if settings.sso.enabled or settings.sso.porter_tokens.enabled:
+        app.cleanup_ctx.append(_sso)
     app.on_shutdown.append(_close_websockets)
     endpoints.add_routes(app, proxy.prefix)
     app.router.add_post(proxy.prefix + "/porter/feedback", feedback)
     login.add_routes(app, proxy.prefix)
+    sso.add_routes(app, proxy.prefix)
     # [\s\S]: a decoded path may hold any character (even a newline): gate() judges it.
     app.router.add_route("*", r"/{tail:[\s\S]*}", _dispatch)
     return app
@@ -189,6 +200,42 @@ async def _public_session(app: web.Application) -> AsyncIterator[None]:
     yield
     await keepalive.stop()
     await public.close()
+
+
+async def _sso(app: web.Application) -> AsyncIterator[None]:
+    """Token verification, porter's own tokens, and the SSO users' OMERO sessions."""
+    settings = app[SETTINGS]
+    backend = app[OMERO]
+    extra = []
+    if settings.sso.porter_tokens.enabled:
+        issuer = PorterTokenIssuer(settings.sso.porter_tokens)
+        app[PORTER_TOKENS] = issuer
+        extra.append(issuer.trusted_issuer())
+    verifier = JwtVerifier.from_settings(settings.sso, extra=extra)
+    app[JWT_VERIFIER] = verifier
+    protected = [settings.omero.admin_user] if settings.omero.admin_user else []
+    app[SSO_MAPPER] = SsoIdentityMapper(settings.sso, protected=protected)
+
+    async def handoff_sso(server_id: int, key: str) -> dict[str, str]:
+        return await handoff(app, server_id, key)
+
+    sessions = SsoSessions(
+        backend,
+        handoff_sso,
+        ttl=settings.sso.session_time_to_live,
+        tti=settings.sso.session_time_to_idle,
+    )
+    app[SSO_SESSIONS] = sessions
+    admin_keepalive = PeriodicJob(
+        "SSO admin session keepalive",
+        settings.session.ping_interval / 1000,
+        backend.keep_admin_alive,
+    )
+    admin_keepalive.start()
+    yield
+    await admin_keepalive.stop()
+    await sessions.close()
+    await verifier.aclose()
 
 
 async def _close_websockets(app: web.Application) -> None:

@@ -70,6 +70,9 @@ def upstream_headers(
         headers[hdrs.X_FORWARDED_HOST] = scope.client.host
     headers["X-Request-Id"] = scope.request_id
     app = request.app
+    sso = app[SETTINGS].sso
+    if sso.enabled and sso.bearer:  # porter consumes bearer tokens; OMERO.web never sees one
+        headers.popall(hdrs.AUTHORIZATION, None)
     rewrite_cookies(headers, held_names(app) | porter_cookie_names(app), cookies)
     return headers
 

@@ -3,13 +3,9 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
 from urllib.parse import quote
 
-import aiohttp
 from aiohttp import hdrs, web
-from multidict import CIMultiDict
-from yarl import URL
 
 from auth.errors import OmeroError, ServerUnavailable, SessionGone
 from auth.sessions import SessionRecord
@@ -17,10 +13,9 @@ from auth.store import SessionStoreUnavailable
 from filters.rules import decide
 from proxy.errors import error_response, redirect, wants_json
 from proxy.forward import answer, send
-from proxy.handoff import HandoffFailed, handoff, rewrite_cookies
+from proxy.handoff import HandoffFailed, handoff
 from proxy.keys import (
     CLEAR_COOKIE,
-    CLIENT_SESSION,
     OMERO,
     PUBLIC,
     PUBLIC_RULES,
@@ -32,6 +27,8 @@ from proxy.keys import (
     Who,
 )
 from proxy.sessions import clear_session_cookie, identify
+from proxy.sso import as_token_user, bearer_token, cookie_token
+from proxy.upstream_state import logged_out_upstream
 from proxy.websocket import forward_websocket, is_websocket
 
 log = logging.getLogger("porter.proxy")
@@ -51,12 +48,20 @@ async def gate(request: web.Request) -> web.StreamResponse:
     query = request.raw_path.partition("?")[2]
     target = app[SETTINGS].proxy.prefix + decision.forward
     request[TARGET] = f"{target}?{query}" if query else target
+    token = bearer_token(request)
+    if token is not None:  # a script or another site: no cookie, the token's user
+        return await as_token_user(request, token)
     try:
         identity = await identify(request)
     except SessionStoreUnavailable:
         return error_response(request, 503, "The session store is unavailable. Please retry.")
     if identity.record is not None:  # a logged-in user stays themselves, public path or not
         return await as_user(request, identity.record)
+    token = cookie_token(request)
+    if token is not None:  # a front SSO layer's cookie
+        if identity.stale:
+            request[CLEAR_COOKIE] = True
+        return await as_token_user(request, token)
     if decision.kind == "public" and PUBLIC in app:
         if identity.stale:
             request[CLEAR_COOKIE] = True
@@ -92,7 +97,7 @@ async def as_public(request: web.Request) -> web.StreamResponse:
     upstream = await send(request, login.cookies)
     if isinstance(upstream, web.Response):
         return upstream
-    if await _logged_out_upstream(request, upstream, login.cookies):
+    if await logged_out_upstream(request, upstream, login.cookies):
         # OMERO dropped the public session: make a new one (single-flight) and retry once.
         upstream.release()
         await public.invalidate(login.server_id, login.session_key)
@@ -130,7 +135,7 @@ async def forward_as_user(request: web.Request, record: SessionRecord) -> web.St
     upstream = await send(request, record.cookies)
     if isinstance(upstream, web.Response):
         return upstream
-    if await _logged_out_upstream(request, upstream, record.cookies):
+    if await logged_out_upstream(request, upstream, record.cookies):
         renewed = await renew(request, record)
         if isinstance(renewed, web.StreamResponse):
             upstream.release()
@@ -148,36 +153,6 @@ async def forward_as_user(request: web.Request, record: SessionRecord) -> web.St
         await store.update_cookies(session_id, taken)
 
     return await answer(request, upstream, capture)
-
-
-async def _logged_out_upstream(
-    request: web.Request, upstream: aiohttp.ClientResponse, cookies: Mapping[str, str]
-) -> bool:
-    """True when OMERO.web answered as if the session of `cookies` were not logged in."""
-    if upstream.status in (301, 302, 303, 307, 308):
-        # OMERO.web's login_required sends browsers to its login page.
-        location = URL(upstream.headers.get(hdrs.LOCATION, ""))
-        login = request.app[SETTINGS].proxy.prefix + "/webclient/login/"
-        return location.path.startswith(login)
-    if upstream.status == 403:
-        return not await _upstream_knows(request, cookies)
-    return False
-
-
-async def _upstream_knows(request: web.Request, cookies: Mapping[str, str]) -> bool:
-    """Ask OMERO.web whether the held cookies still log this user in (a 403 may be real)."""
-    settings = request.app[SETTINGS]
-    url = settings.proxy.upstream.rstrip("/") + settings.proxy.prefix + "/webclient/keepalive_ping/"
-    cookie_headers: CIMultiDict[str] = CIMultiDict({"X-Requested-With": "XMLHttpRequest"})
-    rewrite_cookies(cookie_headers, frozenset(), cookies)
-    try:
-        async with request.app[CLIENT_SESSION].get(
-            url, headers=cookie_headers, allow_redirects=False
-        ) as resp:
-            body = await resp.content.read(256)
-            return resp.status == 200 and body.strip() == b"OK"
-    except (aiohttp.ClientError, TimeoutError):
-        return True  # cannot tell: pass the 403 on as it is
 
 
 async def renew(request: web.Request, record: SessionRecord) -> SessionRecord | web.StreamResponse:

@@ -37,7 +37,11 @@ def porter_cookie_names(app: web.Application) -> frozenset[str]:
     """Porter's own cookies: never sent upstream."""
     from proxy.csrf import COOKIE as CSRF_COOKIE
 
-    return frozenset({app[SETTINGS].session.cookie_name, CSRF_COOKIE})
+    names = {app[SETTINGS].session.cookie_name, CSRF_COOKIE}
+    token_cookie = app[SETTINGS].sso.token_cookie
+    if token_cookie:
+        names.add(token_cookie)
+    return frozenset(names)
 
 
 def parse_cookie_header(values: Iterable[str]) -> list[tuple[str, str]]:

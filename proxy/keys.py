@@ -9,8 +9,12 @@ import aiohttp
 import jinja2
 from aiohttp import web
 
+from auth.jwt_verify import JwtVerifier
 from auth.omero_backend import OmeroBackend
+from auth.porter_tokens import PorterTokenIssuer
 from auth.public_session import PublicSession
+from auth.sso_identity import SsoIdentityMapper
+from auth.sso_sessions import SsoSessions
 from auth.store import SessionStore
 from filters.cors import CorsPolicy
 from filters.forwarded import Client, TrustedProxies
@@ -56,6 +60,10 @@ THROTTLE = web.AppKey("login_throttle", LoginThrottle)
 PUBLIC_RULES = web.AppKey("public_rules", PublicRules)
 PUBLIC = web.AppKey("public_session", PublicSession)
 CORS = web.AppKey("cors", CorsPolicy)
+JWT_VERIFIER = web.AppKey("jwt_verifier", JwtVerifier)
+SSO_MAPPER = web.AppKey("sso_mapper", SsoIdentityMapper)
+SSO_SESSIONS = web.AppKey("sso_sessions", SsoSessions)
+PORTER_TOKENS = web.AppKey("porter_tokens", PorterTokenIssuer)
 CSRF = web.AppKey("csrf", Csrf)
 WEBSOCKETS = web.AppKey("websockets", set[web.WebSocketResponse])
 

@@ -114,7 +114,7 @@ async def login_page(request: web.Request) -> web.StreamResponse:
 async def login_submit(request: web.Request) -> web.StreamResponse:
     """POST: check the form, log in to OMERO, hand over to OMERO.web, set the cookie."""
     try:
-        form = await _read_form(request)
+        form = await read_form(request)
     except FormTooLarge:
         return error_response(request, 413)
     username = form.get("username", "").strip()
@@ -145,7 +145,7 @@ async def login_submit(request: web.Request) -> web.StreamResponse:
     return response
 
 
-async def _read_form(request: web.Request) -> dict[str, str]:
+async def read_form(request: web.Request) -> dict[str, str]:
     if (request.content_length or 0) > MAX_FORM:
         raise FormTooLarge
     if request.content_type == "application/json":
@@ -166,10 +166,10 @@ def _server_id(value: str | None) -> int:
         return 0
 
 
-async def log_in(
-    request: web.Request, server: int, username: str, password: str
-) -> tuple[SessionRecord, OmeroLogin]:
-    """The whole login: throttle, OMERO, handoff, a fresh porter session. Raises LoginFailed."""
+async def authenticate(
+    request: web.Request, server: int | str | None, username: str, password: str
+) -> OmeroLogin:
+    """Throttle, then log in to OMERO; the new OMERO session. Raises LoginFailed."""
     app = request.app
     client = request[SCOPE].client.address
     throttle = app[THROTTLE]
@@ -183,7 +183,7 @@ async def log_in(
             {hdrs.RETRY_AFTER: str(retry_after)},
         )
     try:
-        login = await app[OMERO].login(server, username, password, client_ip=client)
+        login = await app[OMERO].login(server or 1, username, password, client_ip=client)
     except InvalidCredentials:
         throttle.failed(client, username)
         raise LoginFailed(401, "Wrong user name or password.") from None
@@ -195,10 +195,22 @@ async def log_in(
         log.warning("login failed on server %s: %s", server, exc)
         raise LoginFailed(502, "The OMERO server could not log you in.") from None
     throttle.succeeded(client, username)
-    return await _start_session(request, login), login
+    return login
 
 
-async def _start_session(request: web.Request, login: OmeroLogin) -> SessionRecord:
+async def log_in(
+    request: web.Request, server: int | str | None, username: str, password: str
+) -> tuple[SessionRecord, OmeroLogin]:
+    """The whole login: throttle, OMERO, handoff, a fresh porter session. Raises LoginFailed."""
+    login = await authenticate(request, server, username, password)
+    return await start_session(request, login), login
+
+
+async def start_session(
+    request: web.Request, login: OmeroLogin, kind: str = "user"
+) -> SessionRecord:
+    """Hand `login` over to OMERO.web and store a fresh porter session for it (ending the
+    browser's previous one). Raises LoginFailed; the OMERO session is closed on failure."""
     app = request.app
     try:
         cookies = await handoff(app, login.server_id, login.session_key)
@@ -215,7 +227,7 @@ async def _start_session(request: web.Request, login: OmeroLogin) -> SessionReco
             omero_session_key=login.session_key,
             user_id=login.user_id,
             user_name=login.user_name,
-            kind="user",
+            kind=kind,
             cookies=cookies,
         )
     except SessionStoreUnavailable:
@@ -264,7 +276,7 @@ async def api_login(request: web.Request) -> web.StreamResponse:
             {"message": "POST only with username, password, server and csrftoken"}, status=405
         )
     try:
-        form = await _read_form(request)
+        form = await read_form(request)
     except FormTooLarge:
         return web.json_response({"message": "Request too large."}, status=413)
     cookie = request.cookies.get("csrftoken")
@@ -274,7 +286,7 @@ async def api_login(request: web.Request) -> web.StreamResponse:
     try:
         record, login = await log_in(
             request,
-            _server_id(form.get("server")),
+            form.get("server"),
             form.get("username", "").strip(),
             form.get("password", ""),
         )
@@ -348,7 +360,7 @@ async def logout_submit(request: web.Request) -> web.StreamResponse:
     """POST with porter's CSRF token: close the OMERO session, forget porter's, clear the
     cookie."""
     try:
-        form = await _read_form(request)
+        form = await read_form(request)
     except FormTooLarge:
         return error_response(request, 413)
     if not request.app[CSRF].valid(request, form.get("csrf_token"), "logout"):

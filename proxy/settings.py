@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 from auth.omero_settings import OmeroSettings
 from auth.public_settings import PublicSessionSettings
 from auth.session_settings import SessionSettings
+from auth.sso_settings import SsoSettings
 from filters.settings import CorsSettings, PublicRuleSettings
 from mailer.settings import MailSettings
 from proxy.config import ConfigError, Problem, build, env_overrides, merge, tomllib
@@ -210,6 +211,7 @@ class Settings:
         default_factory=PublicSessionSettings, metadata={"section": "public"}
     )
     cors: CorsSettings = field(default_factory=CorsSettings)
+    sso: SsoSettings = field(default_factory=SsoSettings)
     mail: MailSettings = field(default_factory=MailSettings)
 
 

@@ -239,7 +239,25 @@ async def test_admin_creates_a_session_for_a_user_with_ttl_and_tti(
     assert session is not None
     assert (session["time_to_live"], session["time_to_idle"]) == (3600.0, 600.0)
     assert (session["agent"], session["ip"]) == ("omero-porter", "192.0.2.9")
-    assert omero_sim.stats()["sessions_active"] == 1  # the admin's own session is closed
+    # The admin's own session is held for the next SSO user: no second admin login.
+    assert omero_sim.stats()["sessions_active"] == 2
+    logins = omero_sim.stats()["logins"]
+    await backend.create_session_for(SSL, "carol", ttl_ms=0, tti_ms=0)
+    assert omero_sim.stats()["logins"] == logins
+
+
+async def test_held_admin_session_is_recreated_when_killed_and_closed_at_the_end(
+    omero_sim: OmeroSim,
+) -> None:
+    async with OmeroBackend(settings_for(omero_sim)) as backend:
+        await backend.create_session_for(SSL, "bob", 0, 0)
+        [admin_key] = [s["key"] for s in omero_sim.sessions() if s["user"] == "root"]
+        assert omero_sim.kill_session(admin_key)
+        login = await backend.create_session_for(SSL, "carol", 0, 0)
+        assert login.user_name == "carol"
+        [new_admin] = [s["key"] for s in omero_sim.sessions() if s["user"] == "root"]
+        assert new_admin != admin_key
+    assert [s for s in omero_sim.sessions() if s["user"] == "root"] == []
 
 
 async def test_create_session_for_as_a_non_admin_is_permission_denied(
@@ -257,7 +275,7 @@ async def test_create_session_for_with_a_wrong_admin_password_names_the_setting(
 ) -> None:
     settings = settings_for(omero_sim, admin_password="not-root-pass")
     async with OmeroBackend(settings) as backend:
-        with pytest.raises(OtherOmeroError, match="admin_user") as caught:
+        with pytest.raises(PermissionDenied, match="admin_user") as caught:
             await backend.create_session_for(SSL, "bob", 0, 0)
     assert_clean(caught.value, "not-root-pass")
 

@@ -47,6 +47,8 @@ def test_shipped_config_lists_every_setting_with_its_default_and_a_comment() -> 
             value = shipped[key]
             expected = list(default) if isinstance(default, tuple) else default
             assert _plain(value) == _plain(expected), f"{name}.{key}"
+            if dataclasses.is_dataclass(default):
+                continue  # a sub-table: compared as a whole above, it has no `key =` line
             index = next(i for i, line in enumerate(lines) if re.match(rf"{key}\s*=", line))
             assert lines[index - 1].startswith("#"), f"{name}.{key} has no comment"
 

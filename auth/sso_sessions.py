@@ -1,0 +1,105 @@
+"""One OMERO session per (server, SSO user), made by the admin and reused until it ends.
+
+Never one OMERO session per request: the first request of a user creates it (single-flight,
+through `OmeroBackend.create_session_for` with the configured time-to-live and time-to-idle),
+hands it to OMERO.web once, and every later request of that user reuses both. When OMERO.web or
+OMERO says it has ended, `invalidate` drops it and the next request makes a new one. Entries
+live at most `ttl` seconds in porter (OMERO itself ends the session at its time-to-live, or after
+time-to-idle without use); at most `max_users` are held, the least recently used dropped first.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+
+from cachetools import TTLCache
+
+from auth.errors import OmeroError
+from auth.omero_backend import OmeroBackend
+
+log = logging.getLogger("porter.auth.sso")
+
+Handoff = Callable[[int, str], Awaitable[Mapping[str, str]]]
+
+
+@dataclass(frozen=True)
+class SsoLogin:
+    """The OMERO session of one SSO user and the OMERO.web cookies held for it."""
+
+    server_id: int
+    user_name: str
+    session_key: str = field(repr=False)
+    cookies: Mapping[str, str] = field(repr=False, default_factory=dict)
+
+
+class SsoSessions:
+    def __init__(
+        self,
+        backend: OmeroBackend,
+        handoff: Handoff,
+        *,
+        ttl: float,
+        tti: float,
+        max_users: int = 10_000,
+    ) -> None:
+        self._backend = backend
+        self._handoff = handoff
+        self._ttl_ms = int(ttl * 1000)
+        self._tti_ms = int(tti * 1000)
+        # Forget a little before OMERO's time-to-live, so porter never hands out an ended one.
+        self._held: TTLCache[tuple[int, str], SsoLogin] = TTLCache(
+            maxsize=max_users, ttl=max(1.0, ttl * 0.95)
+        )
+        self._flights: dict[tuple[int, str], asyncio.Future[SsoLogin]] = {}
+        self.created = 0  # OMERO sessions made (for tests and benchmarks)
+
+    async def get(self, server_id: int, user_name: str, client_ip: str | None) -> SsoLogin:
+        """The held session of that user, or a new one (one creation at a time per user)."""
+        key = (server_id, user_name)
+        held = self._held.get(key)
+        if held is not None:
+            return held
+        flight = self._flights.get(key)
+        if flight is None:
+            flight = asyncio.ensure_future(self._create(server_id, user_name, client_ip))
+            self._flights[key] = flight
+            flight.add_done_callback(lambda _: self._flights.pop(key, None))
+        return await asyncio.shield(flight)
+
+    async def _create(self, server_id: int, user_name: str, client_ip: str | None) -> SsoLogin:
+        login = await self._backend.create_session_for(
+            server_id, user_name, self._ttl_ms, self._tti_ms, client_ip=client_ip
+        )
+        try:
+            cookies = await self._handoff(login.server_id, login.session_key)
+        except BaseException:
+            with contextlib.suppress(OmeroError):
+                await self._backend.close(login.server_id, login.session_key)
+            raise
+        self.created += 1
+        made = SsoLogin(
+            login.server_id, login.user_name, login.session_key, MappingProxyType(dict(cookies))
+        )
+        self._held[(server_id, user_name)] = made
+        log.info("SSO session created user=%s server=%d", user_name, server_id)
+        return made
+
+    def invalidate(self, login: SsoLogin) -> None:
+        """Drop `login` if it is still the held one (OMERO.web or OMERO no longer knows it)."""
+        key = (login.server_id, login.user_name)
+        held = self._held.get(key)
+        if held is not None and held.session_key == login.session_key:
+            del self._held[key]
+
+    async def close(self) -> None:
+        """Close every held session on its server (at shutdown)."""
+        held = list(self._held.values())
+        self._held.clear()
+        for login in held:
+            with contextlib.suppress(OmeroError):
+                await self._backend.close(login.server_id, login.session_key)

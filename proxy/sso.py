@@ -1,0 +1,225 @@
+"""SSO: a JWT from the site's identity provider (or porter's own) makes a request its user's.
+
+Tokens come from `Authorization: Bearer`, from a cookie a front SSO layer sets, or once from a
+link (`/porter/sso?token=...`, which starts a normal porter session and redirects to a URL
+without the token). The token is never forwarded, logged or mailed. Each (server, user) has one
+OMERO session made by the admin and reused (auth/sso_sessions.py).
+"""
+
+from __future__ import annotations
+
+import logging
+
+from aiohttp import hdrs, web
+
+from auth.errors import InvalidCredentials, OmeroError, PermissionDenied, ServerUnavailable
+from auth.jwt_verify import SsoError
+from auth.sso_identity import SsoIdentity
+from auth.sso_sessions import SsoLogin
+from auth.store import SessionStoreUnavailable
+from proxy.errors import error_response, redirect
+from proxy.forward import answer, send
+from proxy.keys import (
+    JWT_VERIFIER,
+    OMERO,
+    PORTER_TOKENS,
+    SCOPE,
+    SETTINGS,
+    SSO_MAPPER,
+    SSO_SESSIONS,
+    WHO,
+    Who,
+)
+from proxy.upstream_state import logged_out_upstream
+
+log = logging.getLogger("porter.sso")
+
+_NO_STORE = {hdrs.CACHE_CONTROL: "no-store"}
+
+
+def bearer_token(request: web.Request) -> str | None:
+    """The token of `Authorization: Bearer <token>`, when SSO accepts bearer tokens."""
+    sso = request.app[SETTINGS].sso
+    if not (sso.enabled and sso.bearer):
+        return None
+    scheme, _, token = request.headers.get(hdrs.AUTHORIZATION, "").partition(" ")
+    return token.strip() or None if scheme.lower() == "bearer" else None
+
+
+def cookie_token(request: web.Request) -> str | None:
+    sso = request.app[SETTINGS].sso
+    if not (sso.enabled and sso.token_cookie):
+        return None
+    return request.cookies.get(sso.token_cookie) or None
+
+
+def _refused(request: web.Request, exc: SsoError) -> web.Response:
+    log.info("SSO refused rid=%s: %s", request[SCOPE].request_id, exc.reason)
+    headers: dict[str, str] = {}
+    if exc.status == 401:
+        headers[hdrs.WWW_AUTHENTICATE] = (
+            f'Bearer error="invalid_token", error_description="{exc.reason}"'
+        )
+    return error_response(request, exc.status, exc.message, headers=headers)
+
+
+async def identity_of(request: web.Request, token: str) -> SsoIdentity | web.Response:
+    """The OMERO identity a token stands for, or porter's refusal (401, 403, 503)."""
+    try:
+        verified = await request.app[JWT_VERIFIER].verify(token)
+        return request.app[SSO_MAPPER].map(verified)
+    except SsoError as exc:
+        return _refused(request, exc)
+
+
+def _server_of(request: web.Request, identity: SsoIdentity) -> int:
+    return identity.server_id or request.app[SETTINGS].public_session.server_id
+
+
+async def session_of(request: web.Request, identity: SsoIdentity) -> SsoLogin | web.Response:
+    try:
+        return await request.app[SSO_SESSIONS].get(
+            _server_of(request, identity), identity.username, request[SCOPE].client.address
+        )
+    except InvalidCredentials:
+        return error_response(
+            request, 403, "Your account is not known to OMERO. Please ask its administrators."
+        )
+    except PermissionDenied as exc:
+        log.error("SSO cannot create OMERO sessions: %s", exc)
+        return error_response(request, 503, "Single sign-on is not available at the moment.")
+    except ServerUnavailable:
+        return error_response(request, 503, "The OMERO server is not responding.")
+    except OmeroError as exc:
+        log.warning("SSO session failed rid=%s: %s", request[SCOPE].request_id, exc)
+        return error_response(request, 502)
+
+
+async def as_token_user(request: web.Request, token: str) -> web.StreamResponse:
+    """Serve the request as the token's user, on that user's one OMERO session."""
+    identity = await identity_of(request, token)
+    if isinstance(identity, web.Response):
+        return identity
+    login = await session_of(request, identity)
+    if isinstance(login, web.Response):
+        return login
+    request[WHO] = Who(
+        user=login.user_name,
+        server_id=login.server_id,
+        secrets=frozenset({token, login.session_key, *login.cookies.values()}),
+        authenticated=True,
+    )
+    upstream = await send(request, login.cookies)
+    if isinstance(upstream, web.Response):
+        return upstream
+    if await logged_out_upstream(request, upstream, login.cookies):
+        upstream.release()
+        request.app[SSO_SESSIONS].invalidate(login)
+        login = await session_of(request, identity)
+        if isinstance(login, web.Response):
+            return login
+        upstream = await send(request, login.cookies)
+        if isinstance(upstream, web.Response):
+            return upstream
+    return await answer(request, upstream)
+
+
+async def link_login(request: web.Request) -> web.StreamResponse:
+    """`/porter/sso?token=...&url=...`: a porter session for the token's user, then a redirect
+    to a URL without the token."""
+    from proxy.login import landing
+    from proxy.sessions import set_session_cookie
+
+    settings = request.app[SETTINGS].sso
+    token = request.query.get("token")
+    if not (settings.enabled and settings.link_login) or not token:
+        return error_response(request, 404)
+    identity = await identity_of(request, token)
+    if isinstance(identity, web.Response):
+        return identity
+    request[WHO] = Who(user=identity.username, secrets=frozenset({token}))
+    try:
+        login = await request.app[OMERO].create_session_for(
+            _server_of(request, identity),
+            identity.username,
+            settings.session_time_to_live * 1000,
+            settings.session_time_to_idle * 1000,
+            client_ip=request[SCOPE].client.address,
+        )
+    except InvalidCredentials:
+        return error_response(
+            request, 403, "Your account is not known to OMERO. Please ask its administrators."
+        )
+    except OmeroError as exc:
+        log.warning("SSO link login failed rid=%s: %s", request[SCOPE].request_id, exc)
+        return error_response(request, 503, "Single sign-on is not available at the moment.")
+    from proxy.login import LoginFailed, start_session
+
+    try:
+        record = await start_session(request, login, kind="sso")
+    except LoginFailed as failed:
+        return error_response(request, failed.status, failed.message)
+    response = redirect(landing(request, request.query.get("url")))
+    set_session_cookie(request, response, record.id)
+    return response
+
+
+async def porter_token(request: web.Request) -> web.StreamResponse:
+    """POST `/porter/token`: a short-lived JWT signed by porter, for scripts.
+
+    With `username` and `password` (form or JSON), checked against OMERO; or for the
+    porter session of the caller (then `X-Requested-With: XMLHttpRequest` is required, which
+    no cross-site form can send).
+    """
+    from proxy.login import FormTooLarge, LoginFailed, authenticate, read_form
+    from proxy.sessions import identify
+
+    issuer = request.app.get(PORTER_TOKENS)
+    if issuer is None:
+        return error_response(request, 404)
+    try:
+        form = await read_form(request)
+    except FormTooLarge:
+        return error_response(request, 413)
+    username = form.get("username", "").strip()
+    if username or form.get("password"):
+        try:
+            login = await authenticate(
+                request, form.get("server"), username, form.get("password", "")
+            )
+        except LoginFailed as failed:
+            return web.json_response(
+                {"error": failed.message}, status=failed.status, headers=failed.headers
+            )
+        # The token stands for the user; the OMERO session that proved the password is done.
+        await request.app[OMERO].close(login.server_id, login.session_key)
+        name, server_id = login.user_name, login.server_id
+    else:
+        if request.headers.get("X-Requested-With", "").lower() != "xmlhttprequest":
+            return error_response(request, 403, "Send username and password, or use AJAX.")
+        try:
+            identity = await identify(request)
+        except SessionStoreUnavailable:
+            return error_response(request, 503, "The session store is unavailable.")
+        if identity.record is None:
+            return error_response(request, 401, "Log in first, or send username and password.")
+        name, server_id = identity.record.user_name, identity.record.server_id
+    token = issuer.issue(name, server_id)
+    lifetime = request.app[SETTINGS].sso.porter_tokens.lifetime
+    return web.json_response(
+        {"access_token": token, "token_type": "Bearer", "expires_in": lifetime},
+        headers=_NO_STORE,
+    )
+
+
+async def porter_jwks(request: web.Request) -> web.StreamResponse:
+    issuer = request.app.get(PORTER_TOKENS)
+    if issuer is None:
+        return error_response(request, 404)
+    return web.json_response(issuer.jwks(), headers={hdrs.CACHE_CONTROL: "public, max-age=300"})
+
+
+def add_routes(app: web.Application, prefix: str) -> None:
+    app.router.add_get(prefix + "/porter/sso", link_login)
+    app.router.add_post(prefix + "/porter/token", porter_token)
+    app.router.add_get(prefix + "/porter/jwks.json", porter_jwks)

@@ -1,0 +1,43 @@
+"""Whether OMERO.web still knows a session porter holds for a user, the public or SSO."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import aiohttp
+from aiohttp import hdrs, web
+from multidict import CIMultiDict
+from yarl import URL
+
+from proxy.handoff import rewrite_cookies
+from proxy.keys import CLIENT_SESSION, SETTINGS
+
+
+async def logged_out_upstream(
+    request: web.Request, upstream: aiohttp.ClientResponse, cookies: Mapping[str, str]
+) -> bool:
+    """True when OMERO.web answered as if the session of `cookies` were not logged in."""
+    if upstream.status in (301, 302, 303, 307, 308):
+        # OMERO.web's login_required sends browsers to its login page.
+        location = URL(upstream.headers.get(hdrs.LOCATION, ""))
+        login = request.app[SETTINGS].proxy.prefix + "/webclient/login/"
+        return location.path.startswith(login)
+    if upstream.status == 403:
+        return not await _upstream_knows(request, cookies)
+    return False
+
+
+async def _upstream_knows(request: web.Request, cookies: Mapping[str, str]) -> bool:
+    """Ask OMERO.web whether the held cookies still log this user in (a 403 may be real)."""
+    settings = request.app[SETTINGS]
+    url = settings.proxy.upstream.rstrip("/") + settings.proxy.prefix + "/webclient/keepalive_ping/"
+    cookie_headers: CIMultiDict[str] = CIMultiDict({"X-Requested-With": "XMLHttpRequest"})
+    rewrite_cookies(cookie_headers, frozenset(), cookies)
+    try:
+        async with request.app[CLIENT_SESSION].get(
+            url, headers=cookie_headers, allow_redirects=False
+        ) as resp:
+            body = await resp.content.read(256)
+            return resp.status == 200 and body.strip() == b"OK"
+    except (aiohttp.ClientError, TimeoutError):
+        return True  # cannot tell: pass the 403 on as it is
