@@ -35,12 +35,13 @@ apt_install() {
   [ "$(id -u)" -eq 0 ] || sudo="sudo"
   say "installing system packages: ${missing[*]}"
   $sudo apt-get update -qq >/dev/null
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends \
+    "${missing[@]}" >/dev/null
 }
 
 # g++ and the headers zeroc-ice compiles against (only used when the wheel is not cached yet).
 build_packages=(g++ libssl-dev libbz2-dev)
-test_packages=(redis-server)
+test_packages=(redis-server chromium)
 
 case "$mode" in
   run) apt_install "${build_packages[@]}" ;;

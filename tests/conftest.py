@@ -7,4 +7,5 @@ pytest_plugins = [
     "tests.smtp_fixture",
     "tests.redis_fixture",
     "tests.gateway_fixtures",
+    "tests.browser_fixtures",
 ]
