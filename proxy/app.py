@@ -71,7 +71,11 @@ def create_app(settings: Settings) -> web.Application:
     app[TEMPLATES] = _templates(settings)
     app[CSRF] = Csrf(proxy.secret_key, cookie_path=(proxy.prefix or "") + "/porter/")
     app[MAILER] = MailSender(settings.mail)
-    app[READINESS_CHECKS] = {"upstream": endpoints.upstream_check(app)}
+    app[READINESS_CHECKS] = {
+        "upstream": endpoints.upstream_check(app),
+        "omero": endpoints.omero_check(app),
+        "session_store": endpoints.session_store_check(app),
+    }
     app[WEBSOCKETS] = set()
     app[THROTTLE] = LoginThrottle(
         max_per_address=settings.login.max_failures_per_address,

@@ -3,11 +3,22 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
 import aiohttp
 from aiohttp import web
+from yarl import URL
 
-from proxy.keys import CLIENT_SESSION, READINESS_CHECKS, SETTINGS, ReadinessCheck
+from auth.servers import Server
+from auth.store import SessionStoreUnavailable
+from proxy.keys import (
+    CLIENT_SESSION,
+    OMERO,
+    READINESS_CHECKS,
+    SESSION_STORE,
+    SETTINGS,
+    ReadinessCheck,
+)
 
 RESERVED = "/porter/"
 
@@ -18,7 +29,7 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def readyz(request: web.Request) -> web.Response:
-    """Every readiness check passes (OMERO.web reachable; later issues add more)."""
+    """Every readiness check passes: OMERO.web, the OMERO servers, the session store."""
     checks = request.app[READINESS_CHECKS]
     names = list(checks)
     results = await asyncio.gather(*(checks[n]() for n in names), return_exceptions=True)
@@ -51,6 +62,45 @@ def upstream_check(app: web.Application) -> ReadinessCheck:
             return False, "timed out"
         except (aiohttp.ClientError, OSError) as exc:
             return False, f"unreachable ({type(exc).__name__})"
+
+    return check
+
+
+def session_store_check(app: web.Application) -> ReadinessCheck:
+    """The session store answers (Redis: a round trip)."""
+
+    async def check() -> tuple[bool, str]:
+        try:
+            count = await asyncio.wait_for(app[SESSION_STORE].count(), 3)
+        except SessionStoreUnavailable:
+            return False, "unavailable"
+        except asyncio.TimeoutError:
+            return False, "timed out"
+        return True, f"{count} session(s)"
+
+    return check
+
+
+def omero_check(app: web.Application) -> ReadinessCheck:
+    """Every server of server_list accepts TCP connections (no login: probes run often)."""
+
+    async def reachable(server: Server) -> str | None:
+        host = URL(server.address).host or ""
+        try:
+            _, writer = await asyncio.wait_for(asyncio.open_connection(host, server.port), 3)
+        except (OSError, asyncio.TimeoutError) as exc:
+            return f"server {server.id} unreachable ({type(exc).__name__})"
+        writer.close()
+        with contextlib.suppress(OSError):
+            await writer.wait_closed()
+        return None
+
+    async def check() -> tuple[bool, str]:
+        servers = list(app[OMERO].servers)
+        problems = [p for p in await asyncio.gather(*map(reachable, servers)) if p]
+        if problems:
+            return False, "; ".join(problems)
+        return True, f"{len(servers)} server(s) reachable"
 
     return check
 

@@ -7,6 +7,8 @@ import hashlib
 import aiohttp
 from yarl import URL
 
+from auth.omero_settings import OmeroSettings
+from tests.omero_sim.fixture import OmeroSim
 from tests.porter_fixtures import TEST_UPSTREAM_SESSION, PorterFactory, Upstream, aiter_bytes
 
 
@@ -185,12 +187,38 @@ async def test_reserved_porter_paths_never_reach_upstream(
     assert echo_upstream.state.received == []
 
 
-async def test_healthz_and_readyz(echo_upstream: Upstream, porter: PorterFactory) -> None:
-    client = await porter()
+async def test_healthz_and_readyz(
+    omero_sim: OmeroSim, echo_upstream: Upstream, porter: PorterFactory
+) -> None:
+    entry = omero_sim.server_list_entry()
+    sections = {"omero": OmeroSettings(server_list=((entry[0], entry[1], entry[2]),))}
+    client = await porter(sections=sections)
     assert (await client.get("/porter/healthz")).status == 200
     ready = await client.get("/porter/readyz")
     assert ready.status == 200
-    assert (await ready.json())["checks"]["upstream"]["ok"] is True
+    checks = (await ready.json())["checks"]
+    assert {name: check["ok"] for name, check in checks.items()} == {
+        "upstream": True,
+        "omero": True,
+        "session_store": True,
+    }
+
+
+async def test_readyz_reports_a_dead_omero_server(
+    echo_upstream: Upstream, porter: PorterFactory
+) -> None:
+    from tests.porter_fixtures import free_port
+
+    sections = {"omero": OmeroSettings(server_list=(("127.0.0.1", free_port(), "gone"),))}
+    client = await porter(sections=sections)
+    ready = await client.get("/porter/readyz")
+    assert ready.status == 503
+    checks = (await ready.json())["checks"]
+    assert checks["omero"] == {
+        "ok": False,
+        "detail": "server 1 unreachable (ConnectionRefusedError)",
+    }
+    assert checks["upstream"]["ok"] is True
 
 
 async def test_readyz_reports_dead_upstream(porter: PorterFactory) -> None:

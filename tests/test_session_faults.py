@@ -52,6 +52,9 @@ async def test_redis_down_is_503_never_logged_out_and_recovers(
         )
         assert ajax.status == 503
         assert "Set-Cookie" not in ajax.headers  # the user is not logged out
+        ready = await client.get("/porter/readyz")
+        assert ready.status == 503
+        assert (await ready.json())["checks"]["session_store"]["ok"] is False
     finally:
         os.kill(pid, signal.SIGCONT)
     resp = await client.get("/webclient/active_group/", allow_redirects=False)
