@@ -160,6 +160,7 @@ async def link_login(request: web.Request) -> web.StreamResponse:
     except LoginFailed as failed:
         return error_response(request, failed.status, failed.message)
     response = redirect(landing(request, request.query.get("url")))
+    response.headers["Referrer-Policy"] = "no-referrer"  # the token was in this URL
     set_session_cookie(request, response, record.id)
     return response
 

@@ -192,6 +192,7 @@ async def test_link_login_starts_a_session_and_drops_the_token_from_the_url(
     resp = await client.get(f"/porter/sso?token={token}&url=/webclient/", allow_redirects=False)
     assert resp.status == 303
     assert resp.headers["Location"] == "/webclient/"
+    assert resp.headers["Referrer-Policy"] == "no-referrer"
     assert "porter_session=" in resp.headers["Set-Cookie"]
     follow = await client.get("/webclient/")
     assert follow.status == 200  # carol's porter session, no token
