@@ -50,6 +50,32 @@ class SessionRecord:
     # Upstream (OMERO.web) cookies porter holds for this session; read them as `cookies`.
     cookie_pairs: tuple[tuple[str, str], ...] = field(default=(), repr=False)
 
+    @classmethod
+    def new(
+        cls,
+        now: float,
+        *,
+        server_id: int,
+        omero_session_key: str,
+        user_id: int,
+        user_name: str,
+        kind: str = "user",
+        cookies: Mapping[str, str] | None = None,
+    ) -> SessionRecord:
+        """A fresh session with a new random id, created, seen and pinged `now`."""
+        return cls(
+            id=new_session_id(),
+            server_id=server_id,
+            omero_session_key=omero_session_key,
+            user_id=user_id,
+            user_name=user_name,
+            kind=kind,
+            created=now,
+            last_seen=now,
+            last_pinged=now,
+            cookie_pairs=cookie_pairs(cookies),
+        )
+
     @property
     def cookies(self) -> Mapping[str, str]:
         """The held upstream cookies, name -> value (read-only)."""

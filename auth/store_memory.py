@@ -12,7 +12,7 @@ from dataclasses import replace
 
 from cachetools import Cache, LRUCache
 
-from auth.sessions import SessionRecord, cookie_pairs, is_session_id, new_session_id
+from auth.sessions import SessionRecord, cookie_pairs, is_session_id
 from auth.store import Clock, ExpiredBatch, OnEvict, SessionTimeouts
 
 log = logging.getLogger("porter.auth.sessions")
@@ -79,18 +79,14 @@ class MemorySessionStore:
         kind: str = "user",
         cookies: Mapping[str, str] | None = None,
     ) -> SessionRecord:
-        now = self._clock()
-        record = SessionRecord(
-            id=new_session_id(),
+        record = SessionRecord.new(
+            self._clock(),
             server_id=server_id,
             omero_session_key=omero_session_key,
             user_id=user_id,
             user_name=user_name,
             kind=kind,
-            created=now,
-            last_seen=now,
-            last_pinged=now,
-            cookie_pairs=cookie_pairs(cookies),
+            cookies=cookies,
         )
         self._cache[record.id] = record
         heapq.heappush(self._deadlines, (self._timeouts.deadline(record), record.id))

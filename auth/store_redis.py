@@ -32,7 +32,7 @@ from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from auth.session_settings import SessionSettings
-from auth.sessions import SessionRecord, cookie_pairs, is_session_id, new_session_id
+from auth.sessions import SessionRecord, cookie_pairs, is_session_id
 from auth.store import Clock, ExpiredBatch, SessionStoreUnavailable, SessionTimeouts
 
 _COOKIE = "c:"
@@ -224,17 +224,14 @@ class RedisSessionStore:
         cookies: Mapping[str, str] | None = None,
     ) -> SessionRecord:
         now = self._clock()
-        record = SessionRecord(
-            id=new_session_id(),
+        record = SessionRecord.new(
+            now,
             server_id=server_id,
             omero_session_key=omero_session_key,
             user_id=user_id,
             user_name=user_name,
             kind=kind,
-            created=now,
-            last_seen=now,
-            last_pinged=now,
-            cookie_pairs=cookie_pairs(cookies),
+            cookies=cookies,
         )
         deadline = self._timeouts.deadline(record)
         keys = [self._key(record.id), self._expiry, self._seen]
