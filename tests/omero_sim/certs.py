@@ -13,13 +13,13 @@ from cryptography.hazmat.primitives.serialization import pkcs12
 from cryptography.x509.oid import NameOID
 
 
-def write_self_signed(directory: Path, host: str = "127.0.0.1") -> Path:
-    """Write a PKCS#12 file (EC P-256 key: instant to generate, no password); return its path.
-
-    PKCS#12, because IceSSL 3.6 deprecates a separate PEM key file.
-    """
+def self_signed(
+    common_name: str, host: str = "127.0.0.1"
+) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
+    """An EC P-256 key (instant to generate) and a self-signed certificate for `host` and
+    localhost, valid from five minutes ago for two days; it is its own CA."""
     key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "omero-sim")])
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
     now = datetime.datetime.now(datetime.timezone.utc)
     cert = (
         x509.CertificateBuilder()
@@ -35,8 +35,18 @@ def write_self_signed(directory: Path, host: str = "127.0.0.1") -> Path:
             ),
             critical=False,
         )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
         .sign(key, hashes.SHA256())
     )
+    return key, cert
+
+
+def write_self_signed(directory: Path, host: str = "127.0.0.1") -> Path:
+    """Write a PKCS#12 file (no password) for the sim's SSL endpoint; return its path.
+
+    PKCS#12, because IceSSL 3.6 deprecates a separate PEM key file.
+    """
+    key, cert = self_signed("omero-sim", host)
     path = directory / "server.p12"
     path.write_bytes(
         pkcs12.serialize_key_and_certificates(
