@@ -20,6 +20,7 @@ from auth.sso_identity import SsoIdentityMapper
 from auth.sso_sessions import SsoSessions
 from auth.store import create_store
 from auth.store_redis import RedisSessionStore
+from auth.verified_tokens import VerifiedTokens
 from filters.cors import CorsPolicy
 from filters.forwarded import TrustedProxies
 from filters.rules import PublicRules
@@ -51,6 +52,7 @@ from proxy.keys import (
     TEMPLATES,
     THROTTLE,
     TRUSTED_PROXIES,
+    VERIFIED_TOKENS,
     WEBSOCKETS,
 )
 from proxy.response_hooks import cors_preflight, on_response_prepare
@@ -219,6 +221,7 @@ async def _sso(app: web.Application) -> AsyncIterator[None]:
     app[JWT_VERIFIER] = verifier
     protected = [settings.omero.admin_user] if settings.omero.admin_user else []
     app[SSO_MAPPER] = SsoIdentityMapper(settings.sso, protected=protected)
+    app[VERIFIED_TOKENS] = VerifiedTokens()
 
     async def handoff_sso(server_id: int, key: str) -> dict[str, str]:
         return await handoff(app, server_id, key)

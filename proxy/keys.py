@@ -16,6 +16,7 @@ from auth.public_session import PublicSession
 from auth.sso_identity import SsoIdentityMapper
 from auth.sso_sessions import SsoSessions
 from auth.store import SessionStore
+from auth.verified_tokens import VerifiedTokens
 from filters.cors import CorsPolicy
 from filters.forwarded import Client, TrustedProxies
 from filters.rules import PublicRules
@@ -64,6 +65,7 @@ JWT_VERIFIER = web.AppKey("jwt_verifier", JwtVerifier)
 SSO_MAPPER = web.AppKey("sso_mapper", SsoIdentityMapper)
 SSO_SESSIONS = web.AppKey("sso_sessions", SsoSessions)
 PORTER_TOKENS = web.AppKey("porter_tokens", PorterTokenIssuer)
+VERIFIED_TOKENS = web.AppKey("verified_tokens", VerifiedTokens)
 CSRF = web.AppKey("csrf", Csrf)
 WEBSOCKETS = web.AppKey("websockets", set[web.WebSocketResponse])
 

@@ -27,6 +27,7 @@ from proxy.keys import (
     SETTINGS,
     SSO_MAPPER,
     SSO_SESSIONS,
+    VERIFIED_TOKENS,
     WHO,
     Who,
 )
@@ -65,11 +66,17 @@ def _refused(request: web.Request, exc: SsoError) -> web.Response:
 
 async def identity_of(request: web.Request, token: str) -> SsoIdentity | web.Response:
     """The OMERO identity a token stands for, or porter's refusal (401, 403, 503)."""
+    cache = request.app[VERIFIED_TOKENS]
+    known = cache.get(token)
+    if known is not None:
+        return known
     try:
         verified = await request.app[JWT_VERIFIER].verify(token)
-        return request.app[SSO_MAPPER].map(verified)
+        identity = request.app[SSO_MAPPER].map(verified)
     except SsoError as exc:
         return _refused(request, exc)
+    cache.put(token, identity, float(verified.claims["exp"]))
+    return identity
 
 
 def _server_of(request: web.Request, identity: SsoIdentity) -> int:

@@ -226,3 +226,16 @@ async def test_porter_issues_tokens_that_work_as_bearer_and_publishes_its_public
     jwks = await (await client.get("/porter/jwks.json")).json()
     assert [k["kty"] for k in jwks["keys"]] == ["EC"]
     assert all("d" not in k for k in jwks["keys"])
+
+
+def test_verified_token_cache_keeps_identities_only_until_the_token_expires() -> None:
+    from auth.sso_identity import SsoIdentity
+    from auth.verified_tokens import VerifiedTokens
+
+    cache = VerifiedTokens()
+    identity = SsoIdentity("bob", None, ISSUER, "sub-bob")
+    cache.put("token-live", identity, time.time() + 60)
+    cache.put("token-expired", identity, time.time() - 1)
+    assert cache.get("token-live") == identity
+    assert cache.get("token-expired") is None
+    assert cache.get("token-never-seen") is None
