@@ -1,40 +1,53 @@
 """Small-GET throughput and latency: straight to the upstream vs through porter vs through nginx.
 
-Run on demand (not a test): .venv/bin/python bench/forwarding.py [--duration 5]
-Needs wrk and nginx (Debian packages; installed with apt-get if missing). Every figure comes
-from the same run on the same machine, so compare the ratios, not the absolute numbers.
+Run on demand (not a test): .venv/bin/python bench/forwarding.py [--duration 5] [--rounds 3]
+Needs wrk and nginx (Debian packages wrk and nginx-light; installed with apt-get if missing)
+and redis-server. Porter is deny-by-default, so it runs with the Redis session store on a
+private redis-server and wrk sends the cookie of a logged-in session: every request is looked
+up and really forwarded, as for a user. nginx is a plain reverse proxy (keepalive pool, no
+buffering). Targets are interleaved in every round; the figures are medians over the rounds.
+Compare the ratios, not the absolute numbers: the machine is shared.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
-import re
-import shutil
-import signal
-import socket
-import subprocess
+import asyncio
 import sys
 import tempfile
-import time
-from dataclasses import dataclass
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+if __package__ in (None, ""):  # run as a script: import from the project, not from bench/
+    sys.path[0] = str(Path(__file__).resolve().parent.parent)
 
-UPSTREAM = """
-from aiohttp import web
-async def hello(request):
-    return web.Response(text="hello from the upstream " + "x" * 200)
-app = web.Application()
-app.router.add_get("/{tail:.*}", hello)
-web.run_app(app, host="127.0.0.1", port=int(__import__("sys").argv[1]), print=None, access_log=None)
-"""
+from bench._common import (
+    QUIET_SESSION,
+    SMALL_BODY_START,
+    Processes,
+    Summary,
+    Target,
+    ensure_tools,
+    expect,
+    free_port,
+    load_line,
+    print_ratios,
+    print_table,
+    start_porter,
+    start_small_upstream,
+    wait_port,
+    wrk_matrix,
+)
+from tests.porter_fixtures import shared_session
+from tests.redis_fixture import RedisServer
+
+PATH = "/webgateway/small"
+CONCURRENCIES = (1, 32)
+KEY_PREFIX = "porter-bench:"
 
 NGINX = """
 worker_processes 1;
 daemon off;
-error_log {dir}/error.log warn;
+error_log {dir}/nginx-error.log warn;
 pid {dir}/nginx.pid;
 events {{ worker_connections 1024; }}
 http {{
@@ -60,125 +73,68 @@ http {{
 """
 
 
-@dataclass
-class Result:
-    rps: float
-    p50_ms: float
-    p99_ms: float
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def ensure_tools() -> None:
-    missing = [tool for tool in ("wrk", "nginx") if shutil.which(tool) is None]
-    if not missing and Path("/usr/sbin/nginx").exists():
-        return
-    print(f"installing {', '.join(missing) or 'nginx'} with apt-get", file=sys.stderr)
-    subprocess.run(["apt-get", "update", "-qq"], check=True, stdout=subprocess.DEVNULL)
-    subprocess.run(
-        ["apt-get", "install", "-y", "-qq", "wrk", "nginx-light"],
-        check=True,
-        stdout=subprocess.DEVNULL,
-        env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"},
-    )
-
-
-def wait_port(port: int, timeout: float = 20) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                return
-        except OSError:
-            time.sleep(0.05)
-    raise RuntimeError(f"nothing listens on {port}")
-
-
-def _ms(value: str, unit: str) -> float:
-    return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
-
-
-def wrk(url: str, connections: int, duration: int) -> Result:
-    threads = 1 if connections == 1 else 2
-    out = subprocess.run(
-        ["wrk", f"-t{threads}", f"-c{connections}", f"-d{duration}s", "--latency", url],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    rps = re.search(r"Requests/sec:\s+([\d.]+)", out)
-    p50 = re.search(r"50%\s+([\d.]+)(us|ms|s)", out)
-    p99 = re.search(r"99%\s+([\d.]+)(us|ms|s)", out)
-    if rps is None or p50 is None or p99 is None:
-        raise RuntimeError(f"cannot read wrk's output:\n{out}")
-    return Result(float(rps.group(1)), _ms(*p50.groups()), _ms(*p99.groups()))
+def measure(
+    tmp: Path, redis: RedisServer, duration: float, rounds: int
+) -> dict[tuple[str, int], Summary]:
+    with Processes(tmp) as procs:
+        upstream = start_small_upstream(procs)
+        porter = start_porter(
+            procs,
+            "porter",
+            upstream,
+            {
+                "session": {
+                    "store": "redis",
+                    "redis_url": redis.url,
+                    "redis_password": redis.password,
+                    "redis_key_prefix": KEY_PREFIX,
+                    **QUIET_SESSION,
+                }
+            },
+        )
+        session_id = asyncio.run(shared_session(redis.url, redis.password, KEY_PREFIX))
+        cookie = {"Cookie": f"porter_session={session_id}"}
+        nginx_port = free_port()
+        up_port = upstream.rsplit(":", 1)[1]
+        (tmp / "nginx.conf").write_text(NGINX.format(dir=tmp, upstream=up_port, port=nginx_port))
+        nginx = procs.start("nginx", ["nginx", "-c", str(tmp / "nginx.conf"), "-p", str(tmp)])
+        wait_port(nginx_port, process=nginx)
+        targets = [
+            Target("direct", upstream + PATH, {}),
+            Target("porter", porter.url + PATH, cookie),
+            Target("nginx", f"http://127.0.0.1:{nginx_port}{PATH}", {}),
+        ]
+        for target in targets:
+            expect(target.url, target.headers, 200, SMALL_BODY_START)
+        expect(porter.url + PATH, {}, 302, "")  # without the cookie: to the login page
+        print(
+            f"small GETs ({PATH}, ~220-byte answer), wrk on loopback, {rounds} rounds "
+            f"of {duration:g} s per target and concurrency, 2 shared cores; porter "
+            f"with a logged-in session (Redis store); {load_line()}"
+        )
+        summaries = wrk_matrix(targets, CONCURRENCIES, duration, rounds)
+        for target in targets:  # the session was still valid at the end
+            expect(target.url, target.headers, 200, SMALL_BODY_START)
+        return summaries
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--duration", type=int, default=5, help="seconds per measurement")
+    parser.add_argument("--duration", type=float, default=5, help="seconds per measurement")
+    parser.add_argument("--rounds", type=int, default=3, help="measurements per target")
     args = parser.parse_args()
-    ensure_tools()
-    procs: list[subprocess.Popen[bytes]] = []
+    ensure_tools(("wrk", "nginx"), ("wrk", "nginx-light"))
     with tempfile.TemporaryDirectory() as tmp:
+        redis = RedisServer(Path(tmp))
+        redis.start()
         try:
-            up_port, porter_port, nginx_port = free_port(), free_port(), free_port()
-            procs.append(subprocess.Popen([sys.executable, "-c", UPSTREAM, str(up_port)]))
-            wait_port(up_port)
-            config = Path(tmp) / "porter.toml"
-            config.write_text(
-                f'[proxy]\nport = {porter_port}\nupstream = "http://127.0.0.1:{up_port}"\n'
-                'access_log = false\nlog_level = "warning"\n'
-            )
-            procs.append(
-                subprocess.Popen(
-                    [sys.executable, str(ROOT / "run.py"), "serve", "--config", str(config)],
-                    cwd=ROOT,
-                )
-            )
-            wait_port(porter_port)
-            Path(tmp, "nginx.conf").write_text(
-                NGINX.format(dir=tmp, upstream=up_port, port=nginx_port)
-            )
-            procs.append(subprocess.Popen(["nginx", "-c", f"{tmp}/nginx.conf", "-p", tmp]))
-            wait_port(nginx_port)
-            targets = {
-                "direct": f"http://127.0.0.1:{up_port}/webgateway/small",
-                "porter": f"http://127.0.0.1:{porter_port}/webgateway/small",
-                "nginx": f"http://127.0.0.1:{nginx_port}/webgateway/small",
-            }
-            print(f"small GETs, {args.duration} s each, wrk on loopback, 2 shared cores")
-            print(f"{'target':8} {'conc':>4} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8}")
-            results: dict[tuple[str, int], Result] = {}
-            for connections in (1, 32):
-                for name, url in targets.items():
-                    wrk(url, connections, 1)  # warm up
-                    r = wrk(url, connections, args.duration)
-                    results[(name, connections)] = r
-                    print(
-                        f"{name:8} {connections:>4} {r.rps:>9.0f} {r.p50_ms:>8.2f} {r.p99_ms:>8.2f}"
-                    )
-            for connections in (1, 32):
-                p = results[("porter", connections)]
-                d = results[("direct", connections)]
-                n = results[("nginx", connections)]
-                print(
-                    f"conc {connections}: porter/direct req/s {p.rps / d.rps:.2f}, "
-                    f"porter/nginx req/s {p.rps / n.rps:.2f}, "
-                    f"porter/nginx p50 {p.p50_ms / n.p50_ms:.2f}, p99 {p.p99_ms / n.p99_ms:.2f}"
-                )
+            summaries = measure(Path(tmp), redis, args.duration, args.rounds)
         finally:
-            for proc in procs:
-                proc.send_signal(signal.SIGTERM)
-            for proc in procs:
-                try:
-                    proc.wait(timeout=10)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
+            redis.stop()
+    print("\nmedians over rounds")
+    print_table(summaries)
+    print()
+    print_ratios(summaries, [("porter", "nginx"), ("porter", "direct")], CONCURRENCIES)
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 
 from aiohttp import web
@@ -29,10 +30,18 @@ def new_event_loop() -> asyncio.AbstractEventLoop:
     return loop
 
 
+async def _freeze_heap(app: web.Application) -> None:
+    # Everything made at import and start-up lives as long as porter: moving it out of the
+    # collector's sight makes full collections short (they set porter's p99 under load).
+    gc.collect()
+    gc.freeze()
+
+
 def serve(settings: Settings) -> None:
     """Serve until SIGTERM/SIGINT, then let in-flight requests finish for the grace period."""
     proxy = settings.proxy
     app = create_app(settings)
+    app.on_startup.append(_freeze_heap)
     loop = new_event_loop()
     log.info(
         "porter listening on http://%s:%d%s/ -> %s (loop: %s)",
