@@ -7,6 +7,8 @@ omero-py exception is translated, in one place (auth/omero_ice.py), into one of 
      │                        password (refused before contacting OMERO)
      ├── ServerUnavailable    refused, unreachable, DNS, SSL or socket failure, or no answer
      │                        within the configured timeout
+     │    └── HandoffFailed   OMERO.web did not take an OMERO session over (no cookie, error,
+     │                        no answer): raised by porter's handoff, not by Ice
      ├── SessionGone          the OMERO session key is unknown, closed or timed out
      ├── PermissionDenied     the server refused the operation to this user (e.g. a non-admin
      │                        creating a session for someone else)
@@ -19,6 +21,7 @@ never contain a session key, password or user-supplied secret, so they are safe 
 from __future__ import annotations
 
 __all__ = [
+    "HandoffFailed",
     "InvalidCredentials",
     "OmeroError",
     "OtherOmeroError",
@@ -67,3 +70,8 @@ class PermissionDenied(OmeroError):
 
 class OtherOmeroError(OmeroError):
     """Any other failure from OMERO or omero-py; `ice_type` names it."""
+
+
+class HandoffFailed(ServerUnavailable):
+    """OMERO.web did not take an OMERO session over (`?server=&bsession=` answered without
+    its session cookie, with an error, or not in time)."""

@@ -34,12 +34,12 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from auth.errors import OmeroError, ServerUnavailable
+from auth.errors import HandoffFailed, OmeroError, ServerUnavailable
 from auth.omero_backend import OmeroBackend
 from auth.public_settings import PublicSessionSettings
 from auth.store import SessionStoreUnavailable
 
-__all__ = ["Handoff", "HandoffFailed", "PublicLogin", "PublicSession"]
+__all__ = ["Handoff", "PublicLogin", "PublicSession"]
 
 log = logging.getLogger("porter.auth.public")
 
@@ -77,10 +77,6 @@ class PublicLogin:
     server_id: int
     session_key: str = field(repr=False)
     cookies: Mapping[str, str] = field(repr=False)
-
-
-class HandoffFailed(ServerUnavailable):
-    """OMERO.web did not take the public session (the handoff raised or set no cookie)."""
 
 
 @dataclass

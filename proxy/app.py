@@ -35,6 +35,7 @@ from proxy.gate import gate
 from proxy.handoff import handoff
 from proxy.keys import (
     CLIENT_SESSION,
+    COOKIE_NAMES,
     CORS,
     CSRF,
     JWT_VERIFIER,
@@ -54,6 +55,7 @@ from proxy.keys import (
     TRUSTED_PROXIES,
     VERIFIED_TOKENS,
     WEBSOCKETS,
+    CookieNames,
 )
 from proxy.response_hooks import cors_preflight, on_response_prepare
 from proxy.settings import Settings
@@ -69,6 +71,7 @@ def create_app(settings: Settings) -> web.Application:
     # Porter's body limit is enforced while streaming (413), not by aiohttp's read() cap.
     app = web.Application(middlewares=[request_scope, cors_preflight], client_max_size=1024**2)
     app[SETTINGS] = settings
+    app[COOKIE_NAMES] = CookieNames.from_settings(settings)
     app[TRUSTED_PROXIES] = TrustedProxies(proxy.trusted_proxies)
     app[TEMPLATES] = _templates(settings)
     app[CSRF] = Csrf(proxy.secret_key, cookie_path=(proxy.prefix or "") + "/porter/")

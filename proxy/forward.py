@@ -13,9 +13,9 @@ from yarl import URL
 
 from filters.forwarded import FORWARDING_HEADERS
 from proxy.errors import error_response
-from proxy.handoff import held_names, porter_cookie_names, rewrite_cookies, take_set_cookies
+from proxy.handoff import rewrite_cookies, take_set_cookies
 from proxy.headers import end_to_end
-from proxy.keys import CLIENT_SESSION, SCOPE, SETTINGS, TARGET
+from proxy.keys import CLIENT_SESSION, COOKIE_NAMES, SCOPE, SETTINGS, TARGET
 from proxy.reporting import report_unavailable, report_upstream_error
 
 log = logging.getLogger("porter.proxy")
@@ -73,7 +73,7 @@ def upstream_headers(
     sso = app[SETTINGS].sso
     if sso.enabled and sso.bearer:  # porter consumes bearer tokens; OMERO.web never sees one
         headers.popall(hdrs.AUTHORIZATION, None)
-    rewrite_cookies(headers, held_names(app) | porter_cookie_names(app), cookies)
+    rewrite_cookies(headers, app[COOKIE_NAMES].dropped, cookies)
     return headers
 
 
@@ -130,7 +130,7 @@ async def answer(
         if upstream.status >= 500:
             return await upstream_failed(request, upstream)
         headers = end_to_end(upstream.headers)
-        taken = take_set_cookies(headers, held_names(request.app))
+        taken = take_set_cookies(headers, request.app[COOKIE_NAMES].held)
         if taken and capture is not None:
             await capture(taken)
         return await relay(request, upstream, headers)

@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from urllib.parse import quote
 
 from aiohttp import hdrs, web
 
-from auth.errors import OmeroError, ServerUnavailable, SessionGone
+from auth.errors import HandoffFailed, OmeroError, ServerUnavailable, SessionGone
 from auth.sessions import SessionRecord
 from auth.store import SessionStoreUnavailable
 from filters.rules import decide
 from proxy.errors import error_response, redirect, wants_json
-from proxy.forward import answer, send
-from proxy.handoff import HandoffFailed, handoff
+from proxy.handoff import handoff
 from proxy.keys import (
     CLEAR_COOKIE,
     OMERO,
@@ -28,12 +28,10 @@ from proxy.keys import (
 )
 from proxy.sessions import clear_session_cookie, identify
 from proxy.sso import as_token_user, bearer_token, cookie_token
-from proxy.upstream_state import logged_out_upstream
+from proxy.upstream_state import forward_renewing
 from proxy.websocket import forward_websocket, is_websocket
 
 log = logging.getLogger("porter.proxy")
-
-_IDEMPOTENT = frozenset({hdrs.METH_GET, hdrs.METH_HEAD, hdrs.METH_OPTIONS})
 
 
 async def gate(request: web.Request) -> web.StreamResponse:
@@ -94,21 +92,17 @@ async def as_public(request: web.Request) -> web.StreamResponse:
         server_id=login.server_id,
         secrets=frozenset({login.session_key, *login.cookies.values()}),
     )
-    upstream = await send(request, login.cookies)
-    if isinstance(upstream, web.Response):
-        return upstream
-    if await logged_out_upstream(request, upstream, login.cookies):
-        # OMERO dropped the public session: make a new one (single-flight) and retry once.
-        upstream.release()
+
+    async def renew_public() -> Mapping[str, str] | web.StreamResponse:
+        # OMERO dropped the public session: make a new one (single-flight).
         await public.invalidate(login.server_id, login.session_key)
         try:
-            login = await public.get()
+            return (await public.get()).cookies
         except OmeroError:
             return error_response(request, 503, "Public access is unavailable at the moment.")
-        upstream = await send(request, login.cookies)
-        if isinstance(upstream, web.Response):
-            return upstream
-    return await answer(request, upstream)  # OMERO.web's session cookies are dropped
+
+    # No capture: OMERO.web's session cookies never reach anonymous visitors.
+    return await forward_renewing(request, login.cookies, renew_public)
 
 
 def login_required(request: web.Request, *, clear_cookie: bool = False) -> web.StreamResponse:
@@ -132,27 +126,16 @@ def login_required(request: web.Request, *, clear_cookie: bool = False) -> web.S
 async def forward_as_user(request: web.Request, record: SessionRecord) -> web.StreamResponse:
     """Forward with the user's held OMERO.web cookies; renew OMERO.web's session once if it
     no longer knows the user."""
-    upstream = await send(request, record.cookies)
-    if isinstance(upstream, web.Response):
-        return upstream
-    if await logged_out_upstream(request, upstream, record.cookies):
-        renewed = await renew(request, record)
-        if isinstance(renewed, web.StreamResponse):
-            upstream.release()
-            return renewed
-        record = renewed
-        if request.method in _IDEMPOTENT:
-            upstream.release()
-            upstream = await send(request, record.cookies)
-            if isinstance(upstream, web.Response):
-                return upstream
     store = request.app[SESSION_STORE]
-    session_id = record.id
+
+    async def renew_user() -> Mapping[str, str] | web.StreamResponse:
+        renewed = await renew(request, record)
+        return renewed if isinstance(renewed, web.StreamResponse) else renewed.cookies
 
     async def capture(taken: dict[str, str | None]) -> None:
-        await store.update_cookies(session_id, taken)
+        await store.update_cookies(record.id, taken)
 
-    return await answer(request, upstream, capture)
+    return await forward_renewing(request, record.cookies, renew_user, capture)
 
 
 async def renew(request: web.Request, record: SessionRecord) -> SessionRecord | web.StreamResponse:

@@ -19,29 +19,10 @@ from aiohttp import hdrs, web
 from multidict import CIMultiDict
 from yarl import URL
 
-from proxy.keys import CLIENT_SESSION, SETTINGS
+from auth.errors import HandoffFailed
+from proxy.keys import CLIENT_SESSION, COOKIE_NAMES, SETTINGS
 
 log = logging.getLogger("porter.proxy")
-
-
-class HandoffFailed(Exception):
-    """OMERO.web did not take the session over; the message holds no secret."""
-
-
-def held_names(app: web.Application) -> frozenset[str]:
-    """Cookies of OMERO.web that porter holds for a session and never gives to browsers."""
-    return frozenset({app[SETTINGS].login.upstream_session_cookie})
-
-
-def porter_cookie_names(app: web.Application) -> frozenset[str]:
-    """Porter's own cookies: never sent upstream."""
-    from proxy.csrf import COOKIE as CSRF_COOKIE
-
-    names = {app[SETTINGS].session.cookie_name, CSRF_COOKIE}
-    token_cookie = app[SETTINGS].sso.token_cookie
-    if token_cookie:
-        names.add(token_cookie)
-    return frozenset(names)
 
 
 def parse_cookie_header(values: Iterable[str]) -> list[tuple[str, str]]:
@@ -113,7 +94,7 @@ async def handoff(app: web.Application, server_id: int, omero_key: str) -> dict[
         ) as resp:
             await resp.content.read(64 * 1024)
             status = resp.status
-            taken = take_set_cookies(CIMultiDict(resp.headers), held_names(app))
+            taken = take_set_cookies(CIMultiDict(resp.headers), app[COOKIE_NAMES].held)
     except asyncio.TimeoutError:
         raise HandoffFailed("OMERO.web did not answer the handoff in time") from None
     except aiohttp.ClientError as exc:

@@ -22,6 +22,7 @@ from filters.forwarded import Client, TrustedProxies
 from filters.rules import PublicRules
 from filters.throttle import LoginThrottle
 from mailer import MailSender
+from proxy.csrf import COOKIE as CSRF_COOKIE
 from proxy.csrf import Csrf
 from proxy.settings import Settings
 
@@ -46,10 +47,31 @@ class Who:
     authenticated: bool = False
 
 
+@dataclass(frozen=True)
+class CookieNames:
+    """Cookie names the forwarding rewrites, worked out once from the settings.
+
+    `held`: OMERO.web's session cookies porter keeps server-side (never to or from browsers);
+    `dropped`: every browser cookie not sent upstream (the held names and porter's own).
+    """
+
+    held: frozenset[str]
+    dropped: frozenset[str]
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> CookieNames:
+        held = frozenset({settings.login.upstream_session_cookie})
+        porter = {settings.session.cookie_name, CSRF_COOKIE}
+        if settings.sso.token_cookie:
+            porter.add(settings.sso.token_cookie)
+        return cls(held, held | porter)
+
+
 # A readiness check answers (ok, detail); detail is shown on /porter/readyz.
 ReadinessCheck = Callable[[], Awaitable[tuple[bool, str]]]
 
 SETTINGS = web.AppKey("settings", Settings)
+COOKIE_NAMES = web.AppKey("cookie_names", CookieNames)
 CLIENT_SESSION = web.AppKey("client_session", aiohttp.ClientSession)
 TRUSTED_PROXIES = web.AppKey("trusted_proxies", TrustedProxies)
 TEMPLATES = web.AppKey("templates", jinja2.Environment)

@@ -15,14 +15,20 @@ from typing import Any
 from aiohttp import hdrs, web
 from yarl import URL
 
-from auth.errors import InvalidCredentials, OmeroError, ServerUnavailable, UnknownServer
+from auth.errors import (
+    HandoffFailed,
+    InvalidCredentials,
+    OmeroError,
+    ServerUnavailable,
+    UnknownServer,
+)
 from auth.omero_backend import OmeroLogin
 from auth.sessions import SessionRecord
 from auth.store import SessionStoreUnavailable
 from filters.redirects import safe_redirect
 from proxy.django_csrf import django_csrf_valid, new_django_secret
 from proxy.errors import error_response, redirect
-from proxy.handoff import HandoffFailed, handoff
+from proxy.handoff import handoff
 from proxy.keys import CSRF, OMERO, SCOPE, SESSION_STORE, SETTINGS, TEMPLATES, THROTTLE
 from proxy.sessions import clear_session_cookie, identify, set_session_cookie
 

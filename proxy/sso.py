@@ -9,16 +9,22 @@ OMERO session made by the admin and reused (auth/sso_sessions.py).
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 
 from aiohttp import hdrs, web
 
-from auth.errors import InvalidCredentials, OmeroError, PermissionDenied, ServerUnavailable
+from auth.errors import (
+    HandoffFailed,
+    InvalidCredentials,
+    OmeroError,
+    PermissionDenied,
+    ServerUnavailable,
+)
 from auth.jwt_verify import SsoError
 from auth.sso_identity import SsoIdentity
 from auth.sso_sessions import SsoLogin
 from auth.store import SessionStoreUnavailable
 from proxy.errors import error_response, redirect
-from proxy.forward import answer, send
 from proxy.keys import (
     JWT_VERIFIER,
     OMERO,
@@ -31,7 +37,7 @@ from proxy.keys import (
     WHO,
     Who,
 )
-from proxy.upstream_state import logged_out_upstream
+from proxy.upstream_state import forward_renewing
 
 log = logging.getLogger("porter.sso")
 
@@ -92,6 +98,9 @@ async def session_of(request: web.Request, identity: SsoIdentity) -> SsoLogin | 
         return error_response(
             request, 403, "Your account is not known to OMERO. Please ask its administrators."
         )
+    except HandoffFailed as exc:
+        log.warning("SSO handoff failed rid=%s: %s", request[SCOPE].request_id, exc)
+        return error_response(request, 502)
     except PermissionDenied as exc:
         log.error("SSO cannot create OMERO sessions: %s", exc)
         return error_response(request, 503, "Single sign-on is not available at the moment.")
@@ -116,19 +125,13 @@ async def as_token_user(request: web.Request, token: str) -> web.StreamResponse:
         secrets=frozenset({token, login.session_key, *login.cookies.values()}),
         authenticated=True,
     )
-    upstream = await send(request, login.cookies)
-    if isinstance(upstream, web.Response):
-        return upstream
-    if await logged_out_upstream(request, upstream, login.cookies):
-        upstream.release()
+
+    async def renew_sso() -> Mapping[str, str] | web.StreamResponse:
         request.app[SSO_SESSIONS].invalidate(login)
-        login = await session_of(request, identity)
-        if isinstance(login, web.Response):
-            return login
-        upstream = await send(request, login.cookies)
-        if isinstance(upstream, web.Response):
-            return upstream
-    return await answer(request, upstream)
+        renewed = await session_of(request, identity)
+        return renewed if isinstance(renewed, web.StreamResponse) else renewed.cookies
+
+    return await forward_renewing(request, login.cookies, renew_sso)
 
 
 async def link_login(request: web.Request) -> web.StreamResponse:

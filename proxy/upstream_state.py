@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 
 import aiohttp
 from aiohttp import hdrs, web
 from multidict import CIMultiDict
 from yarl import URL
 
+from proxy.forward import Capture, answer, send
 from proxy.handoff import rewrite_cookies
 from proxy.keys import CLIENT_SESSION, SETTINGS
 
@@ -41,3 +42,34 @@ async def _upstream_knows(request: web.Request, cookies: Mapping[str, str]) -> b
             return resp.status == 200 and body.strip() == b"OK"
     except (aiohttp.ClientError, TimeoutError):
         return True  # cannot tell: pass the 403 on as it is
+
+
+# Make the held session good again: its new cookies, or porter's answer when it cannot be.
+Renew = Callable[[], Awaitable[Mapping[str, str] | web.StreamResponse]]
+
+_IDEMPOTENT = frozenset({hdrs.METH_GET, hdrs.METH_HEAD, hdrs.METH_OPTIONS})
+
+
+async def forward_renewing(
+    request: web.Request,
+    cookies: Mapping[str, str],
+    renew: Renew,
+    capture: Capture | None = None,
+) -> web.StreamResponse:
+    """Forward with held OMERO.web `cookies`. If OMERO.web answers as if they were not logged
+    in, `renew()` once; an idempotent request is then sent again (a body already streamed
+    cannot be), any other gets OMERO.web's first answer."""
+    upstream = await send(request, cookies)
+    if isinstance(upstream, web.Response):
+        return upstream
+    if await logged_out_upstream(request, upstream, cookies):
+        renewed = await renew()
+        if isinstance(renewed, web.StreamResponse):
+            upstream.release()
+            return renewed
+        if request.method in _IDEMPOTENT:
+            upstream.release()
+            upstream = await send(request, renewed)
+            if isinstance(upstream, web.Response):
+                return upstream
+    return await answer(request, upstream, capture)

@@ -195,3 +195,22 @@ async def test_public_access_off_means_nothing_is_public(
     resp = await client.get("/webgateway/render_image/1/0/0/", allow_redirects=False)
     assert resp.status == 302
     assert echo_upstream.state.received == []
+
+
+async def test_public_post_is_never_sent_twice_when_the_session_is_renewed(
+    omero_sim: OmeroSim, echo_upstream: Upstream, porter: PorterFactory
+) -> None:
+    # /status/403 answers 403 and the echo's keepalive_ping never says "OK": to porter,
+    # OMERO.web no longer knows the public session, so porter renews it. The POST's body was
+    # streamed already: it must not be sent again (only idempotent requests are retried).
+    sections = public_sections(omero_sim, enabled=True, url_filter="^/status/.*", get_only=False)
+    client = await porter(logged_in=False, sections=sections)
+    resp = await client.post("/status/403", data=b"payload-once")
+    assert resp.status == 403
+    posts = [r for r in echo_upstream.state.received if r.method == "POST"]
+    assert [(p.raw_path, p.body_size) for p in posts] == [("/status/403", len(b"payload-once"))]
+    assert omero_sim.stats()["logins"] == 2  # the public session was renewed once
+    get = await client.get("/status/403")
+    assert get.status == 403
+    gets = [r for r in echo_upstream.state.received if r.raw_path == "/status/403"]
+    assert [r.method for r in gets] == ["POST", "GET", "GET"]  # a GET is retried once

@@ -17,10 +17,10 @@ from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
-from auth.errors import InvalidCredentials, ServerUnavailable
+from auth.errors import HandoffFailed, InvalidCredentials, ServerUnavailable
 from auth.omero_backend import OmeroBackend
 from auth.omero_settings import OmeroSettings
-from auth.public_session import Handoff, HandoffFailed, PublicLogin, PublicSession
+from auth.public_session import Handoff, PublicLogin, PublicSession
 from auth.public_settings import PublicSessionSettings
 from tests.omero_sim.fixture import OmeroSim, start_sim, stop_sim
 from tests.redis_fixture import RedisServer

@@ -239,3 +239,21 @@ def test_verified_token_cache_keeps_identities_only_until_the_token_expires() ->
     assert cache.get("token-live") == identity
     assert cache.get("token-expired") is None
     assert cache.get("token-never-seen") is None
+
+
+async def test_omero_web_refusing_the_sso_handoff_is_502_not_a_crash(
+    omero_sim: OmeroSim, idp: Idp, porter: PorterFactory
+) -> None:
+    from tests.porter_fixtures import free_port
+
+    client = await porter(
+        logged_in=False,
+        upstream=f"http://127.0.0.1:{free_port()}",
+        sections=sso_sections(omero_sim, idp),
+    )
+    resp = await client.get(
+        "/webclient/x/", headers={**bearer(idp.token("bob")), "Accept": "application/json"}
+    )
+    assert resp.status == 502
+    assert (await resp.json())["error"] == "OMERO.web could not be reached."
+    assert [s for s in omero_sim.sessions() if s["user"] == "bob"] == []  # closed again
