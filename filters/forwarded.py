@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import ipaddress
-import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+
+from filters.hosts import well_formed
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -24,7 +25,29 @@ FORWARDING_HEADERS = (
     "X-Client-IP",
 )
 
-_HOST = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+)(:[0-9]{1,5})?$")
+
+# Headers that name a user to whatever trusts them (Apache's REMOTE_USER, oauth2-proxy,
+# Authelia, forward-auth answers): a client never sends them to OMERO.web, in case a later
+# OMERO.web set-up believes one.
+IDENTITY_HEADERS = (
+    "Remote-User",
+    "Remote-Groups",
+    "Remote-Email",
+    "Remote-Name",
+    "X-Remote-User",
+    "X-Remote-Group",
+    "X-Forwarded-User",
+    "X-Forwarded-Email",
+    "X-Forwarded-Groups",
+    "X-Forwarded-Preferred-Username",
+    "X-Auth-Request-User",
+    "X-Auth-Request-Email",
+    "X-Auth-Request-Groups",
+    "X-Auth-Request-Preferred-Username",
+    "X-Webauth-User",
+    "X-Porter-User",
+    "X-Porter-Kind",
+)
 
 
 @dataclass(frozen=True)
@@ -69,6 +92,10 @@ class TrustedProxies:
             address = address.ipv4_mapped
         return any(address in net for net in self._networks)
 
+    def trusts_text(self, address: str) -> bool:
+        """`trusts` for an address as text (False when it is not an IP address)."""
+        return self.trusts(_parse_ip(address))
+
     def resolve(
         self,
         peer: str | None,
@@ -100,7 +127,7 @@ class TrustedProxies:
         if proto is not None and proto.lower() in ("http", "https"):
             scheme = proto.lower()
         fwd_host = _last_value(forwarded_host)
-        if fwd_host is not None and _HOST.match(fwd_host):
+        if fwd_host is not None and well_formed(fwd_host):
             host = fwd_host
         address = str(_parse_ip(client) or client)
         return Client(address, scheme, host, tuple(chain[index:]))

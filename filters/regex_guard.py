@@ -3,13 +3,21 @@
 Python's `re` cannot be interrupted and RE2 has no lookaheads (which OMERO.web filters such as
 ``^/(?!webadmin)`` need), so patterns run on the `regex` package: `re`-compatible syntax,
 lookaheads, and a ``timeout`` that aborts a runaway match. A timed-out match is reported
-as `MatchTimeout`; callers fail closed.
+as `MatchTimeout`; callers fail closed. Patterns are compiled with ``concurrent=True``, so a
+match run in a worker thread releases the GIL and the event loop keeps serving.
+
+`check_pattern` also refuses the classic catastrophic shape, a repeat over an alternation or
+over another repeat (``(a|a)+``, ``(a+)+``): OMERO.web's documented filters never need one.
 """
 
 from __future__ import annotations
 
+import re._constants as sre  # type: ignore[import-not-found]
+import re._parser as sre_parse  # type: ignore[import-not-found]
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 import regex
 
@@ -31,7 +39,7 @@ class GuardedPattern:
         if remaining <= 0:
             raise MatchTimeout(self.source)
         try:
-            return self.compiled.fullmatch(text, timeout=remaining) is not None
+            return self.compiled.fullmatch(text, timeout=remaining, concurrent=True) is not None
         except TimeoutError:
             raise MatchTimeout(self.source) from None
 
@@ -45,15 +53,62 @@ def compile_pattern(source: str, *, ignore_case: bool = False) -> GuardedPattern
         raise ValueError(f"not a valid regular expression: {exc}") from None
 
 
+_REPEATS = (sre.MAX_REPEAT, sre.MIN_REPEAT, sre.POSSESSIVE_REPEAT)
+
+
+def _nested_repeat(items: Iterable[tuple[Any, Any]], inside: bool) -> bool:
+    """Whether a repeat (max > 1) holds another repeat or an alternation."""
+    for op, av in items:
+        children: list[Any] = []
+        if op in _REPEATS:
+            high, sub = av[1], av[2]
+            repeats = high is sre.MAXREPEAT or high > 1
+            if repeats and inside:
+                return True
+            if _nested_repeat(sub, inside or repeats):
+                return True
+        elif op is sre.BRANCH:
+            if inside:
+                return True
+            children = list(av[1])
+        elif op is sre.SUBPATTERN:
+            children = [av[3]]
+        elif op in (sre.ASSERT, sre.ASSERT_NOT):
+            children = [av[1]]
+        elif op is sre.ATOMIC_GROUP:
+            children = [av]
+        elif op is sre.GROUPREF_EXISTS:
+            children = [part for part in av[1:] if part is not None]
+        if any(_nested_repeat(child, inside) for child in children):
+            return True
+    return False
+
+
+def backtracking_hazard(source: str) -> bool:
+    """Whether `source` repeats an alternation or a repeat, the shape whose matching time
+    can explode on a crafted input. Syntax only `regex` knows is not judged (False)."""
+    try:
+        parsed = sre_parse.parse(source)
+    except (sre.error, RecursionError, OverflowError):
+        return False
+    return _nested_repeat(parsed, False)
+
+
 def check_pattern(source: str) -> None:
-    """Settings ``check``: raises ValueError when `source` does not compile."""
+    """Settings ``check``: raises ValueError when `source` does not compile, or repeats an
+    alternation or a repeat."""
     compile_pattern(source)
+    if backtracking_hazard(source):
+        raise ValueError(
+            "repeats an alternation or a repeat (e.g. (a|b)+ or (a+)*): matching can take "
+            "exponential time on a crafted path; write it without the nested repeat"
+        )
 
 
 def check_patterns(sources: tuple[str, ...]) -> None:
-    """Settings ``check`` for a list of patterns: names the first one that does not compile."""
+    """Settings ``check`` for a list of patterns: names the first one that is refused."""
     for index, source in enumerate(sources):
         try:
-            compile_pattern(source)
+            check_pattern(source)
         except ValueError as exc:
             raise ValueError(f"item {index}: {exc}") from None

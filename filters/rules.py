@@ -10,15 +10,24 @@ see `filters.canonical.strip_prefix`) and never looks at the query. Order:
 5. otherwise ``login``.
 
 Matching runs under a per-request time budget; running out is ``deny`` (fail closed).
+The built-in deny rules are porter's own and run as one stdlib ``re`` alternation; the
+admin's patterns run on `regex` under the budget, and `RuleMatcher` runs them in a worker
+thread (the GIL released) with a bounded cache of decisions, so hostile paths matched
+against a slow pattern never stall the event loop.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import re
 import time
 from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Literal
+
+from cachetools import LRUCache
 
 from filters.canonical import BadPath, canonical_path, forward_path
 from filters.regex_guard import GuardedPattern, MatchTimeout, compile_pattern
@@ -32,6 +41,26 @@ BUILTIN_DENY = (
     r"^/webclient/(login|logout)(/.*)?",
     r"^/api/v[^/]*/login(/.*)?",
     r"^/porter(/.*)?",
+)
+
+# OMERO.web views that store what the request asks for in the Django session. Every anonymous
+# visitor shares the public user's ONE Django session, so one visitor's write would be read
+# back by all the others (copyImgRDef -> getImgRDef, active_group -> every view's group):
+# never public. Pinned against the installed omero-web by tests/test_public_session_views.py;
+# docs/security.md says why each is here.
+SESSION_WRITERS = (
+    r"^/webgateway/copyImgRDef(/.*)?",  # rdef / fromid, read back by getImgRDef
+    r"^/webclient/([0-9]+/)?copyImgRDef(/.*)?",  # the same view, mounted in webclient
+    r"^/webclient/active_group(/.*)?",  # the group every later view runs in
+    r"^/webclient/activities(_json|_update)?(/.*)?",  # the session's job callbacks
+    r"^/webclient/(chgrp|chown)(/.*)?",  # start jobs, kept as callbacks
+    r"^/webclient/action(/.*)?",  # delete and other jobs, kept as callbacks
+    r"^/webclient/(script_run|figure_script|ome_tiff_script)(/.*)?",  # script jobs
+)
+
+# Each entry a whole-path, case-insensitive pattern; one alternation, matched at once.
+_BUILTIN = re.compile(
+    "|".join(f"(?:{p})" for p in (*BUILTIN_DENY, *SESSION_WRITERS)), re.IGNORECASE
 )
 
 DecisionKind = Literal["public", "login", "deny", "bad_request"]
@@ -73,14 +102,13 @@ class PublicRules:
     """Compiled rules; build once with `from_settings` (patterns were checked at load)."""
 
     enabled: bool
-    deny: tuple[tuple[str, GuardedPattern], ...]
+    deny: tuple[tuple[str, GuardedPattern], ...]  # the admin's deny rules
     public: tuple[_PublicRule, ...]
     match_timeout: float
 
     @classmethod
     def from_settings(cls, settings: PublicRuleSettings) -> PublicRules:
-        deny = [("built-in deny " + p, compile_pattern(p, ignore_case=True)) for p in BUILTIN_DENY]
-        deny += [
+        deny = [
             (f"public.deny[{i}] {p}", compile_pattern(p, ignore_case=True))
             for i, p in enumerate(settings.deny)
         ]
@@ -128,7 +156,19 @@ def decide(method: str, raw_path: str, rules: PublicRules) -> Decision:
         )
 
 
+def _builtin_label(path: str) -> str:
+    for source in BUILTIN_DENY:
+        if re.fullmatch(source, path, re.IGNORECASE):
+            return "built-in deny " + source
+    for source in SESSION_WRITERS:
+        if re.fullmatch(source, path, re.IGNORECASE):
+            return "built-in deny (writes the shared session) " + source
+    return "built-in deny"  # pragma: no cover - the alternation matched one of them
+
+
 def _decide_canonical(method: str, path: str, rules: PublicRules, deadline: float) -> Decision:
+    if _BUILTIN.fullmatch(path):
+        return Decision("deny", _builtin_label(path), path, "deny rules win: never public")
     for label, pattern in rules.deny:
         if pattern.fullmatches(path, deadline):
             return Decision("deny", label, path, "deny rules win: never public")
@@ -157,3 +197,36 @@ def _with_head(methods: Iterable[str]) -> frozenset[str]:
 
 def _names(methods: frozenset[str] | None) -> str:
     return "any method" if methods is None else "only " + ", ".join(sorted(methods))
+
+
+class RuleMatcher:
+    """`decide` for the request path: repeated (method, path) pairs from a bounded cache
+    (decisions are pure), the rest in worker threads, so that a slow admin pattern under
+    hostile paths holds up only the requests that need it, never the event loop."""
+
+    def __init__(self, rules: PublicRules, cache_size: int = 4096) -> None:
+        self.rules = rules
+        self._cache: LRUCache[tuple[str, str], Decision] = LRUCache(cache_size)
+        # Only the admin's patterns can be slow: without any, decide on the loop.
+        self._inline = not (rules.deny or rules.public)
+        self._pool: ThreadPoolExecutor | None = None
+
+    async def decide(self, method: str, raw_path: str) -> Decision:
+        key = (method, raw_path)
+        found = self._cache.get(key)
+        if found is not None:
+            return found
+        if self._inline:
+            decision = decide(method, raw_path, self.rules)
+        else:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(2, thread_name_prefix="porter-rules")
+            loop = asyncio.get_running_loop()
+            decision = await loop.run_in_executor(self._pool, decide, method, raw_path, self.rules)
+        if not decision.rule.startswith("timeout"):  # load-dependent: decide again next time
+            self._cache[key] = decision
+        return decision
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
