@@ -12,6 +12,8 @@ omero-py exception is translated, in one place (auth/omero_ice.py), into one of 
      ├── SessionGone          the OMERO session key is unknown, closed or timed out
      ├── PermissionDenied     the server refused the operation to this user (e.g. a non-admin
      │                        creating a session for someone else)
+     ├── AdminRefused         OMERO says the user has admin privileges, and porter's policy
+     │                        keeps admins out of this way in (SSO; the session is closed)
      └── OtherOmeroError      anything else the server or omero-py raised
 
 Messages name the server id and, for errors from OMERO, the Ice type name (`ice_type`); they
@@ -21,6 +23,7 @@ never contain a session key, password or user-supplied secret, so they are safe 
 from __future__ import annotations
 
 __all__ = [
+    "AdminRefused",
     "HandoffFailed",
     "InvalidCredentials",
     "OmeroError",
@@ -66,6 +69,11 @@ class SessionGone(OmeroError):
 
 class PermissionDenied(OmeroError):
     """The server refused the operation to the user the call ran as."""
+
+
+class AdminRefused(OmeroError):
+    """OMERO says the user has admin privileges (isAdmin or any adminPrivileges), and porter
+    does not let admins in this way unless allowed by name; the session made was closed."""
 
 
 class OtherOmeroError(OmeroError):

@@ -55,6 +55,8 @@ REASONS = frozenset(
         "not_yet_valid",  # nbf or iat is in the future (beyond the leeway)
         "wrong_audience",  # aud names none of the issuer's audiences
         "missing_claim",  # exp, iss, aud or sub is absent
+        "no_jti",  # a link-login token without a jti (links must work once)
+        "replayed",  # a link-login token whose jti was used already
     }
 )
 
@@ -200,10 +202,14 @@ async def _candidates(trusted: TrustedIssuer, kid: str | None, alg: str) -> list
     return []
 
 
+# RFC 7519 NumericDate claims: JSON numbers only (PyJWT would take "123" as well).
+_TIME_CLAIMS = ("exp", "nbf", "iat")
+
+
 def _decode(token: str, key: VerifyKey, alg: str, issuer: IssuerSettings) -> dict[str, Any] | None:
     """The verified claims; None when this key's signature check fails."""
     try:
-        return jwt.decode(
+        claims = jwt.decode(
             token,
             key.key,
             algorithms=[alg],  # the one algorithm this key's family fits
@@ -216,6 +222,11 @@ def _decode(token: str, key: VerifyKey, alg: str, issuer: IssuerSettings) -> dic
         return None
     except jwt.PyJWTError as exc:
         raise _translate(exc) from exc
+    for name in _TIME_CLAIMS:
+        value = claims.get(name)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)):
+            raise TokenRejected("malformed", f"token claim {name!r} is not a number")
+    return claims
 
 
 def _translate(exc: jwt.PyJWTError) -> TokenRejected:

@@ -100,7 +100,7 @@ def _login_of(client: Any, server: Server) -> OmeroLogin:
         ec.userName,
         ec.groupId,
         ec.groupName,
-        bool(ec.isAdmin),
+        bool(ec.isAdmin) or bool(getattr(ec, "adminPrivileges", None)),  # light admins too
         server.id,
     )
 

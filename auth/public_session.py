@@ -34,7 +34,7 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from auth.errors import HandoffFailed, OmeroError, ServerUnavailable
+from auth.errors import HandoffFailed, OmeroError, ServerUnavailable, SessionGone
 from auth.omero_backend import OmeroBackend
 from auth.public_settings import PublicSessionSettings
 from auth.store import SessionStoreUnavailable
@@ -355,10 +355,27 @@ class PublicSession:
         )
 
     async def _ping(self, server_id: int, session_key: str) -> None:
+        """Keep the session alive, and make sure it is still the public user's (defence in
+        depth: every anonymous visitor is served on it)."""
         try:
             alive = await self._backend.keep_alive(server_id, session_key)
+            owner = await self._backend.join(server_id, session_key) if alive else None
+        except SessionGone:
+            alive, owner = False, None
         except OmeroError as exc:
             log.info("public session of server %d: keepalive failed (%s)", server_id, exc)
+            return
+        if owner is not None and (owner.user_name != self._settings.user or owner.is_admin):
+            log.warning(
+                "public session of server %d belongs to %s%s, not the public user %s: "
+                "dropped and closed; a new one is made on the next request",
+                server_id,
+                owner.user_name,
+                " (an admin)" if owner.is_admin else "",
+                self._settings.user,
+            )
+            if await self._drop_everywhere(server_id, session_key):
+                await self._close_quietly(server_id, session_key)
             return
         if not alive and await self._drop_everywhere(server_id, session_key):
             log.info("public session of server %d ended on the server; will re-create", server_id)

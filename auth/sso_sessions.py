@@ -19,8 +19,9 @@ from types import MappingProxyType
 
 from cachetools import TTLCache
 
-from auth.errors import OmeroError
+from auth.errors import AdminRefused, OmeroError
 from auth.omero_backend import OmeroBackend
+from auth.omero_ice import OmeroLogin
 
 log = logging.getLogger("porter.auth.sso")
 
@@ -45,9 +46,13 @@ class SsoSessions:
         *,
         ttl: float,
         tti: float,
+        allowed_admins: frozenset[str] = frozenset(),
         max_users: int = 10_000,
     ) -> None:
+        """`allowed_admins`: user names (casefolded) let in although OMERO says they are
+        admins; every other admin is refused."""
         self._backend = backend
+        self._allowed_admins = frozenset(name.casefold() for name in allowed_admins)
         self._handoff = handoff
         self._ttl_ms = int(ttl * 1000)
         self._tti_ms = int(tti * 1000)
@@ -71,10 +76,32 @@ class SsoSessions:
             flight.add_done_callback(lambda _: self._flights.pop(key, None))
         return await asyncio.shield(flight)
 
-    async def _create(self, server_id: int, user_name: str, client_ip: str | None) -> SsoLogin:
+    async def new_session(
+        self, server_id: int, user_name: str, client_ip: str | None
+    ) -> OmeroLogin:
+        """A new OMERO session of `user_name` (not held), unless OMERO says that user has
+        admin privileges and is not allowed by name: then it is closed and AdminRefused."""
         login = await self._backend.create_session_for(
             server_id, user_name, self._ttl_ms, self._tti_ms, client_ip=client_ip
         )
+        if login.is_admin and login.user_name.casefold() not in self._allowed_admins:
+            await asyncio.shield(self._close_quietly(login))
+            log.warning(
+                "SSO refused user=%s server=%d: OMERO admin, not in allow_admin_accounts",
+                login.user_name,
+                server_id,
+            )
+            raise AdminRefused(
+                f"server {server_id}: OMERO admins cannot sign in by SSO", server_id=server_id
+            )
+        return login
+
+    async def _close_quietly(self, login: OmeroLogin) -> None:
+        with contextlib.suppress(OmeroError):
+            await self._backend.close(login.server_id, login.session_key)
+
+    async def _create(self, server_id: int, user_name: str, client_ip: str | None) -> SsoLogin:
+        login = await self.new_session(server_id, user_name, client_ip)
         try:
             cookies = await self._handoff(login.server_id, login.session_key)
         except BaseException:

@@ -132,6 +132,11 @@ class SessionStore(Protocol):
         """Number of stored sessions (expired ones not yet purged included)."""
         ...
 
+    async def use_once(self, name: str, until: float) -> bool:
+        """Remember `name` (e.g. a token's jti) until epoch time `until`: True the first time,
+        False while it is remembered (a replay), and False when it cannot be remembered."""
+        ...
+
     async def close(self) -> None:
         """Release connections and wait for scheduled eviction closes."""
         ...

@@ -64,6 +64,8 @@ class MemorySessionStore:
         self._clock = clock
         self._evict_slots = asyncio.Semaphore(evict_concurrency)
         self._closing: set[asyncio.Task[None]] = set()
+        self._used: dict[str, float] = {}  # use_once names and until when
+        self._max_used = max(1000, max_sessions)
 
     @property
     def timeouts(self) -> SessionTimeouts:
@@ -167,6 +169,18 @@ class MemorySessionStore:
         if record is None or record.last_pinged != previous:
             return False
         self._cache[session_id] = replace(record, last_pinged=self._clock())
+        return True
+
+    async def use_once(self, name: str, until: float) -> bool:
+        now = self._clock()
+        if len(self._used) >= self._max_used:
+            self._used = {n: t for n, t in self._used.items() if t > now}
+            if len(self._used) >= self._max_used:
+                return False  # full of live names: refuse rather than forget one
+        known = self._used.get(name)
+        if known is not None and known > now:
+            return False
+        self._used[name] = until
         return True
 
     async def count(self) -> int:

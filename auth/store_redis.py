@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import math
 import time
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
@@ -332,6 +333,12 @@ class RedisSessionStore:
         with _unavailable_on_error():
             won = await self._mark_pinged(keys=[self._key(session_id)], args=args)
         return bool(won)
+
+    async def use_once(self, name: str, until: float) -> bool:
+        key = self._prefix + "once:" + hashlib.sha256(name.encode()).hexdigest()
+        ms = max(1, int((until - self._clock()) * 1000))
+        with _unavailable_on_error():
+            return bool(await self._redis.set(key, "1", nx=True, px=ms))
 
     async def count(self) -> int:
         with _unavailable_on_error():

@@ -19,10 +19,15 @@ class VerifiedTokens:
         self._cache: TTLCache[bytes, tuple[SsoIdentity, float]] = TTLCache(maxsize, ttl)
 
     def get(self, token: str) -> SsoIdentity | None:
-        found = self._cache.get(hashlib.sha256(token.encode()).digest())
+        found = self._cache.get(_digest(token))
         if found is None or time.time() >= found[1]:
             return None
         return found[0]
 
     def put(self, token: str, identity: SsoIdentity, expires: float) -> None:
-        self._cache[hashlib.sha256(token.encode()).digest()] = (identity, expires)
+        self._cache[_digest(token)] = (identity, expires)
+
+
+def _digest(token: str) -> bytes:
+    # surrogateescape: a header's undecodable bytes hash as themselves instead of raising
+    return hashlib.sha256(token.encode("utf-8", "surrogateescape")).digest()

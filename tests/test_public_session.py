@@ -212,6 +212,27 @@ async def test_session_killed_on_the_server_is_dropped_by_keep_alive_and_recreat
     await public.close()
 
 
+async def test_keep_alive_drops_a_held_session_that_is_not_the_public_users(
+    omero_sim: OmeroSim, backend: OmeroBackend, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Defence in depth: nothing in porter can make the held session another user's (the
+    query credentials that could are refused), so the test plants alice's key in its place."""
+    public = PublicSession(backend, public_settings(omero_sim), RecordingHandoff())
+    await public.get()
+    alice = await backend.login(1, "alice", omero_sim.users["alice"])
+    held = public._held[1]
+    held.login = PublicLogin(1, alice.session_key, held.login.cookies)
+    await public.keep_alive()
+    assert "belongs to alice, not the public user public" in caplog.text
+    assert omero_sim.session(alice.session_key) is None  # closed on the server
+    again = await public.get()
+    assert again.session_key != alice.session_key
+    assert omero_sim.session(again.session_key)["user"] == "public"  # type: ignore[index]
+    await public.keep_alive()  # the new one is the public user's: kept
+    assert (await public.get()).session_key == again.session_key
+    await public.close()
+
+
 async def test_invalidate_recreates_once_and_ends_the_old_session_on_the_server(
     omero_sim: OmeroSim, backend: OmeroBackend
 ) -> None:

@@ -242,6 +242,20 @@ async def test_racing_purgers_close_each_omero_session_exactly_once(kit: Kit) ->
     assert await first.count() == 0
 
 
+async def test_a_name_is_used_once_across_processes_until_it_expires(kit: Kit) -> None:
+    first, second = kit.open(), kit.open()
+    until = kit.clock() + 0.3
+    results = await asyncio.gather(*(s.use_once("jti-1", until) for s in (first, second) * 10))
+    assert results.count(True) == 1  # one link login, however many processes race
+    assert await second.use_once("jti-2", until)
+    assert not await first.use_once("jti-2", until)
+    if kit.kind == "memory":
+        kit.clock.advance(1)
+    else:
+        await asyncio.sleep(0.5)  # Redis expires the key itself
+    assert await first.use_once("jti-1", kit.clock() + 60)  # forgotten once expired
+
+
 async def test_keepalive_pings_used_sessions_and_ends_gone_ones(kit: Kit) -> None:
     store = kit.open()
     used, idle, killed = [await login(store, n) for n in (1, 2, 3)]

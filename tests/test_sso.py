@@ -132,6 +132,8 @@ async def test_token_and_authorization_never_reach_omero_web(
         ("wrong_issuer", 401),
         ("root", 403),
         ("unknown_user", 403),
+        ("exp_string", 401),
+        ("unlisted_admin", 403),
     ],
 )
 async def test_bad_tokens_get_their_defined_answer(
@@ -164,6 +166,8 @@ async def test_bad_tokens_get_their_defined_answer(
         "wrong_issuer": idp.token("bob", iss="https://evil.example"),
         "root": idp.token("root"),
         "unknown_user": idp.token("nobody-in-omero"),
+        "exp_string": idp.token("bob", exp=str(int(time.time()) + 300)),
+        "unlisted_admin": idp.token("sysop"),  # an OMERO admin that no list names
     }
     token = tokens[case]
     with caplog.at_level(logging.DEBUG):
@@ -188,7 +192,7 @@ async def test_link_login_starts_a_session_and_drops_the_token_from_the_url(
     omero_sim: OmeroSim, idp: Idp, echo_upstream: Upstream, porter: PorterFactory
 ) -> None:
     client = await porter(logged_in=False, sections=sso_sections(omero_sim, idp, link_login=True))
-    token = idp.token("carol")
+    token = idp.token("carol", jti="link-1")
     resp = await client.get(f"/porter/sso?token={token}&url=/webclient/", allow_redirects=False)
     assert resp.status == 303
     assert resp.headers["Location"] == "/webclient/"
@@ -257,3 +261,70 @@ async def test_omero_web_refusing_the_sso_handoff_is_502_not_a_crash(
     assert resp.status == 502
     assert (await resp.json())["error"] == "OMERO.web could not be reached."
     assert [s for s in omero_sim.sessions() if s["user"] == "bob"] == []  # closed again
+
+
+async def test_a_link_token_logs_in_once_and_never_again(
+    omero_sim: OmeroSim, idp: Idp, echo_upstream: Upstream, porter: PorterFactory
+) -> None:
+    client = await porter(logged_in=False, sections=sso_sections(omero_sim, idp, link_login=True))
+    token = idp.token("carol", jti="once-only")
+    first = await client.get(f"/porter/sso?token={token}", allow_redirects=False)
+    assert first.status == 303
+    for _ in range(3):
+        again = await client.get(
+            f"/porter/sso?token={token}", allow_redirects=False, headers={"Cookie": ""}
+        )
+        assert again.status == 401
+        assert "Set-Cookie" not in again.headers
+        assert "replayed" in again.headers["WWW-Authenticate"]
+    assert [s["user"] for s in omero_sim.sessions()].count("carol") == 1
+
+
+async def test_a_link_token_without_jti_is_refused(
+    omero_sim: OmeroSim, idp: Idp, echo_upstream: Upstream, porter: PorterFactory
+) -> None:
+    client = await porter(logged_in=False, sections=sso_sections(omero_sim, idp, link_login=True))
+    before = omero_sim.stats()["sessions_created"]
+    resp = await client.get(f"/porter/sso?token={idp.token('carol')}", allow_redirects=False)
+    assert resp.status == 401
+    assert "no_jti" in resp.headers["WWW-Authenticate"]
+    assert omero_sim.stats()["sessions_created"] == before
+
+
+async def test_omero_admins_are_refused_by_sso_unless_allowed_by_name(
+    omero_sim: OmeroSim, idp: Idp, echo_upstream: Upstream, porter: PorterFactory
+) -> None:
+    refused = await porter(logged_in=False, sections=sso_sections(omero_sim, idp, link_login=True))
+    before = omero_sim.stats()
+    resp = await refused.get("/webclient/x/", headers=bearer(idp.token("sysop")))
+    assert resp.status == 403
+    link = f"/porter/sso?token={idp.token('sysop', jti='admin-link')}"
+    resp = await refused.get(link, allow_redirects=False)
+    assert resp.status == 403
+    assert "Set-Cookie" not in resp.headers
+    after = omero_sim.stats()
+    assert after["sessions_closed"] - before["sessions_closed"] == 2  # made, then closed
+    assert "sysop" not in [s["user"] for s in omero_sim.sessions()]  # none left open
+    allowed = await porter(
+        logged_in=False,
+        sections=sso_sections(omero_sim, idp, allow_admin_accounts=("sysop",)),
+    )
+    resp = await allowed.get("/webclient/x/", headers=bearer(idp.token("sysop")))
+    assert resp.status == 200
+
+
+async def test_a_bearer_token_with_undecodable_bytes_is_401_not_a_crash(
+    omero_sim: OmeroSim, idp: Idp, echo_upstream: Upstream, porter: PorterFactory
+) -> None:
+    client = await porter(logged_in=False, sections=sso_sections(omero_sim, idp))
+    assert client.server.port is not None
+    reader, writer = await asyncio.open_connection("127.0.0.1", client.server.port)
+    writer.write(
+        b"GET /webclient/x/ HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n"
+        b"Authorization: Bearer ey\xff\xfe.\xc3(.abc\r\n\r\n"
+    )
+    await writer.drain()
+    status_line = await reader.readline()
+    writer.close()
+    assert status_line.split()[1] == b"401"
+    assert echo_upstream.state.received == []
