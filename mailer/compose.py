@@ -141,6 +141,7 @@ def digest_body(digest: Digest) -> str:
 
 def envelope(subject: str, body: str, settings: MailSettings, request_id: str = "") -> EmailMessage:
     """A mail to the admins from `server_email` with the given subject and body."""
+    subject, body, request_id = map(_encodable, (subject, body, request_id))
     message = EmailMessage()
     message["Subject"] = one_line(subject)
     message["From"] = settings.server_email
@@ -153,6 +154,12 @@ def envelope(subject: str, body: str, settings: MailSettings, request_id: str = 
         message["X-Porter-Request-Id"] = one_line(request_id)
     message.set_content(body)
     return message
+
+
+def _encodable(text: str) -> str:
+    """`text` with any lone surrogate (an undecodable byte of a header or path) spelled out
+    as an escape, so every report can be encoded and sent."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def report_message(report: Report, settings: MailSettings) -> EmailMessage:

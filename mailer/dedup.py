@@ -1,15 +1,19 @@
 """Dedup and rate limit: one mail per failure per window, repeats summed into one digest.
 
 A failure's fingerprint is its exception type and innermost frames (porter exception), its
-status and canonical path (upstream error), its status (upstream unavailable) or the client
-(feedback). The first occurrence is mailed at once and opens a window; repeats inside the window
-are only counted, and a digest with the counts is mailed when the window closes. Every mail,
-digests included, takes a slot of a global hourly cap. Clocks are injectable for tests.
+status, view (the path with ids folded) and the exception named in OMERO.web's answer
+(upstream error), its status (upstream unavailable) or the client (feedback). The first
+occurrence is mailed at once and opens a window; repeats inside the window are only counted,
+and a digest with the counts is mailed when the window closes. Every mail, digests included,
+takes a slot of an hourly cap: porter's own exceptions have a cap of their own, so that
+anonymous clients provoking OMERO.web errors can never use up the mail that reports a porter
+crash. Clocks are injectable for tests.
 """
 
 from __future__ import annotations
 
 import enum
+import re
 import time
 from collections import Counter, deque
 from collections.abc import Callable
@@ -103,12 +107,39 @@ class HourlyCap:
         return True
 
 
+# A path segment that names an object rather than a view: a number, a long hex or uuid-like
+# token, or anything with a digit run (image-123, 1_2_3).
+_ID_SEGMENT = re.compile(r"[0-9]+|[0-9A-Fa-f-]{16,}|[^/]*[0-9]{2,}[^/]*")
+# The exception OMERO.web's page names: Django's debug page, or a traceback's last line.
+_DJANGO_EXCEPTION = re.compile(r"Exception Type:\s*</?\w*>?\s*([\w.]{1,100})")
+# A traceback's last line: the first unindented line after the frames, "Name: message".
+_TRACE_EXCEPTION = re.compile(
+    r"Traceback \(most recent call last\):\n(?:[ \t][^\n]*\n)+([A-Za-z_][\w.]{0,100})(?::|$)",
+    re.M,
+)
+
+
+def view_of(path: str) -> str:
+    """`path` with the segments that name objects folded, so /a/1/ and /a/2/ are one view."""
+    return "/".join("{id}" if _ID_SEGMENT.fullmatch(s) else s for s in path.split("/"))[:200]
+
+
+def exception_named(excerpt: str) -> str:
+    """The exception type an OMERO.web error page names, or '' when none is found."""
+    found = _DJANGO_EXCEPTION.search(excerpt)
+    if found:
+        return found.group(1)
+    names = _TRACE_EXCEPTION.findall(excerpt)
+    return names[-1] if names else ""
+
+
 def fingerprint(report: Report) -> str:
     """The key under which repeats of `report`'s failure are counted together."""
     if report.kind == "exception":
         return f"exception:{report.trace_key or 'unknown'}"
     if report.kind == "upstream_error":
-        return f"upstream:{report.status}:{scrub_text(report.path, report.secrets)}"
+        view = view_of(scrub_text(report.path, report.secrets))
+        return f"upstream:{report.status}:{view}:{exception_named(report.excerpt or '')}"
     if report.kind == "unavailable":
         return f"unavailable:{report.status}"
     return f"feedback:{report.client}"
@@ -121,6 +152,7 @@ class Deduplicator:
         self._settings = settings
         self._clock = clock
         self._cap = HourlyCap(settings.max_per_hour, clock)
+        self._own_cap = HourlyCap(settings.max_per_hour, clock)  # porter's own exceptions
         self._windows: dict[str, _Window] = {}
 
     def _window_length(self, report: Report) -> float:
@@ -137,7 +169,7 @@ class Deduplicator:
             window.add(report, scrub_text(report.path, report.secrets))
             return Decision.FOLDED
         length = self._window_length(report)
-        sent = self._cap.take()
+        sent = self._cap_of(key).take()
         if length > 0 or not sent:
             window = _Window(
                 self._clock() + length, report.headline(), sent, report.time, report.time
@@ -154,9 +186,12 @@ class Deduplicator:
         closed = [(k, self._windows.pop(k)) for k in ended]
         return [window.digest(k) for k, window in closed if window.count]
 
-    def take_slot(self) -> bool:
-        """Take a slot of the hourly cap for a digest."""
-        return self._cap.take()
+    def _cap_of(self, key: str) -> HourlyCap:
+        return self._own_cap if key.startswith("exception:") else self._cap
+
+    def take_slot(self, fingerprint: str = "") -> bool:
+        """Take a slot of the hourly cap for a digest of `fingerprint`."""
+        return self._cap_of(fingerprint).take()
 
     @property
     def open_windows(self) -> int:

@@ -116,7 +116,7 @@ class MailSender:
 
     def _enqueue_due_digests(self, everything: bool = False) -> None:
         for digest in self._dedup.due(everything):
-            if self._dedup.take_slot():
+            if self._dedup.take_slot(digest.fingerprint):
                 self._enqueue(digest, f"digest of {digest.fingerprint}")
             else:
                 self._counters.lost_rate_limited += 1

@@ -133,7 +133,11 @@ class MailSettings:
     )
     max_per_hour: int = field(
         default=60,
-        metadata={"doc": "Mails sent per hour at most, digests included; 0 means no cap", "min": 0},
+        metadata={
+            "doc": "Mails sent per hour at most, digests included, and as many again for "
+            "porter's own exceptions; 0 means no cap",
+            "min": 0,
+        },
     )
     trace_size: int = field(
         default=32768,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from mailer import MailSender, Report
 from mailer.dedup import Decision, Deduplicator, HourlyCap, fingerprint
 from mailer.settings import MailSettings
@@ -27,6 +29,16 @@ def crash(n: int = 0) -> Report:
     except KeyError as exc:
         return Report.for_exception(exc, f"req-{n}", method="GET", path=f"/webclient/{n}/")
     raise AssertionError("unreachable")
+
+
+def view(n: int) -> str:
+    """A distinct view name for each n (digits would be folded as an object id)."""
+    letters = ""
+    while True:
+        n, rest = divmod(n, 26)
+        letters += chr(ord("a") + rest)
+        if n == 0:
+            return f"/{letters}/"
 
 
 def upstream(path: str, status: int = 500, n: int = 0) -> Report:
@@ -118,7 +130,7 @@ def test_unavailable_events_use_their_own_window() -> None:
 def test_hourly_cap_folds_first_occurrences_into_a_digest() -> None:
     clock = FakeClock()
     dedup = Deduplicator(MailSettings(admins=ADMINS, max_per_hour=2, dedup_window=60), clock)
-    decisions = [dedup.observe(upstream(f"/{n}/")) for n in range(3)]
+    decisions = [dedup.observe(upstream(view(n))) for n in range(3)]
     assert decisions == [Decision.SEND, Decision.SEND, Decision.CAPPED]
     clock.now += 61
     [digest] = dedup.due()
@@ -144,7 +156,47 @@ def test_distinct_failures_beyond_the_limit_share_one_overflow_window() -> None:
 
     dedup = Deduplicator(MailSettings(admins=ADMINS, max_per_hour=0), FakeClock())
     for n in range(MAX_WINDOWS + 50):
-        dedup.observe(upstream(f"/random/{n}/"))
+        dedup.observe(upstream(f"/random{view(n)}"))
     assert dedup.open_windows == MAX_WINDOWS + 1
     digests = dedup.due(everything=True)
     assert [d.count for d in digests if d.fingerprint.startswith("overflow:")] == [49]
+
+
+def test_upstream_errors_are_one_failure_per_view_and_exception() -> None:
+    def failing(path: str, excerpt: str = "") -> str:
+        report = Report(kind="upstream_error", request_id="r", path=path, status=500)
+        return fingerprint(replace(report, excerpt=excerpt))
+
+    assert failing("/webgateway/render_image/1/0/0/") == failing("/webgateway/render_image/22/3/4/")
+    assert failing("/webgateway/img_detail/image-12/") == failing("/webgateway/img_detail/im-34/")
+    assert failing("/webclient/img_detail/12/") != failing("/webclient/load_data/12/")
+    django = "<th>Exception Type:</th><td>ValueError</td>"
+    trace = 'Traceback (most recent call last):\n  File "x.py"\nomero.SecurityViolation: no'
+    assert failing("/a/", django) != failing("/a/", trace)
+    assert failing("/a/", trace) == failing("/a/", trace + "\nmore text")
+    assert "omero.SecurityViolation" in failing("/a/", trace)
+
+
+def test_porter_exceptions_have_a_cap_of_their_own() -> None:
+    dedup = Deduplicator(MailSettings(max_per_hour=2, dedup_window=600), clock=lambda: 0.0)
+    upstream_decisions = [dedup.observe(upstream(view(n))) for n in range(5)]
+    assert upstream_decisions.count(Decision.SEND) == 2
+    own = Report(kind="exception", request_id="r", path="/x/", trace_key="Boom@x.py:1")
+    assert dedup.observe(own) is Decision.SEND
+
+
+def test_a_report_holding_undecodable_bytes_is_still_composed_and_encodable() -> None:
+    from mailer.compose import report_message
+
+    report = Report.for_exception(
+        ValueError("bad \udcff byte"),
+        "req-\udcfe",
+        method="GET",
+        path="/webclient/\udcff/",
+        query="q=\udcfa",
+        headers=(("User-Agent", "agent \udcff"), ("Authorization", "Bearer ey\udcff")),
+    )
+    message = report_message(report, MailSettings(admins=(("Ada", "ada@example.org"),)))
+    raw = message.as_bytes()
+    assert b"\\udcff" in raw  # the byte is shown, escaped
+    assert b"ey\\udcff" not in raw  # and the credential header still is not

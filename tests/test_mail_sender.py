@@ -16,11 +16,12 @@ from tests.smtp_fixture import (
     free_port,
     settings_for,
 )
+from tests.test_mail_dedup import view
 
 
 def failure(n: int) -> Report:
     """Distinct failures (distinct paths), so dedup lets each one through."""
-    return Report(kind="upstream_error", request_id=f"req-{n}", path=f"/p/{n}/", status=500)
+    return Report(kind="upstream_error", request_id=f"req-{n}", path=f"/p{view(n)}", status=500)
 
 
 async def test_full_queue_counts_the_loss_and_submit_returns_false(
