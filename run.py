@@ -46,6 +46,7 @@ def _check(args: argparse.Namespace, settings: Settings) -> int:
     for line in dump(settings):
         print(line)
     for section, found in (
+        ("proxy", settings.proxy.warnings()),
         ("public", settings.public.warnings()),
         ("cors", settings.cors.warnings()),
     ):

@@ -23,7 +23,8 @@ from auth.store_redis import RedisSessionStore
 from auth.verified_tokens import VerifiedTokens
 from filters.cors import CorsPolicy
 from filters.forwarded import TrustedProxies
-from filters.rules import PublicRules
+from filters.hosts import AllowedHosts
+from filters.rules import PublicRules, RuleMatcher
 from filters.throttle import LoginThrottle
 from mailer import MailSender
 from proxy import endpoints, login, sso
@@ -34,6 +35,7 @@ from proxy.feedback import feedback
 from proxy.gate import gate
 from proxy.handoff import handoff
 from proxy.keys import (
+    ALLOWED_HOSTS,
     CLIENT_SESSION,
     COOKIE_NAMES,
     CORS,
@@ -50,6 +52,7 @@ from proxy.keys import (
     SETTINGS,
     SSO_MAPPER,
     SSO_SESSIONS,
+    STATUS_DETAIL,
     TEMPLATES,
     THROTTLE,
     TRUSTED_PROXIES,
@@ -73,8 +76,14 @@ def create_app(settings: Settings) -> web.Application:
     app[SETTINGS] = settings
     app[COOKIE_NAMES] = CookieNames.from_settings(settings)
     app[TRUSTED_PROXIES] = TrustedProxies(proxy.trusted_proxies)
+    app[ALLOWED_HOSTS] = AllowedHosts(proxy.allowed_hosts)
+    app[STATUS_DETAIL] = TrustedProxies(proxy.status_detail_from)
     app[TEMPLATES] = _templates(settings)
-    app[CSRF] = Csrf(proxy.secret_key, cookie_path=(proxy.prefix or "") + "/porter/")
+    app[CSRF] = Csrf(
+        proxy.secret_key,
+        cookie_path=(proxy.prefix or "") + "/porter/",
+        https=lambda request: request[SCOPE].client.scheme == "https",
+    )
     app[MAILER] = MailSender(settings.mail)
     app[READINESS_CHECKS] = {
         "upstream": endpoints.upstream_check(app),
@@ -88,7 +97,8 @@ def create_app(settings: Settings) -> web.Application:
         window=settings.login.failure_window,
     )
     app[OMERO] = OmeroBackend(settings.omero)
-    app[PUBLIC_RULES] = public_rules(settings)
+    app[PUBLIC_RULES] = RuleMatcher(public_rules(settings))
+    app.on_cleanup.append(_close_rules)
     app[CORS] = CorsPolicy.from_settings(settings.cors)
     app.on_response_prepare.append(on_response_prepare)
     app.cleanup_ctx.append(_client_session)
@@ -234,6 +244,7 @@ async def _sso(app: web.Application) -> AsyncIterator[None]:
         handoff_sso,
         ttl=settings.sso.session_time_to_live,
         tti=settings.sso.session_time_to_idle,
+        allowed_admins=frozenset(settings.sso.allow_admin_accounts),
     )
     app[SSO_SESSIONS] = sessions
     admin_keepalive = PeriodicJob(
@@ -246,6 +257,10 @@ async def _sso(app: web.Application) -> AsyncIterator[None]:
     await admin_keepalive.stop()
     await sessions.close()
     await verifier.aclose()
+
+
+async def _close_rules(app: web.Application) -> None:
+    app[PUBLIC_RULES].close()
 
 
 async def _close_websockets(app: web.Application) -> None:

@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable
 from aiohttp import hdrs, web
 
 from proxy.errors import error_response
-from proxy.keys import SCOPE, SETTINGS, TRUSTED_PROXIES, RequestScope
+from proxy.keys import ALLOWED_HOSTS, SCOPE, SETTINGS, TRUSTED_PROXIES, RequestScope
 from proxy.reporting import report_exception
 
 log = logging.getLogger("porter.proxy")
@@ -62,8 +62,12 @@ async def request_scope(request: web.Request, handler: Handler) -> web.StreamRes
     scope = _scope_for(request)
     request[SCOPE] = scope
     status = 500
+    response: web.StreamResponse
     try:
-        response = await handler(request)
+        if _host_refused(request, scope):
+            response = error_response(request, 400, "The Host header is malformed or not served.")
+        else:
+            response = await handler(request)
         status = response.status
     except web.HTTPException as exc:
         status = exc.status
@@ -92,6 +96,19 @@ async def request_scope(request: web.Request, handler: Handler) -> web.StreamRes
     if not response.prepared:
         response.headers["X-Request-Id"] = scope.request_id
     return response
+
+
+def _host_refused(request: web.Request, scope: RequestScope) -> bool:
+    """A Host porter must not pass on: malformed, or not in allowed_hosts. HTTP/1.0 may
+    leave Host out (then it is served only with allowed_hosts = ['*'])."""
+    host = scope.client.host
+    hosts = request.app[ALLOWED_HOSTS]
+    if not host and hdrs.HOST not in request.headers and request.version < (1, 1):
+        return not hosts.any
+    if hosts.allows(host):
+        return False
+    log.info("refused Host rid=%s (length %d)", scope.request_id, len(host))
+    return True
 
 
 def _allow_header(exc: web.HTTPException) -> dict[str, str] | None:

@@ -11,6 +11,7 @@ import hashlib
 import hmac
 import re
 import secrets
+from collections.abc import Callable
 
 from aiohttp import web
 
@@ -21,9 +22,14 @@ _NONCE = re.compile(r"[A-Za-z0-9_-]{22,64}\Z")
 class Csrf:
     """Issue and check form tokens; `secret` from proxy.secret_key or random per process."""
 
-    def __init__(self, secret: str | None, cookie_path: str) -> None:
+    def __init__(
+        self, secret: str | None, cookie_path: str, https: Callable[[web.Request], bool]
+    ) -> None:
+        """`https(request)`: whether the client's own connection is https (the trusted-proxy
+        scheme, not the peer's): the nonce cookie is then Secure."""
         self._key = (secret or secrets.token_urlsafe(32)).encode()
         self._path = cookie_path
+        self._https = https
 
     def _sign(self, nonce: str, purpose: str) -> str:
         message = f"{purpose}\x00{nonce}".encode()
@@ -40,7 +46,7 @@ class Csrf:
                 path=self._path,
                 httponly=True,
                 samesite="Strict",
-                secure=request.scheme == "https",
+                secure=self._https(request),
             )
         return self._sign(nonce, purpose)
 

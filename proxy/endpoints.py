@@ -15,8 +15,10 @@ from proxy.keys import (
     CLIENT_SESSION,
     OMERO,
     READINESS_CHECKS,
+    SCOPE,
     SESSION_STORE,
     SETTINGS,
+    STATUS_DETAIL,
     ReadinessCheck,
 )
 
@@ -40,8 +42,11 @@ async def readyz(request: web.Request) -> web.Response:
         else:
             report[name] = {"ok": result[0], "detail": result[1]}
     ready = all(r["ok"] for r in report.values())
+    body: dict[str, object] = {"status": "ready" if ready else "unavailable"}
+    if request.app[STATUS_DETAIL].trusts_text(request[SCOPE].client.address):
+        body["checks"] = report  # session counts and server names: not for everyone
     return web.json_response(
-        {"status": "ready" if ready else "unavailable", "checks": report},
+        body,
         status=200 if ready else 503,
         headers={"Cache-Control": "no-store"},
     )

@@ -6,7 +6,7 @@ import re
 
 from aiohttp import web
 
-from proxy.errors import error_response
+from proxy.errors import PAGE_HEADERS, error_response
 from proxy.keys import CSRF, SETTINGS, TEMPLATES
 from proxy.reporting import report_feedback
 
@@ -37,4 +37,4 @@ async def feedback(request: web.Request) -> web.StreamResponse:
         message="Your comment has been passed to the administrators.",
         home=(settings.proxy.prefix or "") + "/",
     )
-    return web.Response(text=html, content_type="text/html", headers={"Cache-Control": "no-store"})
+    return web.Response(text=html, content_type="text/html", headers=PAGE_HEADERS)

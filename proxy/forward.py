@@ -11,7 +11,7 @@ from aiohttp import hdrs, web
 from multidict import CIMultiDict
 from yarl import URL
 
-from filters.forwarded import FORWARDING_HEADERS
+from filters.forwarded import FORWARDING_HEADERS, IDENTITY_HEADERS
 from proxy.errors import error_response
 from proxy.handoff import rewrite_cookies, take_set_cookies
 from proxy.headers import end_to_end
@@ -25,7 +25,7 @@ CHUNK = 64 * 1024
 SMALL_BODY = 64 * 1024
 
 # Never sent upstream as the client sent them: porter sets these itself.
-REQUEST_DROP = (*FORWARDING_HEADERS, hdrs.EXPECT, "X-Request-Id")
+REQUEST_DROP = (*FORWARDING_HEADERS, *IDENTITY_HEADERS, hdrs.EXPECT, "X-Request-Id")
 
 
 # Receives the held cookies OMERO.web set on an answer (None: deleted).

@@ -11,7 +11,7 @@ from aiohttp import hdrs, web
 from auth.errors import HandoffFailed, OmeroError, ServerUnavailable, SessionGone
 from auth.sessions import SessionRecord
 from auth.store import SessionStoreUnavailable
-from filters.rules import decide
+from filters.credentials import credential_params
 from proxy.errors import error_response, redirect, wants_json
 from proxy.handoff import handoff
 from proxy.keys import (
@@ -33,17 +33,30 @@ from proxy.websocket import forward_websocket, is_websocket
 
 log = logging.getLogger("porter.proxy")
 
+CREDENTIALS_REFUSED = (
+    "Porter does not accept OMERO credentials (bsession, username, password, server) in a "
+    "URL. Log in on porter's login page and open the link without them."
+)
+
 
 async def gate(request: web.Request) -> web.StreamResponse:
     """Decide on the canonical path, then forward as the user, as the public user, or ask
     for login."""
     app = request.app
     scope = request[SCOPE]
-    decision = decide(request.method, scope.path, app[PUBLIC_RULES])
+    decision = await app[PUBLIC_RULES].decide(request.method, scope.path)
     if decision.kind == "bad_request" or decision.forward is None:
         log.info("bad path rid=%s: %s", scope.request_id, decision.reason)
         return error_response(request, 400)
     query = request.raw_path.partition("?")[2]
+    credentials = credential_params(query)
+    if credentials:  # never forwarded: OMERO.web would log this request's session in anew
+        log.info(
+            "refused OMERO.web credentials in the query rid=%s: %s",
+            scope.request_id,
+            ", ".join(credentials),
+        )
+        return error_response(request, 400, CREDENTIALS_REFUSED)
     target = app[SETTINGS].proxy.prefix + decision.forward
     request[TARGET] = f"{target}?{query}" if query else target
     token = bearer_token(request)

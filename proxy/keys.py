@@ -19,7 +19,8 @@ from auth.store import SessionStore
 from auth.verified_tokens import VerifiedTokens
 from filters.cors import CorsPolicy
 from filters.forwarded import Client, TrustedProxies
-from filters.rules import PublicRules
+from filters.hosts import AllowedHosts
+from filters.rules import RuleMatcher
 from filters.throttle import LoginThrottle
 from mailer import MailSender
 from proxy.csrf import COOKIE as CSRF_COOKIE
@@ -74,13 +75,15 @@ SETTINGS = web.AppKey("settings", Settings)
 COOKIE_NAMES = web.AppKey("cookie_names", CookieNames)
 CLIENT_SESSION = web.AppKey("client_session", aiohttp.ClientSession)
 TRUSTED_PROXIES = web.AppKey("trusted_proxies", TrustedProxies)
+ALLOWED_HOSTS = web.AppKey("allowed_hosts", AllowedHosts)
+STATUS_DETAIL = web.AppKey("status_detail", TrustedProxies)  # who sees readyz details
 TEMPLATES = web.AppKey("templates", jinja2.Environment)
 READINESS_CHECKS = web.AppKey("readiness_checks", dict[str, ReadinessCheck])
 MAILER = web.AppKey("mailer", MailSender)
 OMERO = web.AppKey("omero", OmeroBackend)
 SESSION_STORE = web.AppKey("session_store", SessionStore)
 THROTTLE = web.AppKey("login_throttle", LoginThrottle)
-PUBLIC_RULES = web.AppKey("public_rules", PublicRules)
+PUBLIC_RULES = web.AppKey("public_rules", RuleMatcher)
 PUBLIC = web.AppKey("public_session", PublicSession)
 CORS = web.AppKey("cors", CorsPolicy)
 JWT_VERIFIER = web.AppKey("jwt_verifier", JwtVerifier)

@@ -27,7 +27,7 @@ from auth.sessions import SessionRecord
 from auth.store import SessionStoreUnavailable
 from filters.redirects import safe_redirect
 from proxy.django_csrf import django_csrf_valid, new_django_secret
-from proxy.errors import error_response, redirect
+from proxy.errors import PAGE_HEADERS, error_response, redirect
 from proxy.handoff import handoff
 from proxy.keys import CSRF, OMERO, SCOPE, SESSION_STORE, SETTINGS, TEMPLATES, THROTTLE
 from proxy.sessions import clear_session_cookie, identify, set_session_cookie
@@ -79,7 +79,7 @@ def render_login(
 ) -> web.Response:
     settings = request.app[SETTINGS]
     response = web.Response(
-        status=status, content_type="text/html", headers={**_NO_STORE, **(headers or {})}
+        status=status, content_type="text/html", headers={**PAGE_HEADERS, **(headers or {})}
     )
     token = request.app[CSRF].token(request, response, "login")
     response.text = (
@@ -348,7 +348,7 @@ async def logout_page(request: web.Request) -> web.StreamResponse:
         if identity.stale:
             clear_session_cookie(request, response)
         return response
-    response = web.Response(content_type="text/html", headers=_NO_STORE)
+    response = web.Response(content_type="text/html", headers=PAGE_HEADERS)
     token = request.app[CSRF].token(request, response, "logout")
     response.text = (
         request.app[TEMPLATES]
@@ -387,8 +387,11 @@ def _same_origin(request: web.Request) -> bool:
     origin = request.headers.get(hdrs.ORIGIN) or request.headers.get(hdrs.REFERER)
     if not origin or not client.host:
         return False
-    url = URL(origin)
-    return url.scheme == client.scheme and url.raw_authority.lower() == client.host.lower()
+    try:  # anything unparseable (bad port, broken IPv6, odd bytes) is simply not same-origin
+        url = URL(origin)
+        return url.scheme == client.scheme and url.raw_authority.lower() == client.host.lower()
+    except (ValueError, TypeError, UnicodeError):
+        return False
 
 
 async def _log_out(request: web.Request) -> web.StreamResponse:
@@ -409,7 +412,10 @@ def add_routes(app: web.Application, prefix: str) -> None:
     app.router.add_post(prefix + "/porter/login", login_submit)
     app.router.add_get(prefix + "/porter/logout", logout_page)
     app.router.add_post(prefix + "/porter/logout", logout_submit)
-    app.router.add_route("*", prefix + "/webclient/login/", webclient_login)
-    app.router.add_route("*", prefix + "/webclient/logout/", webclient_logout)
+    # OMERO.web's login views take a username and password in the form (webadmin's too):
+    # porter's page instead, so no password reaches OMERO.web unthrottled.
+    for app_name in ("webclient", "webadmin"):
+        app.router.add_route("*", f"{prefix}/{app_name}/login/", webclient_login)
+        app.router.add_route("*", f"{prefix}/{app_name}/logout/", webclient_logout)
     app.router.add_route("*", prefix + r"/api/v{version:[^/]+}/login/", api_login)
     app.router.add_get(prefix + r"/api/v{version:[^/]+}/token/", api_token)

@@ -11,8 +11,12 @@ from proxy.context import Handler
 from proxy.keys import CLEAR_COOKIE, CORS, WHO
 from proxy.sessions import clearing_header
 
+# Neither aiohttp's version nor OMERO.web's gunicorn is advertised.
+SERVER = "omero-porter"
+
 
 async def on_response_prepare(request: web.BaseRequest, response: web.StreamResponse) -> None:
+    response.headers[hdrs.SERVER] = SERVER
     if not isinstance(request, web.Request):
         return
     cors = request.app[CORS].response_headers(request.headers.get(hdrs.ORIGIN))

@@ -3,12 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import logging
+from http import HTTPStatus
+from typing import Any
 
-from aiohttp import web
+from aiohttp import hdrs, web
+from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp.web_protocol import RequestHandler
+from aiohttp.web_runner import GracefulExit
+from aiohttp.web_server import Server
 
 from proxy.app import create_app
+from proxy.response_hooks import SERVER
 from proxy.settings import Settings
 
 log = logging.getLogger("porter.proxy")
@@ -37,6 +45,63 @@ async def _freeze_heap(app: web.Application) -> None:
     gc.freeze()
 
 
+class _QuietRequestHandler(RequestHandler):
+    """aiohttp's connection handler, except for requests its parser refuses (a header too
+    long, a malformed line): aiohttp's own page and log line quote the offending bytes, which
+    may be porter's HttpOnly session cookie. Porter answers those quoting nothing."""
+
+    def handle_error(
+        self,
+        request: web.BaseRequest,
+        status: int = 500,
+        exc: BaseException | None = None,
+        message: str | None = None,
+    ) -> web.StreamResponse:
+        if not isinstance(exc, HttpProcessingError):
+            return super().handle_error(request, status, exc, message)
+        log.warning("unparseable HTTP request from %s: %s", request.remote, type(exc).__name__)
+        phrase = HTTPStatus(status).phrase if status in HTTPStatus._value2member_map_ else ""
+        response = web.Response(
+            status=status,
+            text=f"{status} {phrase}\n",
+            headers={hdrs.CACHE_CONTROL: "no-store", hdrs.SERVER: SERVER},
+        )
+        response.force_close()
+        return response
+
+
+class _QuietServer(Server):
+    def __call__(self) -> RequestHandler:
+        return _QuietRequestHandler(self, loop=self._loop, **self._kwargs)
+
+
+class PorterRunner(web.AppRunner):
+    """An AppRunner whose connections answer parser errors with `_QuietRequestHandler`."""
+
+    async def _make_server(self) -> Server:
+        made = await super()._make_server()
+        return _QuietServer(
+            made.request_handler,
+            request_factory=made.request_factory,
+            handler_cancellation=made.handler_cancellation,
+            loop=made._loop,
+            **made._kwargs,
+        )
+
+
+async def run(app: web.Application, host: str, port: int, shutdown_grace: float) -> None:
+    """Serve `app` until SIGTERM/SIGINT, then give in-flight requests `shutdown_grace`."""
+    runner = PorterRunner(
+        app, handle_signals=True, access_log=None, shutdown_timeout=shutdown_grace
+    )
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, host, port).start()
+        await asyncio.Event().wait()  # until a signal raises GracefulExit
+    finally:
+        await runner.cleanup()
+
+
 def serve(settings: Settings) -> None:
     """Serve until SIGTERM/SIGINT, then let in-flight requests finish for the grace period."""
     proxy = settings.proxy
@@ -51,14 +116,24 @@ def serve(settings: Settings) -> None:
         proxy.upstream,
         type(loop).__module__.split(".")[0],
     )
-    web.run_app(
-        app,
-        host=proxy.host,
-        port=proxy.port,
-        shutdown_timeout=proxy.shutdown_grace,
-        access_log=None,
-        print=None,
-        handle_signals=True,
-        loop=loop,
-    )
+    asyncio.set_event_loop(loop)
+    main = loop.create_task(run(app, proxy.host, proxy.port, proxy.shutdown_grace))
+    try:
+        loop.run_until_complete(main)
+    except (GracefulExit, KeyboardInterrupt):
+        pass
+    finally:
+        main.cancel()  # its finally: runner.cleanup(), in-flight requests get the grace period
+        with contextlib.suppress(asyncio.CancelledError):
+            loop.run_until_complete(main)
+        _cancel_all(loop)
+        loop.run_until_complete(loop.shutdown_asyncgens())
+        loop.close()
     log.info("porter stopped")
+
+
+def _cancel_all(loop: asyncio.AbstractEventLoop) -> None:
+    tasks: Any = asyncio.all_tasks(loop)
+    for task in tasks:
+        task.cancel()
+    loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))

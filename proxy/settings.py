@@ -18,6 +18,7 @@ from auth.omero_settings import OmeroSettings
 from auth.public_settings import PublicSessionSettings
 from auth.session_settings import SessionSettings
 from auth.sso_settings import SsoSettings
+from filters.hosts import check_allowed_hosts
 from filters.settings import CorsSettings, PublicRuleSettings
 from mailer.settings import MailSettings
 from proxy.config import ConfigError, Problem, build, env_overrides, merge, tomllib
@@ -101,6 +102,22 @@ class ProxySettings:
             "check": _check_cidrs,
         },
     )
+    status_detail_from: tuple[str, ...] = field(
+        default=("127.0.0.0/8", "::1/128"),
+        metadata={
+            "doc": "CIDRs of clients shown the details of /porter/readyz (others get only "
+            "ready or not)",
+            "check": _check_cidrs,
+        },
+    )
+    allowed_hosts: tuple[str, ...] = field(
+        default=("*",),
+        metadata={
+            "doc": "Host names porter serves: exact names, '.example.org' for the domain and "
+            "its subdomains, '*' for any well-formed Host (omero.web.allowed_hosts)",
+            "check": check_allowed_hosts,
+        },
+    )
     connect_timeout: float = field(
         default=5.0,
         metadata={"doc": "Seconds to connect to OMERO.web before answering 502", "min": 0.1},
@@ -138,6 +155,18 @@ class ProxySettings:
             "check": _check_secret_key,
         },
     )
+
+    def warnings(self) -> list[tuple[str, str]]:
+        """Legal but risky settings, for ``run.py check`` to print."""
+        if "*" in self.allowed_hosts:
+            return [
+                (
+                    "allowed_hosts",
+                    "'*': any well-formed Host is served and passed to OMERO.web; "
+                    "list your site's names",
+                )
+            ]
+        return []
 
 
 def _check_path(value: str) -> None:

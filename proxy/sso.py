@@ -14,13 +14,14 @@ from collections.abc import Mapping
 from aiohttp import hdrs, web
 
 from auth.errors import (
+    AdminRefused,
     HandoffFailed,
     InvalidCredentials,
     OmeroError,
     PermissionDenied,
     ServerUnavailable,
 )
-from auth.jwt_verify import SsoError
+from auth.jwt_verify import SsoError, TokenRejected, VerifiedToken
 from auth.sso_identity import SsoIdentity
 from auth.sso_sessions import SsoLogin
 from auth.store import SessionStoreUnavailable
@@ -30,6 +31,7 @@ from proxy.keys import (
     OMERO,
     PORTER_TOKENS,
     SCOPE,
+    SESSION_STORE,
     SETTINGS,
     SSO_MAPPER,
     SSO_SESSIONS,
@@ -42,6 +44,8 @@ from proxy.upstream_state import forward_renewing
 log = logging.getLogger("porter.sso")
 
 _NO_STORE = {hdrs.CACHE_CONTROL: "no-store"}
+MAX_JTI = 256
+ADMIN_REFUSED = "OMERO administrators cannot sign in this way. Please use the login form."
 
 
 def bearer_token(request: web.Request) -> str | None:
@@ -70,19 +74,43 @@ def _refused(request: web.Request, exc: SsoError) -> web.Response:
     return error_response(request, exc.status, exc.message, headers=headers)
 
 
+async def verified_identity(
+    request: web.Request, token: str
+) -> tuple[SsoIdentity, VerifiedToken] | web.Response:
+    """Verify `token` now (no cache) and map it to its OMERO identity, or porter's refusal."""
+    if not token.isascii():  # before anything hashes or decodes it (a header may hold any byte)
+        return _refused(request, TokenRejected("malformed", "token has non-ASCII characters"))
+    try:
+        verified = await request.app[JWT_VERIFIER].verify(token)
+        return request.app[SSO_MAPPER].map(verified), verified
+    except SsoError as exc:
+        return _refused(request, exc)
+
+
 async def identity_of(request: web.Request, token: str) -> SsoIdentity | web.Response:
     """The OMERO identity a token stands for, or porter's refusal (401, 403, 503)."""
     cache = request.app[VERIFIED_TOKENS]
     known = cache.get(token)
     if known is not None:
         return known
-    try:
-        verified = await request.app[JWT_VERIFIER].verify(token)
-        identity = request.app[SSO_MAPPER].map(verified)
-    except SsoError as exc:
-        return _refused(request, exc)
+    found = await verified_identity(request, token)
+    if isinstance(found, web.Response):
+        return found
+    identity, verified = found
     cache.put(token, identity, float(verified.claims["exp"]))
     return identity
+
+
+async def _first_use(request: web.Request, verified: VerifiedToken) -> web.Response | None:
+    """A link token works once: its `jti` is remembered in the session store (shared by
+    porter's processes with Redis) until it expires. None when this is its first use."""
+    jti = verified.claims.get("jti")
+    if not isinstance(jti, str) or not 0 < len(jti) <= MAX_JTI:
+        return _refused(request, TokenRejected("no_jti", "link tokens must carry a jti"))
+    name = f"sso-link:{verified.claims['iss']}:{jti}"
+    if not await request.app[SESSION_STORE].use_once(name, float(verified.claims["exp"])):
+        return _refused(request, TokenRejected("replayed", "this link was used already"))
+    return None
 
 
 def _server_of(request: web.Request, identity: SsoIdentity) -> int:
@@ -98,6 +126,8 @@ async def session_of(request: web.Request, identity: SsoIdentity) -> SsoLogin | 
         return error_response(
             request, 403, "Your account is not known to OMERO. Please ask its administrators."
         )
+    except AdminRefused:
+        return error_response(request, 403, ADMIN_REFUSED)
     except HandoffFailed as exc:
         log.warning("SSO handoff failed rid=%s: %s", request[SCOPE].request_id, exc)
         return error_response(request, 502)
@@ -144,22 +174,27 @@ async def link_login(request: web.Request) -> web.StreamResponse:
     token = request.query.get("token")
     if not (settings.enabled and settings.link_login) or not token:
         return error_response(request, 404)
-    identity = await identity_of(request, token)
-    if isinstance(identity, web.Response):
-        return identity
+    found = await verified_identity(request, token)
+    if isinstance(found, web.Response):
+        return found
+    identity, verified = found
     request[WHO] = Who(user=identity.username, secrets=frozenset({token}))
     try:
-        login = await request.app[OMERO].create_session_for(
-            _server_of(request, identity),
-            identity.username,
-            settings.session_time_to_live * 1000,
-            settings.session_time_to_idle * 1000,
-            client_ip=request[SCOPE].client.address,
+        replayed = await _first_use(request, verified)
+    except SessionStoreUnavailable:
+        return error_response(request, 503, "The session store is unavailable. Please retry.")
+    if replayed is not None:
+        return replayed
+    try:
+        login = await request.app[SSO_SESSIONS].new_session(
+            _server_of(request, identity), identity.username, request[SCOPE].client.address
         )
     except InvalidCredentials:
         return error_response(
             request, 403, "Your account is not known to OMERO. Please ask its administrators."
         )
+    except AdminRefused:
+        return error_response(request, 403, ADMIN_REFUSED)
     except OmeroError as exc:
         log.warning("SSO link login failed rid=%s: %s", request[SCOPE].request_id, exc)
         return error_response(request, 503, "Single sign-on is not available at the moment.")

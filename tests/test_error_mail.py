@@ -6,6 +6,7 @@ shutdown delivers what is queued, and must find the server still there.
 
 from __future__ import annotations
 
+import asyncio
 import re
 from pathlib import Path
 
@@ -92,7 +93,7 @@ async def test_planted_secrets_never_reach_the_mail(
     cookie = "dj4ngo5ess10n1d3nt1f13rv4lu3xyz"
     client = await porter(sections=mail(smtp_server))
     resp = await client.post(
-        f"/django-500/webclient/login/?bsession={omero_key}&password={password}&next=/x",
+        f"/django-500/webclient/login/?session_key={omero_key}&passwd={password}&next=/x",
         data={"password": password, "csrfmiddlewaretoken": csrf},
         headers={
             "Cookie": f"sessionid={cookie}; csrftoken={csrf}",
@@ -124,6 +125,26 @@ async def test_thousand_identical_failures_give_one_mail_and_one_digest(
     received = await smtp_server.inbox.wait_for(2)
     assert len(received) == 2
     assert "999" in received[1].text
+
+
+async def test_provoked_omero_web_errors_cannot_use_up_the_mail_of_a_porter_crash(
+    smtp_server: SmtpServer, echo_upstream: Upstream, porter: PorterFactory
+) -> None:
+    cap = 5
+    client = await porter(sections=mail(smtp_server, max_per_hour=cap), configure=add_boom)
+    for n in range(30):  # one view, thirty images: one failure, one mail
+        assert (await client.get(f"/django-500/webgateway/render_image/{n}/")).status == 500
+    for name in "abcdefghij":  # ten views: the cap stops them
+        assert (await client.get(f"/django-500/webclient/view_{name}/")).status == 500
+    assert (await client.get("/test-only/boom")).status == 500
+    received = await smtp_server.inbox.wait_for(cap + 1)
+    await asyncio.sleep(0.3)  # nothing more comes before the windows close
+    received = list(smtp_server.inbox.messages)
+    crashes = [m for m in received if "Boom: porter broke" in m.text]
+    assert len(crashes) == 1  # the crash still reached the admins
+    assert len(received) == cap + 1
+    render = [m for m in received if "render_image" in m.text]
+    assert len(render) == 1
 
 
 async def test_smtp_down_leaves_requests_alone_and_mail_arrives_later(
