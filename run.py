@@ -90,7 +90,8 @@ def _clearsessions(args: argparse.Namespace, settings: Settings) -> int:
 
     from auth.lifecycle import purge_expired
     from auth.omero_backend import OmeroBackend
-    from auth.store import SessionStoreError, create_store
+    from auth.store import SessionStoreError
+    from auth.stores import create_store
 
     if settings.session.store == "memory":
         print("clearsessions: the memory store lives inside each running porter, which purges it")

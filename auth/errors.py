@@ -7,14 +7,16 @@ omero-py exception is translated, in one place (auth/omero_ice.py), into one of 
      │                        password (refused before contacting OMERO)
      ├── ServerUnavailable    refused, unreachable, DNS, SSL or socket failure, or no answer
      │                        within the configured timeout
-     │    └── HandoffFailed   OMERO.web did not take an OMERO session over (no cookie, error,
-     │                        no answer): raised by porter's handoff, not by Ice
      ├── SessionGone          the OMERO session key is unknown, closed or timed out
      ├── PermissionDenied     the server refused the operation to this user (e.g. a non-admin
      │                        creating a session for someone else)
      ├── AdminRefused         OMERO says the user has admin privileges, and porter's policy
      │                        keeps admins out of this way in (SSO; the session is closed)
      └── OtherOmeroError      anything else the server or omero-py raised
+
+    HandoffFailed             not an OMERO error: OMERO.web (HTTP) did not take an OMERO
+                              session over (no cookie, an error, no answer); raised by the
+                              handoff porter injects into the public and SSO sessions
 
 Messages name the server id and, for errors from OMERO, the Ice type name (`ice_type`); they
 never contain a session key, password or user-supplied secret, so they are safe to log.
@@ -80,6 +82,11 @@ class OtherOmeroError(OmeroError):
     """Any other failure from OMERO or omero-py; `ice_type` names it."""
 
 
-class HandoffFailed(ServerUnavailable):
+class HandoffFailed(Exception):
     """OMERO.web did not take an OMERO session over (`?server=&bsession=` answered without
-    its session cookie, with an error, or not in time)."""
+    its session cookie, with an error, or not in time): an HTTP failure of OMERO.web, not of
+    OMERO. `server_id` is the server the session was on (None when unknown)."""
+
+    def __init__(self, message: str, *, server_id: int | None = None) -> None:
+        super().__init__(message)
+        self.server_id = server_id

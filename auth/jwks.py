@@ -27,6 +27,8 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
 from jwt.algorithms import ECAlgorithm, OKPAlgorithm, RSAAlgorithm
 from jwt.exceptions import PyJWTError
 
+from auth.single_flight import SingleFlight
+
 __all__ = [
     "ALGORITHMS",
     "ASYMMETRIC_ALGORITHMS",
@@ -326,7 +328,7 @@ class JwksCache:
         self._fetched_at: float | None = None
         self._attempted_at: float | None = None
         self._error: str | None = None
-        self._inflight: asyncio.Task[bool] | None = None
+        self._fetches: SingleFlight[str, bool] = SingleFlight("JWKS fetch")
 
     async def candidates(self, kid: str | None, alg: str) -> list[VerifyKey]:
         """Keys for this kid and alg, refetching once (rate-limited) when none is known."""
@@ -344,9 +346,7 @@ class JwksCache:
 
     async def aclose(self) -> None:
         """Stop a running fetch and close the cache's own HTTP session."""
-        if self._inflight is not None:
-            self._inflight.cancel()
-            await asyncio.gather(self._inflight, return_exceptions=True)
+        await self._fetches.close()
         if self._own_session is not None:
             await self._own_session.close()
             self._own_session = None
@@ -359,15 +359,12 @@ class JwksCache:
 
     async def _refresh(self) -> bool:
         """Fetch unless one started within the interval (then wait for a running one)."""
-        task = self._inflight
-        if task is None:
+        if not self._fetches.running(self.url):
             now = self._clock()
             if self._attempted_at is not None and now - self._attempted_at < self._min_interval:
                 return False
             self._attempted_at = now
-            task = self._inflight = asyncio.create_task(self._fetch())
-        # shield: a caller that goes away must not cancel the fetch the others wait for
-        return await asyncio.shield(task)
+        return await self._fetches.run(self.url, self._fetch)
 
     async def _fetch(self) -> bool:
         self.fetches += 1
@@ -384,8 +381,6 @@ class JwksCache:
             self._error = _describe(exc)
             log.warning("JWKS %s unavailable: %s", self.url, self._error)
             return False
-        finally:
-            self._inflight = None
         self._keys, self._fetched_at, self._error = keys, self._clock(), None
         log.info("JWKS %s: %d key(s) loaded", self.url, len(keys))
         return True

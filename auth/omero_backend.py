@@ -34,6 +34,7 @@ from auth.errors import (
 from auth.omero_ice import IceConfig, OmeroLogin
 from auth.omero_settings import OmeroSettings
 from auth.servers import Server, ServerList
+from auth.single_flight import SingleFlight
 
 __all__ = ["OmeroBackend", "OmeroLogin"]
 
@@ -54,7 +55,7 @@ class OmeroBackend:
         self._config = IceConfig.for_timeout(settings.call_timeout, settings.user_agent)
         self._pool = ThreadPoolExecutor(settings.pool_size, thread_name_prefix="porter-omero")
         self._admin_keys: dict[int, str] = {}  # server id -> the held admin session (SSO)
-        self._admin_flights: dict[int, asyncio.Future[str]] = {}
+        self._admin_logins: SingleFlight[int, str] = SingleFlight("admin login")
 
     async def login(
         self, server: int | str, username: str, password: str, client_ip: str | None = None
@@ -151,12 +152,7 @@ class OmeroBackend:
         key = self._admin_keys.get(target.id)
         if key is not None:
             return key
-        flight = self._admin_flights.get(target.id)
-        if flight is None:
-            flight = asyncio.ensure_future(self._admin_login(target))
-            self._admin_flights[target.id] = flight
-            flight.add_done_callback(lambda _: self._admin_flights.pop(target.id, None))
-        return await asyncio.shield(flight)
+        return await self._admin_logins.run(target.id, lambda: self._admin_login(target))
 
     async def _admin_login(self, target: Server) -> str:
         admin, password = self.settings.admin_user, self.settings.admin_password
@@ -223,6 +219,7 @@ class OmeroBackend:
     async def aclose(self) -> None:
         """Stop the pool: queued calls are dropped, running ones finish (bounded by Ice's
         timeouts) without blocking the event loop. Held admin sessions are closed first."""
+        await self._admin_logins.close()
         for server_id, key in list(self._admin_keys.items()):
             with contextlib.suppress(OmeroError):
                 await self.close(server_id, key)

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
+import copy
 import logging
 import secrets
 import time
@@ -37,6 +37,7 @@ from redis.exceptions import RedisError
 from auth.errors import HandoffFailed, OmeroError, ServerUnavailable, SessionGone
 from auth.omero_backend import OmeroBackend
 from auth.public_settings import PublicSessionSettings
+from auth.single_flight import SingleFlight
 from auth.store import SessionStoreUnavailable
 
 __all__ = ["Handoff", "PublicLogin", "PublicSession"]
@@ -87,13 +88,15 @@ class _Held:
 
 @dataclass(frozen=True)
 class _Failure:
-    error: OmeroError
+    error: OmeroError | HandoffFailed
     until: float
 
 
-def _again(error: OmeroError) -> OmeroError:
+def _again(error: OmeroError | HandoffFailed) -> OmeroError | HandoffFailed:
     """A fresh copy, so concurrent callers do not share one traceback."""
-    return type(error)(str(error), server_id=error.server_id, ice_type=error.ice_type)
+    fresh = copy.copy(error)
+    fresh.__traceback__ = None
+    return fresh
 
 
 def _text(value: Any) -> str:
@@ -193,7 +196,7 @@ class PublicSession:
         self._clock = clock
         self._token = secrets.token_hex(16)  # this process, as lock owner and holder
         self._held: dict[int, _Held] = {}
-        self._flights: dict[int, asyncio.Task[PublicLogin]] = {}
+        self._flights: SingleFlight[int, PublicLogin] = SingleFlight("public session")
         self._failures: dict[int, _Failure] = {}
         self._joined: set[int] = set()
         self._closing: set[asyncio.Task[None]] = set()
@@ -220,33 +223,23 @@ class PublicSession:
         failure = self._failures.get(server_id)
         if failure is not None and now < failure.until:
             raise _again(failure.error)
-        flight = self._flights.get(server_id)
-        if flight is None:
-            flight = asyncio.create_task(self._fly(server_id), name=f"public-session-{server_id}")
-            self._flights[server_id] = flight
-            flight.add_done_callback(functools.partial(self._landed, server_id))
         try:
-            return await asyncio.shield(flight)
-        except OmeroError as exc:
+            return await self._flights.run(server_id, lambda: self._fly(server_id))
+        except (OmeroError, HandoffFailed) as exc:
             raise _again(exc) from None
 
-    def _landed(self, server_id: int, flight: asyncio.Task[PublicLogin]) -> None:
-        if self._flights.get(server_id) is flight:
-            del self._flights[server_id]
-        if flight.cancelled():
-            return
-        error = flight.exception()
-        if isinstance(error, OmeroError) and self._settings.failure_backoff > 0:
-            until = self._clock() + self._settings.failure_backoff
-            self._failures[server_id] = _Failure(error, until)
-        elif error is None:
-            self._failures.pop(server_id, None)
-
     async def _fly(self, server_id: int) -> PublicLogin:
-        if self._shared is None:
-            login = await self._create(server_id)
-        else:
-            login = await self._fly_shared(self._shared, server_id)
+        try:
+            if self._shared is None:
+                login = await self._create(server_id)
+            else:
+                login = await self._fly_shared(self._shared, server_id)
+        except (OmeroError, HandoffFailed) as error:
+            if self._settings.failure_backoff > 0:  # callers get it at once for a while
+                until = self._clock() + self._settings.failure_backoff
+                self._failures[server_id] = _Failure(error, until)
+            raise
+        self._failures.pop(server_id, None)
         self._held[server_id] = _Held(login, self._clock())
         return login
 
@@ -263,7 +256,7 @@ class PublicSession:
                 )
         except BaseException as exc:
             await asyncio.shield(self._close_quietly(server_id, login.session_key))
-            if isinstance(exc, Exception) and not isinstance(exc, OmeroError):
+            if isinstance(exc, Exception) and not isinstance(exc, OmeroError | HandoffFailed):
                 # the type only: a handoff error's text may carry the URL, hence the key
                 raise HandoffFailed(
                     f"server {server_id}: OMERO.web handoff of the public session failed "
@@ -384,10 +377,8 @@ class PublicSession:
         """Stop creating, and close the held sessions on their servers. With Redis, only the
         last process holding a shared session closes it."""
         self._closed = True
-        flights = list(self._flights.values())
-        for flight in flights:
-            flight.cancel()
-        await asyncio.gather(*flights, *self._closing, return_exceptions=True)
+        await self._flights.close()
+        await asyncio.gather(*self._closing, return_exceptions=True)
         held, self._held = self._held, {}
         keys = {sid: h.login.session_key for sid, h in held.items()}
         if self._shared is not None:

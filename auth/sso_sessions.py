@@ -22,6 +22,7 @@ from cachetools import TTLCache
 from auth.errors import AdminRefused, OmeroError
 from auth.omero_backend import OmeroBackend
 from auth.omero_ice import OmeroLogin
+from auth.single_flight import SingleFlight
 
 log = logging.getLogger("porter.auth.sso")
 
@@ -60,7 +61,7 @@ class SsoSessions:
         self._held: TTLCache[tuple[int, str], SsoLogin] = TTLCache(
             maxsize=max_users, ttl=max(1.0, ttl * 0.95)
         )
-        self._flights: dict[tuple[int, str], asyncio.Future[SsoLogin]] = {}
+        self._creations: SingleFlight[tuple[int, str], SsoLogin] = SingleFlight("SSO session")
         self.created = 0  # OMERO sessions made (for tests and benchmarks)
 
     async def get(self, server_id: int, user_name: str, client_ip: str | None) -> SsoLogin:
@@ -69,12 +70,7 @@ class SsoSessions:
         held = self._held.get(key)
         if held is not None:
             return held
-        flight = self._flights.get(key)
-        if flight is None:
-            flight = asyncio.ensure_future(self._create(server_id, user_name, client_ip))
-            self._flights[key] = flight
-            flight.add_done_callback(lambda _: self._flights.pop(key, None))
-        return await asyncio.shield(flight)
+        return await self._creations.run(key, lambda: self._create(server_id, user_name, client_ip))
 
     async def new_session(
         self, server_id: int, user_name: str, client_ip: str | None
@@ -104,9 +100,8 @@ class SsoSessions:
         login = await self.new_session(server_id, user_name, client_ip)
         try:
             cookies = await self._handoff(login.server_id, login.session_key)
-        except BaseException:
-            with contextlib.suppress(OmeroError):
-                await self._backend.close(login.server_id, login.session_key)
+        except BaseException:  # cancelled at shutdown too: the session made is still closed
+            await asyncio.shield(self._close_quietly(login))
             raise
         self.created += 1
         made = SsoLogin(
@@ -124,7 +119,9 @@ class SsoSessions:
             del self._held[key]
 
     async def close(self) -> None:
-        """Close every held session on its server (at shutdown)."""
+        """Cancel the creations in flight (a session they made is closed), then close every
+        held session on its server (at shutdown)."""
+        await self._creations.close()
         held = list(self._held.values())
         self._held.clear()
         for login in held:

@@ -1,4 +1,4 @@
-"""The session store interface, its errors, and the factory that picks an implementation.
+"""The session store interface and its errors (auth/stores.py picks an implementation).
 
 Exceptions::
 
@@ -13,15 +13,13 @@ when full and hands it to `on_evict`.
 
 from __future__ import annotations
 
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
+
+from redis.asyncio import Redis
 
 from auth.sessions import SessionRecord
-
-if TYPE_CHECKING:
-    from auth.session_settings import SessionSettings
 
 Clock = Callable[[], float]
 # Called with (server_id, omero_session_key) of a session the store dropped on its own.
@@ -76,6 +74,16 @@ class ExpiredBatch:
 
 class SessionStore(Protocol):
     """Where porter keeps session records. Every method may raise SessionStoreUnavailable."""
+
+    @property
+    def redis(self) -> Redis | None:
+        """The Redis client other shared state may use (None: this process only)."""
+        ...
+
+    @property
+    def key_prefix(self) -> str:
+        """The prefix of this store's Redis keys, for other shared state beside them."""
+        ...
 
     @property
     def timeouts(self) -> SessionTimeouts:
@@ -140,29 +148,3 @@ class SessionStore(Protocol):
     async def close(self) -> None:
         """Release connections and wait for scheduled eviction closes."""
         ...
-
-
-def create_store(
-    settings: SessionSettings, *, on_evict: OnEvict, clock: Clock = time.time
-) -> SessionStore:
-    """Build the store named by `settings.store`; ValueError for an unknown name."""
-    timeouts = SessionTimeouts(
-        idle=float(settings.session_idle_timeout), absolute=float(settings.session_cookie_age)
-    )
-    if settings.store == "memory":
-        from auth.store_memory import MemorySessionStore
-
-        return MemorySessionStore(
-            max_sessions=settings.max_sessions,
-            timeouts=timeouts,
-            on_evict=on_evict,
-            clock=clock,
-            evict_concurrency=settings.lifecycle_concurrency,
-        )
-    if settings.store == "redis":
-        from auth.store_redis import RedisSessionStore
-
-        return RedisSessionStore.from_settings(settings, timeouts=timeouts, clock=clock)
-    raise ValueError(
-        f"Setting session.store has value {settings.store!r}. Known stores: memory, redis."
-    )

@@ -68,6 +68,14 @@ class MemorySessionStore:
         self._max_used = max(1000, max_sessions)
 
     @property
+    def redis(self) -> None:
+        return None  # nothing is shared beyond this process
+
+    @property
+    def key_prefix(self) -> str:
+        return "porter:"
+
+    @property
     def timeouts(self) -> SessionTimeouts:
         return self._timeouts
 

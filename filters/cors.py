@@ -44,10 +44,6 @@ class CorsPolicy:
             tuple(compile_pattern(p) for p in settings.cors_origin_patterns),
         )
 
-    def allows(self, origin: str | None) -> bool:
-        """Whether `origin` (the request's Origin header) may read porter's responses."""
-        return origin is not None and self._allows(origin)
-
     def _allows(self, origin: str) -> bool:
         normal = normalise_origin(origin)
         if normal is None:

@@ -16,7 +16,6 @@ its key path and the bad value, so one run of ``run.py check`` shows all of them
 from __future__ import annotations
 
 import dataclasses
-import os
 import sys
 import types
 import typing
@@ -409,7 +408,3 @@ def defaults_of(cls: type[Any]) -> dict[str, Any]:
         elif f.default_factory is not dataclasses.MISSING:
             out[f.name] = f.default_factory()
     return out
-
-
-def environ_default() -> Mapping[str, str]:
-    return os.environ

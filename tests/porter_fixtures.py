@@ -18,7 +18,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from auth.session_settings import SessionSettings
-from auth.store import create_store
+from auth.stores import create_store
 from proxy.app import create_app
 from proxy.keys import SESSION_STORE
 from proxy.settings import ProxySettings, Settings

@@ -13,7 +13,7 @@ import run
 from auth.omero_backend import OmeroBackend
 from auth.omero_settings import OmeroSettings
 from auth.session_settings import SessionSettings
-from auth.store import create_store
+from auth.stores import create_store
 from tests.gateway_fixtures import GatewayFactory, log_in
 from tests.omero_sim.fixture import OmeroSim
 from tests.porter_fixtures import write_config

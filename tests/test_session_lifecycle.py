@@ -15,7 +15,8 @@ from aiohttp import web
 from auth.lifecycle import PeriodicJob, keepalive, keepalive_job, purge_expired, purge_job
 from auth.session_settings import SessionSettings
 from auth.sessions import SessionRecord
-from auth.store import SessionStore, create_store
+from auth.store import SessionStore
+from auth.stores import create_store
 
 IDLE = 600
 

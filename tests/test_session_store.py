@@ -17,9 +17,10 @@ from redis.asyncio import Redis
 from auth.lifecycle import keepalive, purge_expired
 from auth.session_settings import SessionSettings
 from auth.sessions import SessionRecord, is_session_id, new_session_id
-from auth.store import SessionStore, SessionStoreUnavailable, create_store
+from auth.store import SessionStore, SessionStoreUnavailable
 from auth.store_memory import MemorySessionStore
 from auth.store_redis import RedisSessionStore
+from auth.stores import create_store
 from tests.redis_fixture import RedisServer
 
 IDLE = 600
