@@ -18,8 +18,8 @@ from auth.porter_tokens import PorterTokenIssuer
 from auth.public_session import PublicSession
 from auth.sso_identity import SsoIdentityMapper
 from auth.sso_sessions import SsoSessions
-from auth.store import create_store
 from auth.store_redis import RedisSessionStore
+from auth.stores import create_store
 from auth.verified_tokens import VerifiedTokens
 from filters.cors import CorsPolicy
 from filters.forwarded import TrustedProxies
@@ -27,13 +27,9 @@ from filters.hosts import AllowedHosts
 from filters.rules import PublicRules, RuleMatcher
 from filters.throttle import LoginThrottle
 from mailer import MailSender
-from proxy import endpoints, login, sso
-from proxy.context import request_scope
-from proxy.csrf import Csrf
 from proxy.errors import error_response
-from proxy.feedback import feedback
+from proxy.forwarding.handoff import handoff
 from proxy.gate import gate
-from proxy.handoff import handoff
 from proxy.keys import (
     ALLOWED_HOSTS,
     CLIENT_SESSION,
@@ -60,7 +56,11 @@ from proxy.keys import (
     WEBSOCKETS,
     CookieNames,
 )
-from proxy.response_hooks import cors_preflight, on_response_prepare
+from proxy.middleware.responses import cors_preflight, on_response_prepare
+from proxy.middleware.scope import request_scope
+from proxy.pages import health, login, sso
+from proxy.pages.csrf import Csrf
+from proxy.pages.feedback import feedback
 from proxy.settings import Settings
 
 log = logging.getLogger("porter.proxy")
@@ -86,9 +86,9 @@ def create_app(settings: Settings) -> web.Application:
     )
     app[MAILER] = MailSender(settings.mail)
     app[READINESS_CHECKS] = {
-        "upstream": endpoints.upstream_check(app),
-        "omero": endpoints.omero_check(app),
-        "session_store": endpoints.session_store_check(app),
+        "upstream": health.upstream_check(app),
+        "omero": health.omero_check(app),
+        "session_store": health.session_store_check(app),
     }
     app[WEBSOCKETS] = set()
     app[THROTTLE] = LoginThrottle(
@@ -110,7 +110,7 @@ def create_app(settings: Settings) -> web.Application:
     if settings.sso.enabled or settings.sso.porter_tokens.enabled:
         app.cleanup_ctx.append(_sso)
     app.on_shutdown.append(_close_websockets)
-    endpoints.add_routes(app, proxy.prefix)
+    health.add_routes(app, proxy.prefix)
     app.router.add_post(proxy.prefix + "/porter/feedback", feedback)
     login.add_routes(app, proxy.prefix)
     sso.add_routes(app, proxy.prefix)
@@ -143,7 +143,7 @@ async def _dispatch(request: web.Request) -> web.StreamResponse:
     path = request.raw_path.split("?", 1)[0]
     if prefix and not (path == prefix or path.startswith(prefix + "/")):
         return error_response(request, 404)
-    if request[SCOPE].path.startswith(endpoints.RESERVED):
+    if request[SCOPE].path.startswith(health.RESERVED):
         return error_response(request, 404)
     return await gate(request)
 

@@ -13,7 +13,10 @@ from auth.sessions import SessionRecord
 from auth.store import SessionStoreUnavailable
 from filters.credentials import credential_params
 from proxy.errors import error_response, redirect, wants_json
-from proxy.handoff import handoff
+from proxy.forwarding.handoff import handoff
+from proxy.forwarding.renewal import forward_renewing
+from proxy.forwarding.websocket import forward_websocket, is_websocket
+from proxy.identity.session import clear_session_cookie, identify
 from proxy.keys import (
     CLEAR_COOKIE,
     OMERO,
@@ -26,10 +29,7 @@ from proxy.keys import (
     WHO,
     Who,
 )
-from proxy.sessions import clear_session_cookie, identify
-from proxy.sso import as_token_user, bearer_token, cookie_token
-from proxy.upstream_state import forward_renewing
-from proxy.websocket import forward_websocket, is_websocket
+from proxy.pages.sso import as_token_user, bearer_token, cookie_token
 
 log = logging.getLogger("porter.proxy")
 

@@ -23,8 +23,8 @@ from filters.hosts import AllowedHosts
 from filters.rules import RuleMatcher
 from filters.throttle import LoginThrottle
 from mailer import MailSender
-from proxy.csrf import COOKIE as CSRF_COOKIE
-from proxy.csrf import Csrf
+from proxy.pages.csrf import COOKIE as CSRF_COOKIE
+from proxy.pages.csrf import Csrf
 from proxy.settings import Settings
 
 

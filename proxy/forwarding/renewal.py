@@ -9,8 +9,8 @@ from aiohttp import hdrs, web
 from multidict import CIMultiDict
 from yarl import URL
 
-from proxy.forward import Capture, answer, send
-from proxy.handoff import rewrite_cookies
+from proxy.forwarding.handoff import rewrite_cookies
+from proxy.forwarding.send import Capture, answer, send
 from proxy.keys import CLIENT_SESSION, SETTINGS
 
 

@@ -13,8 +13,8 @@ from yarl import URL
 
 from filters.forwarded import FORWARDING_HEADERS, IDENTITY_HEADERS
 from proxy.errors import error_response
-from proxy.handoff import rewrite_cookies, take_set_cookies
-from proxy.headers import end_to_end
+from proxy.forwarding.handoff import rewrite_cookies, take_set_cookies
+from proxy.forwarding.headers import end_to_end
 from proxy.keys import CLIENT_SESSION, COOKIE_NAMES, SCOPE, SETTINGS, TARGET
 from proxy.reporting import report_unavailable, report_upstream_error
 

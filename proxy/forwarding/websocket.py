@@ -10,7 +10,7 @@ import aiohttp
 from aiohttp import hdrs, web
 
 from proxy.errors import error_response
-from proxy.forward import upstream_headers, upstream_url
+from proxy.forwarding.send import upstream_headers, upstream_url
 from proxy.keys import CLIENT_SESSION, SCOPE, WEBSOCKETS
 
 log = logging.getLogger("porter.proxy")

@@ -7,9 +7,9 @@ from __future__ import annotations
 from aiohttp import hdrs, web
 
 from filters.cors import is_preflight
-from proxy.context import Handler
+from proxy.identity.session import clearing_header
 from proxy.keys import CLEAR_COOKIE, CORS, WHO
-from proxy.sessions import clearing_header
+from proxy.middleware.scope import Handler
 
 # Neither aiohttp's version nor OMERO.web's gunicorn is advertised.
 SERVER = "omero-porter"

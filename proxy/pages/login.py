@@ -26,11 +26,11 @@ from auth.omero_backend import OmeroLogin
 from auth.sessions import SessionRecord
 from auth.store import SessionStoreUnavailable
 from filters.redirects import safe_redirect
-from proxy.django_csrf import django_csrf_valid, new_django_secret
 from proxy.errors import PAGE_HEADERS, error_response, redirect
-from proxy.handoff import handoff
+from proxy.forwarding.handoff import handoff
+from proxy.identity.session import clear_session_cookie, identify, set_session_cookie
 from proxy.keys import CSRF, OMERO, SCOPE, SESSION_STORE, SETTINGS, TEMPLATES, THROTTLE
-from proxy.sessions import clear_session_cookie, identify, set_session_cookie
+from proxy.pages.django_csrf import django_csrf_valid, new_django_secret
 
 log = logging.getLogger("porter.login")
 

@@ -26,6 +26,7 @@ from auth.sso_identity import SsoIdentity
 from auth.sso_sessions import SsoLogin
 from auth.store import SessionStoreUnavailable
 from proxy.errors import error_response, redirect
+from proxy.forwarding.renewal import forward_renewing
 from proxy.keys import (
     JWT_VERIFIER,
     OMERO,
@@ -39,7 +40,6 @@ from proxy.keys import (
     WHO,
     Who,
 )
-from proxy.upstream_state import forward_renewing
 
 log = logging.getLogger("porter.sso")
 
@@ -167,8 +167,8 @@ async def as_token_user(request: web.Request, token: str) -> web.StreamResponse:
 async def link_login(request: web.Request) -> web.StreamResponse:
     """`/porter/sso?token=...&url=...`: a porter session for the token's user, then a redirect
     to a URL without the token."""
-    from proxy.login import landing
-    from proxy.sessions import set_session_cookie
+    from proxy.identity.session import set_session_cookie
+    from proxy.pages.login import landing
 
     settings = request.app[SETTINGS].sso
     token = request.query.get("token")
@@ -198,7 +198,7 @@ async def link_login(request: web.Request) -> web.StreamResponse:
     except OmeroError as exc:
         log.warning("SSO link login failed rid=%s: %s", request[SCOPE].request_id, exc)
         return error_response(request, 503, "Single sign-on is not available at the moment.")
-    from proxy.login import LoginFailed, start_session
+    from proxy.pages.login import LoginFailed, start_session
 
     try:
         record = await start_session(request, login, kind="sso")
@@ -217,8 +217,8 @@ async def porter_token(request: web.Request) -> web.StreamResponse:
     porter session of the caller (then `X-Requested-With: XMLHttpRequest` is required, which
     no cross-site form can send).
     """
-    from proxy.login import FormTooLarge, LoginFailed, authenticate, read_form
-    from proxy.sessions import identify
+    from proxy.identity.session import identify
+    from proxy.pages.login import FormTooLarge, LoginFailed, authenticate, read_form
 
     issuer = request.app.get(PORTER_TOKENS)
     if issuer is None:

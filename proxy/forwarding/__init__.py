@@ -1,0 +1,1 @@
+"""Forwarding to OMERO.web: send, relay, header and cookie rewriting, the handoff, renewal."""
