@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -18,7 +18,6 @@ from auth.porter_tokens import PorterTokenIssuer
 from auth.public_session import PublicSession
 from auth.sso_identity import SsoIdentityMapper
 from auth.sso_sessions import SsoSessions
-from auth.store_redis import RedisSessionStore
 from auth.stores import create_store
 from auth.verified_tokens import VerifiedTokens
 from filters.cors import CorsPolicy
@@ -30,6 +29,10 @@ from mailer import MailSender
 from proxy.errors import error_response
 from proxy.forwarding.handoff import handoff
 from proxy.gate import gate
+from proxy.identity import tokens
+from proxy.identity.chain import AUTHENTICATORS, Authenticator
+from proxy.identity.public import public_user
+from proxy.identity.session import porter_session
 from proxy.keys import (
     ALLOWED_HOSTS,
     CLIENT_SESSION,
@@ -56,6 +59,7 @@ from proxy.keys import (
     WEBSOCKETS,
     CookieNames,
 )
+from proxy.middleware.errors import error_boundary
 from proxy.middleware.responses import cors_preflight, on_response_prepare
 from proxy.middleware.scope import request_scope
 from proxy.pages import health, login, sso
@@ -65,6 +69,8 @@ from proxy.settings import Settings
 
 log = logging.getLogger("porter.proxy")
 
+CleanupContext = Callable[[web.Application], AsyncIterator[None]]
+
 TEMPLATE_DIR = Path(__file__).resolve().parent / "templates"
 
 
@@ -72,7 +78,9 @@ def create_app(settings: Settings) -> web.Application:
     """The porter application for `settings` (nothing is started until it runs)."""
     proxy = settings.proxy
     # Porter's body limit is enforced while streaming (413), not by aiohttp's read() cap.
-    app = web.Application(middlewares=[request_scope, cors_preflight], client_max_size=1024**2)
+    app = web.Application(
+        middlewares=[request_scope, error_boundary, cors_preflight], client_max_size=1024**2
+    )
     app[SETTINGS] = settings
     app[COOKIE_NAMES] = CookieNames.from_settings(settings)
     app[TRUSTED_PROXIES] = TrustedProxies(proxy.trusted_proxies)
@@ -104,11 +112,12 @@ def create_app(settings: Settings) -> web.Application:
     app.cleanup_ctx.append(_client_session)
     app.cleanup_ctx.append(_mail_sender)
     app.cleanup_ctx.append(_omero_backend)
-    app.cleanup_ctx.append(_session_store)
+    _add_session_store(app)
     if settings.public_session.enabled:
-        app.cleanup_ctx.append(_public_session)
+        _add_public_session(app)
     if settings.sso.enabled or settings.sso.porter_tokens.enabled:
-        app.cleanup_ctx.append(_sso)
+        _add_sso(app)
+    app[AUTHENTICATORS] = authenticators(settings)
     app.on_shutdown.append(_close_websockets)
     health.add_routes(app, proxy.prefix)
     app.router.add_post(proxy.prefix + "/porter/feedback", feedback)
@@ -117,6 +126,21 @@ def create_app(settings: Settings) -> web.Application:
     # [\s\S]: a decoded path may hold any character (even a newline): gate() judges it.
     app.router.add_route("*", r"/{tail:[\s\S]*}", _dispatch)
     return app
+
+
+def authenticators(settings: Settings) -> tuple[Authenticator, ...]:
+    """The identity chain, in order: a token a script sends, porter's own session, a front
+    SSO layer's cookie, then the public user (on public paths only)."""
+    sso = settings.sso
+    chain: list[Authenticator] = []
+    if sso.enabled and sso.bearer:
+        chain.append(tokens.bearer)
+    chain.append(porter_session)
+    if sso.enabled and sso.token_cookie:
+        chain.append(tokens.sso_cookie)
+    if settings.public_session.enabled:
+        chain.append(public_user)
+    return tuple(chain)
 
 
 def public_rules(settings: Settings) -> PublicRules:
@@ -180,60 +204,46 @@ async def _omero_backend(app: web.Application) -> AsyncIterator[None]:
     await app[OMERO].aclose()
 
 
-async def _session_store(app: web.Application) -> AsyncIterator[None]:
+def _add_session_store(app: web.Application) -> None:
     """The session store and its jobs: purge expired sessions, keep used ones alive."""
     settings = app[SETTINGS].session
     backend = app[OMERO]
     store = create_store(settings, on_evict=backend.close)
     app[SESSION_STORE] = store
-    jobs = [
-        purge_job(store, backend.close, settings),
-        keepalive_job(store, backend.keep_alive, settings),
-    ]
-    for job in jobs:
-        job.start()
-    yield
-    for job in jobs:
-        await job.stop()
-    await store.close()
+    app.cleanup_ctx.append(_closing(store.close))
+    app.cleanup_ctx.append(purge_job(store, backend.close, settings).cleanup_ctx)
+    app.cleanup_ctx.append(keepalive_job(store, backend.keep_alive, settings).cleanup_ctx)
 
 
-async def _public_session(app: web.Application) -> AsyncIterator[None]:
+def _add_public_session(app: web.Application) -> None:
     """The shared public session: created on first need, kept alive, closed at shutdown."""
     settings = app[SETTINGS]
     store = app[SESSION_STORE]
-    redis = store.redis if isinstance(store, RedisSessionStore) else None
-    prefix = store.key_prefix if isinstance(store, RedisSessionStore) else "porter:"
 
     async def handoff_public(server_id: int, key: str) -> dict[str, str]:
         return await handoff(app, server_id, key)
 
     public = PublicSession(
-        app[OMERO], settings.public_session, handoff_public, redis=redis, key_prefix=prefix
+        app[OMERO],
+        settings.public_session,
+        handoff_public,
+        redis=store.redis,
+        key_prefix=store.key_prefix,
     )
     app[PUBLIC] = public
-    keepalive = PeriodicJob(
-        "public session keepalive", settings.session.ping_interval / 1000, public.keep_alive
-    )
-    keepalive.start()
-    yield
-    await keepalive.stop()
-    await public.close()
+    app.cleanup_ctx.append(_closing(public.close))
+    interval = settings.session.ping_interval / 1000
+    keepalive = PeriodicJob("public session keepalive", interval, public.keep_alive)
+    app.cleanup_ctx.append(keepalive.cleanup_ctx)
 
 
-async def _sso(app: web.Application) -> AsyncIterator[None]:
+def _add_sso(app: web.Application) -> None:
     """Token verification, porter's own tokens, and the SSO users' OMERO sessions."""
     settings = app[SETTINGS]
     backend = app[OMERO]
-    extra = []
-    if settings.sso.porter_tokens.enabled:
-        issuer = PorterTokenIssuer(settings.sso.porter_tokens)
-        app[PORTER_TOKENS] = issuer
-        extra.append(issuer.trusted_issuer())
-    verifier = JwtVerifier.from_settings(settings.sso, extra=extra)
-    app[JWT_VERIFIER] = verifier
-    protected = [settings.omero.admin_user] if settings.omero.admin_user else []
-    app[SSO_MAPPER] = SsoIdentityMapper(settings.sso, protected=protected)
+    app[SSO_MAPPER] = SsoIdentityMapper(
+        settings.sso, protected=[settings.omero.admin_user] if settings.omero.admin_user else []
+    )
     app[VERIFIED_TOKENS] = VerifiedTokens()
 
     async def handoff_sso(server_id: int, key: str) -> dict[str, str]:
@@ -247,16 +257,35 @@ async def _sso(app: web.Application) -> AsyncIterator[None]:
         allowed_admins=frozenset(settings.sso.allow_admin_accounts),
     )
     app[SSO_SESSIONS] = sessions
-    admin_keepalive = PeriodicJob(
-        "SSO admin session keepalive",
-        settings.session.ping_interval / 1000,
-        backend.keep_admin_alive,
-    )
-    admin_keepalive.start()
+    app.cleanup_ctx.append(_jwt_verifier)
+    app.cleanup_ctx.append(_closing(sessions.close))
+    interval = settings.session.ping_interval / 1000
+    admin = PeriodicJob("SSO admin session keepalive", interval, backend.keep_admin_alive)
+    app.cleanup_ctx.append(admin.cleanup_ctx)
+
+
+async def _jwt_verifier(app: web.Application) -> AsyncIterator[None]:
+    """The verifier fetches JWKS over its own HTTP session: made and closed in the loop."""
+    settings = app[SETTINGS]
+    extra = []
+    if settings.sso.porter_tokens.enabled:
+        issuer = PorterTokenIssuer(settings.sso.porter_tokens)
+        app[PORTER_TOKENS] = issuer
+        extra.append(issuer.trusted_issuer())
+    verifier = JwtVerifier.from_settings(settings.sso, extra=extra)
+    app[JWT_VERIFIER] = verifier
     yield
-    await admin_keepalive.stop()
-    await sessions.close()
     await verifier.aclose()
+
+
+def _closing(close: Callable[[], Awaitable[None]]) -> CleanupContext:
+    """A cleanup context that only closes: the object was built with the app."""
+
+    async def context(app: web.Application) -> AsyncIterator[None]:
+        yield
+        await close()
+
+    return context
 
 
 async def _close_rules(app: web.Application) -> None:

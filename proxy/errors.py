@@ -1,12 +1,28 @@
-"""Error answers: a short HTML page for browsers, JSON for JSON and AJAX clients."""
+"""Porter's answers of its own: error pages (a short HTML page for browsers, JSON for JSON
+and AJAX clients), redirects, and "please log in"."""
 
 from __future__ import annotations
 
 from http import HTTPStatus
+from urllib.parse import quote
 
 from aiohttp import hdrs, web
 
 from proxy.keys import CSRF, SCOPE, SETTINGS, TEMPLATES
+
+# The Cache-Control of every answer porter makes itself (it may depend on the session).
+NO_STORE: dict[str, str] = {hdrs.CACHE_CONTROL: "no-store"}
+
+
+class Refused(Exception):
+    """An answer decided deep inside a handler: `status` and what the user is told.
+    The error middleware answers it."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
 
 # What the user is told; never anything from the failing request itself.
 MESSAGES = {
@@ -38,8 +54,8 @@ def request_id_of(request: web.BaseRequest) -> str:
 
 # Porter's own pages: never framed (the login form cannot be clickjacked), no script at all,
 # forms only to porter, no sniffing; the no-store of every answer porter makes itself.
-PAGE_HEADERS = {
-    hdrs.CACHE_CONTROL: "no-store",
+PAGE_HEADERS: dict[str, str] = {
+    **NO_STORE,
     "X-Frame-Options": "DENY",
     "Content-Security-Policy": (
         "default-src 'none'; style-src 'unsafe-inline'; img-src 'self' data: https:; "
@@ -90,6 +106,15 @@ def error_response(
 
 def redirect(location: str, status: int = 303) -> web.Response:
     """A redirect porter answers itself (never cached: it may depend on the session)."""
-    return web.Response(
-        status=status, headers={hdrs.LOCATION: location, "Cache-Control": "no-store"}
-    )
+    return web.Response(status=status, headers={hdrs.LOCATION: location, **NO_STORE})
+
+
+def login_required(request: web.Request) -> web.StreamResponse:
+    """Browsers go to porter's login page; AJAX and JSON clients get 403 (OMERO.web's
+    JavaScript reloads the page on 403)."""
+    if wants_json(request):
+        return error_response(request, 403, "Login required.")
+    location = request.app[SETTINGS].proxy.prefix + "/porter/login"
+    if request.method == hdrs.METH_GET:
+        location += "?url=" + quote(request.raw_path, safe="")
+    return redirect(location, 302)

@@ -20,9 +20,10 @@ from auth.verified_tokens import VerifiedTokens
 from filters.cors import CorsPolicy
 from filters.forwarded import Client, TrustedProxies
 from filters.hosts import AllowedHosts
-from filters.rules import RuleMatcher
+from filters.rules import Decision, RuleMatcher
 from filters.throttle import LoginThrottle
 from mailer import MailSender
+from proxy.identity.principal import Principal
 from proxy.pages.csrf import COOKIE as CSRF_COOKIE
 from proxy.pages.csrf import Csrf
 from proxy.settings import Settings
@@ -35,17 +36,6 @@ class RequestScope:
     request_id: str
     client: Client
     path: str  # the path below the mount prefix, as received (still percent-encoded)
-
-
-@dataclass(frozen=True)
-class Who:
-    """Who a request runs as, for reports and logs; `secrets` are values to mask there."""
-
-    user: str = "anonymous"
-    server_id: int | None = None
-    secrets: frozenset[str] = frozenset()
-    # A logged-in user's request (its responses must not be stored by shared caches).
-    authenticated: bool = False
 
 
 @dataclass(frozen=True)
@@ -95,7 +85,9 @@ CSRF = web.AppKey("csrf", Csrf)
 WEBSOCKETS = web.AppKey("websockets", set[web.WebSocketResponse])
 
 SCOPE = web.RequestKey("scope", RequestScope)
-WHO = web.RequestKey("who", Who)
+# The path's decision (filters.rules) and who the request runs as (identity chain).
+DECISION = web.RequestKey("decision", Decision)
+PRINCIPAL = web.RequestKey("principal", Principal)
 # The raw path and query to forward: the canonical path, re-encoded, and the query as sent.
 TARGET = web.RequestKey("target", str)
 # Set when the response must clear porter's session cookie (a stale cookie was sent).

@@ -7,7 +7,8 @@ from typing import Any
 from aiohttp import hdrs, web
 
 from mailer import Report
-from proxy.keys import MAILER, SCOPE, WHO, Who
+from proxy.identity.principal import ANONYMOUS
+from proxy.keys import MAILER, PRINCIPAL, SCOPE
 
 # Request headers whose whole value is a secret (the mailer never shows them either).
 _SECRET_HEADERS = (hdrs.AUTHORIZATION, hdrs.PROXY_AUTHORIZATION, "X-CSRFToken")
@@ -15,7 +16,7 @@ _SECRET_HEADERS = (hdrs.AUTHORIZATION, hdrs.PROXY_AUTHORIZATION, "X-CSRFToken")
 
 def _fields(request: web.Request) -> dict[str, Any]:
     scope = request[SCOPE]
-    who = request.get(WHO) or Who()
+    who = request.get(PRINCIPAL, ANONYMOUS)
     known = set(who.secrets)
     known.update(v for v in request.cookies.values() if v)
     known.update(v for name in _SECRET_HEADERS for v in request.headers.getall(name, ()))

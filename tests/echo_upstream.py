@@ -88,6 +88,24 @@ async def slow(request: web.Request) -> web.Response:
     return web.Response(text="slow done")
 
 
+async def slow_logged_out(request: web.Request) -> web.Response:
+    """After a pause, OMERO.web's answer to a session it no longer knows: to its login page."""
+    await _consume(request)
+    request.app[STATE].slow_started.set()
+    await asyncio.sleep(float(request.match_info["seconds"]))
+    raise web.HTTPFound("/webclient/login/?url=/x/")
+
+
+async def slow_cookie(request: web.Request) -> web.Response:
+    """After a pause, an answer that sets OMERO.web's session cookie anew (porter captures it)."""
+    await _consume(request)
+    request.app[STATE].slow_started.set()
+    await asyncio.sleep(float(request.match_info["seconds"]))
+    response = web.Response(text="cookie set")
+    response.set_cookie("sessionid", "rotated-by-omero-web")
+    return response
+
+
 async def slow_body(request: web.Request) -> web.StreamResponse:
     """Headers at once, then silence before the rest of the body."""
     await _consume(request)
@@ -170,6 +188,8 @@ def create_echo_app() -> web.Application:
     app.router.add_route("*", "/download/{size:\\d+}", download)
     app.router.add_route("*", "/slow/{seconds}", slow)
     app.router.add_route("*", "/slow-body/{seconds}", slow_body)
+    app.router.add_route("*", "/slow-logged-out/{seconds}", slow_logged_out)
+    app.router.add_route("*", "/slow-cookie/{seconds}", slow_cookie)
     app.router.add_route("*", "/status/{code:\\d+}", status)
     app.router.add_route("*", "/hop", hop)
     app.router.add_route("*", "/django-500/{tail:.*}", django_500)

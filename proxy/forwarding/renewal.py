@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Mapping
 
 import aiohttp
 from aiohttp import hdrs, web
 from multidict import CIMultiDict
 from yarl import URL
 
-from proxy.forwarding.handoff import rewrite_cookies
-from proxy.forwarding.send import Capture, answer, send
+from proxy.forwarding.cookies import rewrite_cookies
+from proxy.forwarding.send import answer, send
+from proxy.identity.principal import Principal
 from proxy.keys import CLIENT_SESSION, SETTINGS
 
 
@@ -44,32 +45,26 @@ async def _upstream_knows(request: web.Request, cookies: Mapping[str, str]) -> b
         return True  # cannot tell: pass the 403 on as it is
 
 
-# Make the held session good again: its new cookies, or porter's answer when it cannot be.
-Renew = Callable[[], Awaitable[Mapping[str, str] | web.StreamResponse]]
-
 _IDEMPOTENT = frozenset({hdrs.METH_GET, hdrs.METH_HEAD, hdrs.METH_OPTIONS})
 
 
-async def forward_renewing(
-    request: web.Request,
-    cookies: Mapping[str, str],
-    renew: Renew,
-    capture: Capture | None = None,
-) -> web.StreamResponse:
-    """Forward with held OMERO.web `cookies`. If OMERO.web answers as if they were not logged
-    in, `renew()` once; an idempotent request is then sent again (a body already streamed
-    cannot be), any other gets OMERO.web's first answer."""
-    upstream = await send(request, cookies)
+async def forward_renewing(request: web.Request, principal: Principal) -> web.StreamResponse:
+    """Forward as `principal`. If OMERO.web answers as if its held cookies were not logged
+    in, renew once; an idempotent request is then sent again (a body already streamed cannot
+    be), any other gets OMERO.web's first answer. A renewal that fails raises (the error
+    middleware answers), with OMERO.web's first answer released."""
+    upstream = await send(request, principal.cookies)
     if isinstance(upstream, web.Response):
         return upstream
-    if await logged_out_upstream(request, upstream, cookies):
-        renewed = await renew()
-        if isinstance(renewed, web.StreamResponse):
+    if await logged_out_upstream(request, upstream, principal.cookies):
+        try:
+            cookies = await principal.renew()
+        except BaseException:
             upstream.release()
-            return renewed
+            raise
         if request.method in _IDEMPOTENT:
             upstream.release()
-            upstream = await send(request, renewed)
+            upstream = await send(request, cookies)
             if isinstance(upstream, web.Response):
                 return upstream
-    return await answer(request, upstream, capture)
+    return await answer(request, upstream, principal.capture)

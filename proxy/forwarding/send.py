@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Mapping
 
 import aiohttp
 from aiohttp import hdrs, web
@@ -13,8 +13,9 @@ from yarl import URL
 
 from filters.forwarded import FORWARDING_HEADERS, IDENTITY_HEADERS
 from proxy.errors import error_response
-from proxy.forwarding.handoff import rewrite_cookies, take_set_cookies
+from proxy.forwarding.cookies import rewrite_cookies, take_set_cookies
 from proxy.forwarding.headers import end_to_end
+from proxy.identity.principal import Capture
 from proxy.keys import CLIENT_SESSION, COOKIE_NAMES, SCOPE, SETTINGS, TARGET
 from proxy.reporting import report_unavailable, report_upstream_error
 
@@ -26,10 +27,6 @@ SMALL_BODY = 64 * 1024
 
 # Never sent upstream as the client sent them: porter sets these itself.
 REQUEST_DROP = (*FORWARDING_HEADERS, *IDENTITY_HEADERS, hdrs.EXPECT, "X-Request-Id")
-
-
-# Receives the held cookies OMERO.web set on an answer (None: deleted).
-Capture = Callable[[dict[str, str | None]], Awaitable[object]]
 
 
 class BodyTooLarge(Exception):

@@ -1,13 +1,20 @@
-"""Porter's session cookie and who a request belongs to."""
+"""Porter's session: its cookie, and the authenticator of the requests that carry it."""
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from aiohttp import web
 
+from auth.errors import SessionGone
 from auth.sessions import SessionRecord, is_session_id
-from proxy.keys import SCOPE, SESSION_STORE, SETTINGS
+from proxy.forwarding.handoff import handoff
+from proxy.identity.principal import Principal
+from proxy.keys import CLEAR_COOKIE, OMERO, SCOPE, SESSION_STORE, SETTINGS
+
+log = logging.getLogger("porter.proxy")
 
 
 @dataclass(frozen=True)
@@ -32,6 +39,56 @@ async def identify(request: web.Request) -> Identity:
         return Identity(None, stale=True)
     record = await request.app[SESSION_STORE].get(value)
     return Identity(record, stale=record is None)
+
+
+async def porter_session(request: web.Request) -> Principal | None:
+    """The user of the porter cookie; "not me" without one (a stale one is cleared)."""
+    identity = await identify(request)
+    if identity.record is None:
+        if identity.stale:
+            request[CLEAR_COOKIE] = True
+        return None
+    return user_principal(request, identity.record)
+
+
+def user_principal(request: web.Request, record: SessionRecord) -> Principal:
+    store = request.app[SESSION_STORE]
+
+    async def renew() -> Mapping[str, str]:
+        return await renew_user(request, record)
+
+    async def capture(taken: dict[str, str | None]) -> None:
+        await store.update_cookies(record.id, taken)
+
+    return Principal(
+        "user",
+        record.user_name,
+        record.server_id,
+        record.cookies,
+        frozenset({record.omero_session_key, *record.cookies.values()}),
+        renew,
+        capture,
+    )
+
+
+async def renew_user(request: web.Request, record: SessionRecord) -> Mapping[str, str]:
+    """Hand the OMERO session over to OMERO.web again; SessionGone (porter's session ended)
+    when the OMERO session itself is gone."""
+    app = request.app
+    store = app[SESSION_STORE]
+    rid = request[SCOPE].request_id
+    try:
+        await app[OMERO].join(record.server_id, record.omero_session_key)
+    except SessionGone:
+        log.info("OMERO session gone, ending porter session rid=%s", rid)
+        await store.delete(record.id)
+        raise
+    cookies = await handoff(app, record.server_id, record.omero_session_key)
+    renewed = await store.update_cookies(record.id, cookies)
+    if renewed is None:
+        raise SessionGone("the porter session ended while OMERO.web's was renewed")
+    log.info("OMERO.web session renewed rid=%s", rid)
+    return renewed.cookies
 
 
 def cookie_path(request: web.Request) -> str:

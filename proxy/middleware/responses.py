@@ -8,7 +8,7 @@ from aiohttp import hdrs, web
 
 from filters.cors import is_preflight
 from proxy.identity.session import clearing_header
-from proxy.keys import CLEAR_COOKIE, CORS, WHO
+from proxy.keys import CLEAR_COOKIE, CORS, PRINCIPAL
 from proxy.middleware.scope import Handler
 
 # Neither aiohttp's version nor OMERO.web's gunicorn is advertised.
@@ -25,8 +25,12 @@ async def on_response_prepare(request: web.BaseRequest, response: web.StreamResp
             _add_vary(response, value)
         elif name not in response.headers:
             response.headers[name] = value
-    who = request.get(WHO)
-    if who is not None and who.authenticated and hdrs.CACHE_CONTROL not in response.headers:
+    principal = request.get(PRINCIPAL)
+    if (
+        principal is not None
+        and principal.authenticated
+        and hdrs.CACHE_CONTROL not in response.headers
+    ):
         # One user's page must never be stored by a shared cache for another.
         response.headers[hdrs.CACHE_CONTROL] = "private"
     if request.get(CLEAR_COOKIE):  # cookies became headers already: add the header itself

@@ -1,4 +1,4 @@
-"""The outermost middleware: request id, client address, access log, last-resort 500."""
+"""The outermost middleware: request id, client address, Host, access log."""
 
 from __future__ import annotations
 
@@ -7,14 +7,12 @@ import logging
 import re
 import secrets
 import time
-import traceback
 from collections.abc import Awaitable, Callable
 
 from aiohttp import hdrs, web
 
 from proxy.errors import error_response
 from proxy.keys import ALLOWED_HOSTS, SCOPE, SETTINGS, TRUSTED_PROXIES, RequestScope
-from proxy.reporting import report_exception
 
 log = logging.getLogger("porter.proxy")
 access_log = logging.getLogger("porter.access")
@@ -22,6 +20,7 @@ access_log = logging.getLogger("porter.access")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{8,64}$")
+_REQUEST_ID_HEADER = "X-Request-Id"
 
 
 # Ids only need to be unique, not secret: a random per-process prefix and a counter.
@@ -44,7 +43,7 @@ def _scope_for(request: web.Request) -> RequestScope:
         request.headers.getall(hdrs.X_FORWARDED_HOST, ()),
     )
     request_id = new_request_id()
-    incoming = request.headers.get("X-Request-Id", "")
+    incoming = request.headers.get(_REQUEST_ID_HEADER, "")
     # A front proxy we trust may have named the request already; keep its id for tracing.
     if len(client.forwarded_for) > 1 and _REQUEST_ID.match(incoming):
         request_id = incoming
@@ -57,7 +56,8 @@ def _scope_for(request: web.Request) -> RequestScope:
 
 @web.middleware
 async def request_scope(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Name the request, resolve its client, log it once, and turn a crash into a 500 page."""
+    """Name the request, resolve its client and Host, and log it once (errors are the
+    error boundary's, the next middleware)."""
     started = time.perf_counter()
     scope = _scope_for(request)
     request[SCOPE] = scope
@@ -69,18 +69,9 @@ async def request_scope(request: web.Request, handler: Handler) -> web.StreamRes
         else:
             response = await handler(request)
         status = response.status
-    except web.HTTPException as exc:
+    except web.HTTPException as exc:  # a redirect raised (the boundary answers the others)
         status = exc.status
-        if exc.status < 400:
-            raise
-        response = error_response(request, exc.status, headers=_allow_header(exc))
-    except ConnectionResetError:
-        log.debug("client gone rid=%s", scope.request_id)
         raise
-    except Exception as exc:
-        log.exception("unhandled error rid=%s %s", scope.request_id, request.method)
-        report_exception(request, exc)
-        response = error_response(request, 500, traceback=traceback.format_exc())
     finally:
         if request.app[SETTINGS].proxy.access_log:
             # The path only: a query string can carry tokens.
@@ -94,7 +85,7 @@ async def request_scope(request: web.Request, handler: Handler) -> web.StreamRes
                 scope.request_id,
             )
     if not response.prepared:
-        response.headers["X-Request-Id"] = scope.request_id
+        response.headers[_REQUEST_ID_HEADER] = scope.request_id
     return response
 
 
@@ -109,8 +100,3 @@ def _host_refused(request: web.Request, scope: RequestScope) -> bool:
         return False
     log.info("refused Host rid=%s (length %d)", scope.request_id, len(host))
     return True
-
-
-def _allow_header(exc: web.HTTPException) -> dict[str, str] | None:
-    allow = exc.headers.get(hdrs.ALLOW)
-    return {hdrs.ALLOW: allow} if allow else None

@@ -26,7 +26,7 @@ from auth.omero_backend import OmeroLogin
 from auth.sessions import SessionRecord
 from auth.store import SessionStoreUnavailable
 from filters.redirects import safe_redirect
-from proxy.errors import PAGE_HEADERS, error_response, redirect
+from proxy.errors import NO_STORE, PAGE_HEADERS, error_response, redirect
 from proxy.forwarding.handoff import handoff
 from proxy.identity.session import clear_session_cookie, identify, set_session_cookie
 from proxy.keys import CSRF, OMERO, SCOPE, SESSION_STORE, SETTINGS, TEMPLATES, THROTTLE
@@ -35,7 +35,6 @@ from proxy.pages.django_csrf import django_csrf_valid, new_django_secret
 log = logging.getLogger("porter.login")
 
 MAX_FORM = 16 * 1024
-_NO_STORE = {"Cache-Control": "no-store"}
 
 
 class FormTooLarge(Exception):
@@ -104,10 +103,7 @@ def render_login(
 async def login_page(request: web.Request) -> web.StreamResponse:
     """GET: the form, or straight on when the browser is logged in already."""
     target = request.query.get("url")
-    try:
-        identity = await identify(request)
-    except SessionStoreUnavailable:
-        return error_response(request, 503, "The session store is unavailable. Please retry.")
+    identity = await identify(request)
     if identity.record is not None:
         return redirect(landing(request, target), 302)
     notice = "You have been logged out." if "logged_out" in request.query else ""
@@ -308,7 +304,7 @@ async def api_login(request: web.Request) -> web.StreamResponse:
         "groupName": login.group_name,
         "isAdmin": login.is_admin,
     }
-    response = web.json_response({"success": True, "eventContext": context}, headers=_NO_STORE)
+    response = web.json_response({"success": True, "eventContext": context}, headers=NO_STORE)
     set_session_cookie(request, response, record.id)
     return response
 
@@ -322,7 +318,7 @@ async def api_token(request: web.Request) -> web.StreamResponse:
     secret = request.cookies.get("csrftoken", "")
     if not django_csrf_valid(secret, secret):
         secret = new_django_secret()
-    response = web.json_response({"data": secret}, headers=_NO_STORE)
+    response = web.json_response({"data": secret}, headers=NO_STORE)
     response.set_cookie(
         "csrftoken",
         secret,
@@ -339,10 +335,7 @@ async def api_token(request: web.Request) -> web.StreamResponse:
 
 async def logout_page(request: web.Request) -> web.StreamResponse:
     """GET: ask before logging out (a link alone must not log anyone out)."""
-    try:
-        identity = await identify(request)
-    except SessionStoreUnavailable:
-        return error_response(request, 503, "The session store is unavailable. Please retry.")
+    identity = await identify(request)
     if identity.record is None:
         response = redirect(_prefix(request) + "/porter/login")
         if identity.stale:
@@ -395,13 +388,10 @@ def _same_origin(request: web.Request) -> bool:
 
 
 async def _log_out(request: web.Request) -> web.StreamResponse:
-    try:
-        identity = await identify(request)
-        if identity.record is not None:
-            await end_session(request, identity.record)
-            log.info("logout user=%s rid=%s", identity.record.user_name, request[SCOPE].request_id)
-    except SessionStoreUnavailable:
-        return error_response(request, 503, "The session store is unavailable. Please retry.")
+    identity = await identify(request)
+    if identity.record is not None:
+        await end_session(request, identity.record)
+        log.info("logout user=%s rid=%s", identity.record.user_name, request[SCOPE].request_id)
     response = redirect(_prefix(request) + "/porter/login?logged_out=1")
     clear_session_cookie(request, response)
     return response

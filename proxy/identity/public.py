@@ -1,0 +1,52 @@
+"""The public user: anonymous requests on public paths, all on ONE shared OMERO session."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+
+from aiohttp import web
+
+from auth.errors import HandoffFailed, OmeroError
+from proxy.errors import Refused
+from proxy.identity.principal import Principal
+from proxy.keys import DECISION, PUBLIC, SCOPE
+
+log = logging.getLogger("porter.proxy")
+
+UNAVAILABLE = "Public access is unavailable at the moment."
+
+
+async def public_user(request: web.Request) -> Principal | None:
+    """The shared public user, when the path was decided public; no per-visitor state
+    anywhere, and no capture: OMERO.web's session cookies never reach anonymous visitors."""
+    public = request.app.get(PUBLIC)
+    if public is None or request[DECISION].kind != "public":
+        return None
+    with _unavailable(request):
+        login = await public.get()
+
+    async def renew() -> Mapping[str, str]:
+        # OMERO dropped the public session: make a new one (single-flight).
+        await public.invalidate(login.server_id, login.session_key)
+        with _unavailable(request):
+            return (await public.get()).cookies
+
+    return Principal(
+        "public",
+        "public",
+        login.server_id,
+        login.cookies,
+        frozenset({login.session_key, *login.cookies.values()}),
+        renew,
+    )
+
+
+@contextmanager
+def _unavailable(request: web.Request) -> Iterator[None]:
+    try:
+        yield
+    except (OmeroError, HandoffFailed) as exc:
+        log.warning("public session unavailable rid=%s: %s", request[SCOPE].request_id, exc)
+        raise Refused(503, UNAVAILABLE) from None
