@@ -62,6 +62,7 @@ class SsoSessions:
             maxsize=max_users, ttl=max(1.0, ttl * 0.95)
         )
         self._creations: SingleFlight[tuple[int, str], SsoLogin] = SingleFlight("SSO session")
+        self._closing: set[asyncio.Task[None]] = set()
         self.created = 0  # OMERO sessions made (for tests and benchmarks)
 
     async def get(self, server_id: int, user_name: str, client_ip: str | None) -> SsoLogin:
@@ -92,7 +93,7 @@ class SsoSessions:
             )
         return login
 
-    async def _close_quietly(self, login: OmeroLogin) -> None:
+    async def _close_quietly(self, login: OmeroLogin | SsoLogin) -> None:
         with contextlib.suppress(OmeroError):
             await self._backend.close(login.server_id, login.session_key)
 
@@ -117,11 +118,17 @@ class SsoSessions:
         held = self._held.get(key)
         if held is not None and held.session_key == login.session_key:
             del self._held[key]
+            # OMERO.web may only have lost its cookie: end the OMERO session too, off the
+            # request path, so no session is left until its time-to-idle
+            task = asyncio.create_task(self._close_quietly(login))
+            self._closing.add(task)
+            task.add_done_callback(self._closing.discard)
 
     async def close(self) -> None:
         """Cancel the creations in flight (a session they made is closed), then close every
         held session on its server (at shutdown)."""
         await self._creations.close()
+        await asyncio.gather(*self._closing, return_exceptions=True)
         held = list(self._held.values())
         self._held.clear()
         for login in held:

@@ -61,6 +61,9 @@ class CookieNames:
 # A readiness check answers (ok, detail); detail is shown on /porter/readyz.
 ReadinessCheck = Callable[[], Awaitable[tuple[bool, str]]]
 
+# The request id's header, both ways (hdrs has no constant for it).
+REQUEST_ID = "X-Request-Id"
+
 SETTINGS = web.AppKey("settings", Settings)
 COOKIE_NAMES = web.AppKey("cookie_names", CookieNames)
 CLIENT_SESSION = web.AppKey("client_session", aiohttp.ClientSession)

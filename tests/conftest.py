@@ -8,4 +8,5 @@ pytest_plugins = [
     "tests.redis_fixture",
     "tests.gateway_fixtures",
     "tests.browser_fixtures",
+    "tests.session_fixtures",
 ]

@@ -7,7 +7,7 @@ import asyncio
 import os
 import signal
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -15,7 +15,6 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from auth.omero_backend import OmeroBackend
-from auth.omero_settings import OmeroSettings
 from auth.public_settings import PublicSessionSettings
 from auth.session_settings import SessionSettings
 from filters.settings import PublicRuleSettings
@@ -25,6 +24,7 @@ from proxy.settings import LoginSettings
 from tests.omero_sim.fixture import OmeroSim
 from tests.porter_fixtures import PorterFactory, Upstream
 from tests.redis_fixture import RedisServer
+from tests.session_fixtures import logged_in_as_alice, omero
 from tests.test_error_mail import add_boom
 
 Client = TestClient[Any, Any]
@@ -41,11 +41,6 @@ def redis_sessions(server: RedisServer) -> SessionSettings:
     )
 
 
-def omero(sim: OmeroSim) -> OmeroSettings:
-    entry = sim.server_list_entry()
-    return OmeroSettings(server_list=((entry[0], entry[1], entry[2]),), call_timeout=3.0)
-
-
 @contextmanager
 def stopped(redis: RedisServer) -> Iterator[None]:
     """Redis stops answering (as a hung or unreachable server) until the block ends."""
@@ -55,35 +50,6 @@ def stopped(redis: RedisServer) -> Iterator[None]:
         yield
     finally:
         os.kill(pid, signal.SIGCONT)
-
-
-@pytest.fixture
-async def backend(omero_sim: OmeroSim) -> AsyncIterator[OmeroBackend]:
-    async with OmeroBackend(omero(omero_sim)) as made:
-        yield made
-
-
-async def logged_in_as_alice(
-    porter: PorterFactory,
-    sim: OmeroSim,
-    backend: OmeroBackend,
-    proxy: dict[str, Any] | None = None,
-    **sections: Any,
-) -> tuple[Client, str]:
-    """A porter client holding the session of a real OMERO login of alice (its key)."""
-    client = await porter(
-        logged_in=False, sections={"omero": omero(sim), **sections}, **(proxy or {})
-    )
-    login = await backend.login(1, "alice", sim.users["alice"])
-    record = await client.app[SESSION_STORE].create(
-        server_id=1,
-        omero_session_key=login.session_key,
-        user_id=login.user_id,
-        user_name="alice",
-        cookies={"sessionid": "held-by-porter"},
-    )
-    client.session.cookie_jar.update_cookies({"porter_session": record.id})
-    return client, login.session_key
 
 
 async def _mid_request(
@@ -119,10 +85,12 @@ async def test_store_stopped_while_capturing_a_new_omero_web_cookie_is_503(
     echo_upstream: Upstream,
     porter: PorterFactory,
     omero_sim: OmeroSim,
-    backend: OmeroBackend,
+    omero_backend: OmeroBackend,
 ) -> None:
     redis = redis_server_factory()
-    client, _ = await logged_in_as_alice(porter, omero_sim, backend, session=redis_sessions(redis))
+    client, _ = await logged_in_as_alice(
+        porter, omero_sim, omero_backend, session=redis_sessions(redis)
+    )
     status, body, headers = await _mid_request(client, echo_upstream, redis, "/slow-cookie/0.3")
     assert status == 503
     assert "session store" in body.lower()
@@ -135,13 +103,13 @@ async def test_store_stopped_while_renewing_omero_webs_session_is_503(
     echo_upstream: Upstream,
     porter: PorterFactory,
     omero_sim: OmeroSim,
-    backend: OmeroBackend,
+    omero_backend: OmeroBackend,
 ) -> None:
     redis = redis_server_factory()
     client, _ = await logged_in_as_alice(
         porter,
         omero_sim,
-        backend,
+        omero_backend,
         proxy={"upstream_connections": 1},  # one pooled connection: a leak would hang below
         session=redis_sessions(redis),
     )
@@ -180,9 +148,9 @@ async def test_store_stopped_before_the_public_session_exists_is_503(
 
 
 async def test_omero_session_gone_means_log_in_again_with_the_cookie_cleared(
-    echo_upstream: Upstream, porter: PorterFactory, omero_sim: OmeroSim, backend: OmeroBackend
+    echo_upstream: Upstream, porter: PorterFactory, omero_sim: OmeroSim, omero_backend: OmeroBackend
 ) -> None:
-    client, key = await logged_in_as_alice(porter, omero_sim, backend)
+    client, key = await logged_in_as_alice(porter, omero_sim, omero_backend)
     assert omero_sim.kill_session(key)
     resp = await client.get("/slow-logged-out/0", allow_redirects=False)
     assert resp.status == 302
@@ -193,19 +161,19 @@ async def test_omero_session_gone_means_log_in_again_with_the_cookie_cleared(
 
 
 async def test_omero_web_refusing_the_renewal_handoff_is_502(
-    echo_upstream: Upstream, porter: PorterFactory, omero_sim: OmeroSim, backend: OmeroBackend
+    echo_upstream: Upstream, porter: PorterFactory, omero_sim: OmeroSim, omero_backend: OmeroBackend
 ) -> None:
     client, _ = await logged_in_as_alice(
-        porter, omero_sim, backend, login=LoginSettings(handoff_path="/status/404")
+        porter, omero_sim, omero_backend, login=LoginSettings(handoff_path="/status/404")
     )
     resp = await client.get("/slow-logged-out/0", allow_redirects=False)
     assert resp.status == 502
 
 
 async def test_omero_server_down_while_renewing_is_503(
-    echo_upstream: Upstream, porter: PorterFactory, omero_sim: OmeroSim, backend: OmeroBackend
+    echo_upstream: Upstream, porter: PorterFactory, omero_sim: OmeroSim, omero_backend: OmeroBackend
 ) -> None:
-    client, _ = await logged_in_as_alice(porter, omero_sim, backend)
+    client, _ = await logged_in_as_alice(porter, omero_sim, omero_backend)
     omero_sim.down()
     try:
         resp = await client.get("/slow-logged-out/0", allow_redirects=False)

@@ -16,7 +16,7 @@ from proxy.errors import error_response
 from proxy.forwarding.cookies import rewrite_cookies, take_set_cookies
 from proxy.forwarding.headers import end_to_end
 from proxy.identity.principal import Capture
-from proxy.keys import CLIENT_SESSION, COOKIE_NAMES, SCOPE, SETTINGS, TARGET
+from proxy.keys import CLIENT_SESSION, COOKIE_NAMES, REQUEST_ID, SCOPE, SETTINGS, TARGET
 from proxy.reporting import report_unavailable, report_upstream_error
 
 log = logging.getLogger("porter.proxy")
@@ -26,7 +26,7 @@ CHUNK = 64 * 1024
 SMALL_BODY = 64 * 1024
 
 # Never sent upstream as the client sent them: porter sets these itself.
-REQUEST_DROP = (*FORWARDING_HEADERS, *IDENTITY_HEADERS, hdrs.EXPECT, "X-Request-Id")
+REQUEST_DROP = (*FORWARDING_HEADERS, *IDENTITY_HEADERS, hdrs.EXPECT, REQUEST_ID)
 
 
 class BodyTooLarge(Exception):
@@ -65,7 +65,7 @@ def upstream_headers(
     headers[hdrs.X_FORWARDED_PROTO] = scope.client.scheme
     if scope.client.host:
         headers[hdrs.X_FORWARDED_HOST] = scope.client.host
-    headers["X-Request-Id"] = scope.request_id
+    headers[REQUEST_ID] = scope.request_id
     app = request.app
     sso = app[SETTINGS].sso
     if sso.enabled and sso.bearer:  # porter consumes bearer tokens; OMERO.web never sees one
@@ -186,7 +186,7 @@ async def relay(
     request: web.Request, upstream: aiohttp.ClientResponse, headers: CIMultiDict[str]
 ) -> web.StreamResponse:
     """Send OMERO.web's answer to the client: short bodies at once, the rest streamed."""
-    headers["X-Request-Id"] = request[SCOPE].request_id
+    headers[REQUEST_ID] = request[SCOPE].request_id
     if _small_body(request, upstream):
         try:
             body = await upstream.read()

@@ -11,7 +11,7 @@ from aiohttp import hdrs, web
 
 from proxy.errors import error_response
 from proxy.forwarding.send import upstream_headers, upstream_url
-from proxy.keys import CLIENT_SESSION, SCOPE, WEBSOCKETS
+from proxy.keys import CLIENT_SESSION, REQUEST_ID, SCOPE, WEBSOCKETS
 
 log = logging.getLogger("porter.proxy")
 
@@ -58,7 +58,7 @@ async def forward_websocket(
     client = web.WebSocketResponse(
         protocols=(upstream.protocol,) if upstream.protocol else (), autoping=False
     )
-    client.headers["X-Request-Id"] = request[SCOPE].request_id
+    client.headers[REQUEST_ID] = request[SCOPE].request_id
     await client.prepare(request)
     request.app[WEBSOCKETS].add(client)
     try:

@@ -12,7 +12,7 @@ from collections.abc import Awaitable, Callable
 from aiohttp import hdrs, web
 
 from proxy.errors import error_response
-from proxy.keys import ALLOWED_HOSTS, SCOPE, SETTINGS, TRUSTED_PROXIES, RequestScope
+from proxy.keys import ALLOWED_HOSTS, REQUEST_ID, SCOPE, SETTINGS, TRUSTED_PROXIES, RequestScope
 
 log = logging.getLogger("porter.proxy")
 access_log = logging.getLogger("porter.access")
@@ -20,7 +20,6 @@ access_log = logging.getLogger("porter.access")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{8,64}$")
-_REQUEST_ID_HEADER = "X-Request-Id"
 
 
 # Ids only need to be unique, not secret: a random per-process prefix and a counter.
@@ -43,7 +42,7 @@ def _scope_for(request: web.Request) -> RequestScope:
         request.headers.getall(hdrs.X_FORWARDED_HOST, ()),
     )
     request_id = new_request_id()
-    incoming = request.headers.get(_REQUEST_ID_HEADER, "")
+    incoming = request.headers.get(REQUEST_ID, "")
     # A front proxy we trust may have named the request already; keep its id for tracing.
     if len(client.forwarded_for) > 1 and _REQUEST_ID.match(incoming):
         request_id = incoming
@@ -85,7 +84,7 @@ async def request_scope(request: web.Request, handler: Handler) -> web.StreamRes
                 scope.request_id,
             )
     if not response.prepared:
-        response.headers[_REQUEST_ID_HEADER] = scope.request_id
+        response.headers[REQUEST_ID] = scope.request_id
     return response
 
 

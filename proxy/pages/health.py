@@ -11,6 +11,7 @@ from yarl import URL
 
 from auth.servers import Server
 from auth.store import SessionStoreUnavailable
+from proxy.errors import NO_STORE
 from proxy.keys import (
     CLIENT_SESSION,
     OMERO,
@@ -27,7 +28,7 @@ RESERVED = "/porter/"
 
 async def healthz(request: web.Request) -> web.Response:
     """The process is alive and its event loop answers."""
-    return web.json_response({"status": "ok"}, headers={"Cache-Control": "no-store"})
+    return web.json_response({"status": "ok"}, headers=NO_STORE)
 
 
 async def readyz(request: web.Request) -> web.Response:
@@ -48,7 +49,7 @@ async def readyz(request: web.Request) -> web.Response:
     return web.json_response(
         body,
         status=200 if ready else 503,
-        headers={"Cache-Control": "no-store"},
+        headers=NO_STORE,
     )
 
 

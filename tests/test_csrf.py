@@ -1,0 +1,64 @@
+"""proxy/pages/csrf.py: signed double-submit tokens for porter's own forms."""
+
+from __future__ import annotations
+
+import aiohttp
+from aiohttp import web
+
+from proxy.keys import CSRF
+from tests.porter_fixtures import PorterFactory, Upstream
+
+SECRET = "a-shared-secret-key-of-at-least-32-characters"
+
+
+async def issue(request: web.Request) -> web.Response:
+    response = web.Response()
+    response.text = request.app[CSRF].token(request, response, request.query["purpose"])
+    return response
+
+
+async def check(request: web.Request) -> web.Response:
+    form = await request.post()
+    token = form.get("token")
+    ok = request.app[CSRF].valid(request, str(token) if token else None, request.query["purpose"])
+    return web.json_response(ok)
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_get("/porter/test-only-csrf", issue)
+    app.router.add_post("/porter/test-only-csrf", check)
+
+
+async def test_a_token_holds_only_for_its_nonce_purpose_and_secret(
+    echo_upstream: Upstream, porter: PorterFactory
+) -> None:
+    client = await porter(secret_key=SECRET, configure=add_routes)
+    resp = await client.get("/porter/test-only-csrf?purpose=login")
+    token = await resp.text()
+    nonce = resp.cookies["porter_csrf"]
+    assert nonce["httponly"]
+    assert nonce["samesite"] == "Strict"
+
+    async def valid(purpose: str, value: str) -> bool:
+        answer = await client.post(
+            f"/porter/test-only-csrf?purpose={purpose}", data={"token": value}
+        )
+        return bool(await answer.json())
+
+    assert await valid("login", token)
+    assert not await valid("logout", token)  # another form's token
+    assert not await valid("login", token[:-1] + ("0" if token[-1] != "0" else "1"))
+    assert not await valid("login", "")
+    # the same nonce gives the same token: a second page view keeps working
+    assert await (await client.get("/porter/test-only-csrf?purpose=login")).text() == token
+
+    # another porter process with the same secret_key accepts it; a stranger's cookie jar not
+    other = await porter(secret_key=SECRET, configure=add_routes)
+    other.session.cookie_jar.update_cookies({"porter_csrf": nonce.value})
+    answer = await other.post("/porter/test-only-csrf?purpose=login", data={"token": token})
+    assert await answer.json() is True
+    async with aiohttp.ClientSession() as stranger:
+        answer = await stranger.post(
+            other.make_url("/porter/test-only-csrf?purpose=login"), data={"token": token}
+        )
+        assert await answer.json() is False  # no nonce cookie
