@@ -26,6 +26,7 @@ from filters.hosts import AllowedHosts
 from filters.rules import PublicRules, RuleMatcher
 from filters.throttle import LoginThrottle
 from mailer import MailSender
+from proxy.csrf import Csrf
 from proxy.errors import error_response
 from proxy.forwarding.handoff import handoff
 from proxy.gate import gate
@@ -63,7 +64,6 @@ from proxy.middleware.errors import error_boundary
 from proxy.middleware.responses import cors_preflight, on_response_prepare
 from proxy.middleware.scope import request_scope
 from proxy.pages import health, login, sso
-from proxy.pages.csrf import Csrf
 from proxy.pages.feedback import feedback
 from proxy.settings import Settings
 

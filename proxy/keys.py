@@ -23,9 +23,9 @@ from filters.hosts import AllowedHosts
 from filters.rules import Decision, RuleMatcher
 from filters.throttle import LoginThrottle
 from mailer import MailSender
-from proxy.identity.principal import Principal
-from proxy.pages.csrf import COOKIE as CSRF_COOKIE
-from proxy.pages.csrf import Csrf
+from proxy.csrf import COOKIE as CSRF_COOKIE
+from proxy.csrf import Csrf
+from proxy.principal import Principal
 from proxy.settings import Settings
 
 

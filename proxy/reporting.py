@@ -7,8 +7,8 @@ from typing import Any
 from aiohttp import hdrs, web
 
 from mailer import Report
-from proxy.identity.principal import ANONYMOUS
 from proxy.keys import MAILER, PRINCIPAL, SCOPE
+from proxy.principal import ANONYMOUS
 
 # Request headers whose whole value is a secret (the mailer never shows them either).
 _SECRET_HEADERS = (hdrs.AUTHORIZATION, hdrs.PROXY_AUTHORIZATION, "X-CSRFToken")

@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 
 from playwright.sync_api import Page
 
-from proxy.pages.csrf import COOKIE as CSRF_COOKIE
+from proxy.csrf import COOKIE as CSRF_COOKIE
 from tests.gateway_fixtures import Gateway, GatewayFactory
 from tests.omero_sim.fixture import OmeroSim
 from tests.porter_fixtures import PorterFactory, free_port

@@ -16,11 +16,11 @@ from auth.public_settings import PublicSessionSettings
 from filters.settings import PublicRuleSettings
 from proxy.app import authenticators
 from proxy.identity.chain import authenticate
-from proxy.identity.principal import Principal
 from proxy.identity.public import public_user
 from proxy.identity.session import porter_session
 from proxy.identity.tokens import bearer, sso_cookie
 from proxy.keys import DECISION, PUBLIC_RULES
+from proxy.principal import Principal
 from proxy.settings import ProxySettings, Settings
 from tests.omero_sim.fixture import OmeroSim
 from tests.porter_fixtures import PorterFactory, Upstream

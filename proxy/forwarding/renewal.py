@@ -11,8 +11,8 @@ from yarl import URL
 
 from proxy.forwarding.cookies import rewrite_cookies
 from proxy.forwarding.send import answer, send
-from proxy.identity.principal import Principal
 from proxy.keys import CLIENT_SESSION, SETTINGS
+from proxy.principal import Principal
 
 
 async def logged_out_upstream(

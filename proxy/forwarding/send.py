@@ -15,8 +15,8 @@ from filters.forwarded import FORWARDING_HEADERS, IDENTITY_HEADERS
 from proxy.errors import error_response
 from proxy.forwarding.cookies import rewrite_cookies, take_set_cookies
 from proxy.forwarding.headers import end_to_end
-from proxy.identity.principal import Capture
 from proxy.keys import CLIENT_SESSION, COOKIE_NAMES, REQUEST_ID, SCOPE, SETTINGS, TARGET
+from proxy.principal import Capture
 from proxy.reporting import report_unavailable, report_upstream_error
 
 log = logging.getLogger("porter.proxy")

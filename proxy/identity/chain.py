@@ -12,7 +12,7 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
-from proxy.identity.principal import Principal
+from proxy.principal import Principal
 
 Authenticator = Callable[[web.Request], Awaitable[Principal | None]]
 

@@ -10,8 +10,8 @@ from aiohttp import web
 
 from auth.errors import HandoffFailed, OmeroError
 from proxy.errors import Refused
-from proxy.identity.principal import Principal
 from proxy.keys import DECISION, PUBLIC, SCOPE
+from proxy.principal import Principal
 
 log = logging.getLogger("porter.proxy")
 

@@ -11,8 +11,8 @@ from aiohttp import web
 from auth.errors import SessionGone
 from auth.sessions import SessionRecord, is_session_id
 from proxy.forwarding.handoff import handoff
-from proxy.identity.principal import Principal
 from proxy.keys import CLEAR_COOKIE, OMERO, SCOPE, SESSION_STORE, SETTINGS
+from proxy.principal import Principal
 
 log = logging.getLogger("porter.proxy")
 

@@ -21,7 +21,6 @@ from auth.errors import AdminRefused, InvalidCredentials, PermissionDenied
 from auth.jwt_verify import SsoError, TokenRejected, VerifiedToken
 from auth.sso_identity import SsoIdentity
 from auth.sso_sessions import SsoLogin
-from proxy.identity.principal import Principal
 from proxy.keys import (
     JWT_VERIFIER,
     SCOPE,
@@ -30,6 +29,7 @@ from proxy.keys import (
     SSO_SESSIONS,
     VERIFIED_TOKENS,
 )
+from proxy.principal import Principal
 
 log = logging.getLogger("porter.sso")
 

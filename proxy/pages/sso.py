@@ -11,7 +11,6 @@ from aiohttp import hdrs, web
 from auth.errors import OmeroError
 from auth.jwt_verify import SsoError, TokenRejected, VerifiedToken
 from proxy.errors import NO_STORE, error_response, redirect
-from proxy.identity.principal import Principal
 from proxy.identity.session import identify, set_session_cookie
 from proxy.identity.tokens import SSO_UNAVAILABLE, server_of, sso_meanings, verified_identity
 from proxy.keys import OMERO, PORTER_TOKENS, PRINCIPAL, SCOPE, SESSION_STORE, SETTINGS, SSO_SESSIONS
@@ -23,6 +22,7 @@ from proxy.pages.login import (
     read_form,
     start_session,
 )
+from proxy.principal import Principal
 
 log = logging.getLogger("porter.sso")
 
