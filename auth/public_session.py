@@ -49,6 +49,7 @@ Handoff = Callable[[int, str], Awaitable[Mapping[str, str]]]
 
 _COOKIE = "c:"
 _MAX_POLL = 0.25  # seconds between looks at Redis while another process creates the session
+_MAX_DEAD = 64  # keys remembered per server as dropped while Redis was unreachable
 
 _UNLOCK = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
@@ -199,6 +200,7 @@ class PublicSession:
         self._flights: SingleFlight[int, PublicLogin] = SingleFlight("public session")
         self._failures: dict[int, _Failure] = {}
         self._joined: set[int] = set()
+        self._dead: dict[int, set[str]] = {}  # dropped while the store could not be told
         self._closing: set[asyncio.Task[None]] = set()
         self._closed = False
 
@@ -274,14 +276,14 @@ class PublicSession:
         delay = 0.01
         try:
             while True:
-                found = await shared.read(server_id)
+                found = await self._read_live(shared, server_id)
                 if found is None and await shared.lock(
                     server_id, self._token, self._settings.create_timeout
                 ):
                     try:
-                        found = await shared.read(server_id) or await self._create_shared(
+                        found = await self._read_live(
                             shared, server_id
-                        )
+                        ) or await self._create_shared(shared, server_id)
                     finally:
                         with contextlib.suppress(SessionStoreUnavailable):
                             await shared.unlock(server_id, self._token)
@@ -304,13 +306,42 @@ class PublicSession:
             log.warning("public session of server %d: store unavailable, keeping it", server_id)
             return held.login
 
+    async def _read_live(self, shared: _SharedEntries, server_id: int) -> PublicLogin | None:
+        """The shared entry, unless it names a session this process dropped while the store
+        could not be told (then it is dropped now, and not adopted)."""
+        found = await shared.read(server_id)
+        if found is not None and found.session_key in self._dead.get(server_id, ()):
+            await shared.drop(server_id, found.session_key)
+            self._dead[server_id].discard(found.session_key)
+            return None
+        return found
+
     async def _create_shared(self, shared: _SharedEntries, server_id: int) -> PublicLogin:
-        login = await self._create(server_id)
+        """Under the lock, with no shared entry: this process's own session when it is still
+        alive (the store lost its data, e.g. a Redis restart), else a new one."""
+        held = self._held.get(server_id)
+        login = await self._still_alive(held.login) if held is not None else None
+        if login is None:
+            login = await self._create(server_id)
+        else:
+            log.info("public session of server %d: written back to the store", server_id)
         try:
             await shared.write(login)
         except SessionStoreUnavailable:
             log.warning("public session of server %d: not shared, store unavailable", server_id)
         return login
+
+    async def _still_alive(self, login: PublicLogin) -> PublicLogin | None:
+        """`login` if OMERO still has its session; else it is closed (never leaked)."""
+        try:
+            alive = await self._backend.keep_alive(login.server_id, login.session_key)
+        except OmeroError:
+            alive = False
+        if alive:
+            return login
+        self._held.pop(login.server_id, None)
+        await self._close_quietly(login.server_id, login.session_key)
+        return None
 
     def _drop(self, server_id: int, session_key: str) -> bool:
         held = self._held.get(server_id)
@@ -326,6 +357,10 @@ class PublicSession:
                 dropped = await self._shared.drop(server_id, session_key) or dropped
             except SessionStoreUnavailable:
                 log.warning("public session of server %d: store unavailable on drop", server_id)
+                # remembered, so the dead key is not adopted again once the store is back
+                dead = self._dead.setdefault(server_id, set())
+                if len(dead) < _MAX_DEAD:
+                    dead.add(session_key)
         return dropped
 
     async def invalidate(self, server: int | str, session_key: str) -> None:

@@ -581,3 +581,80 @@ def test_enabled_without_user_or_password_names_both_keys() -> None:
 def test_disabled_public_access_needs_no_account() -> None:
     assert PublicSessionSettings().problems() == []
     assert PublicSessionSettings(enabled=True, user="public", password="x").problems() == []
+
+
+def private_redis(server: RedisServer) -> Redis:
+    # bounded timeouts and no retries, as RedisSessionStore.from_settings builds its client
+    return Redis(
+        host="127.0.0.1",
+        port=server.port,
+        password=server.password,
+        decode_responses=True,
+        socket_timeout=0.5,
+        socket_connect_timeout=0.5,
+        retry=Retry(NoBackoff(), 0),
+    )
+
+
+async def test_a_redis_restart_that_loses_data_writes_the_held_session_back(
+    omero_sim: OmeroSim, backend: OmeroBackend, redis_server_factory: Any
+) -> None:
+    server = redis_server_factory()
+    redis = private_redis(server)
+    settings = public_settings(omero_sim, recheck_interval=0.0)
+    public = PublicSession(backend, settings, RecordingHandoff(), redis=redis, key_prefix="p:")
+    held = await public.get()
+    server.stop()
+    server.start()  # empty: no persistence
+    await public.get()  # may meet the old, dead connection: the held session is kept
+    again = await public.get()
+    assert again.session_key == held.session_key  # the same one, written back
+    assert await redis.hget("p:public:1", "key") == held.session_key
+    assert omero_sim.stats()["logins"] == 1  # no second public session: nothing leaked
+    await public.close()
+    await redis.aclose()
+
+
+async def test_a_held_session_that_died_meanwhile_is_closed_not_written_back(
+    omero_sim: OmeroSim, backend: OmeroBackend, redis_server_factory: Any
+) -> None:
+    server = redis_server_factory()
+    redis = private_redis(server)
+    settings = public_settings(omero_sim, recheck_interval=0.0)
+    public = PublicSession(backend, settings, RecordingHandoff(), redis=redis, key_prefix="p:")
+    held = await public.get()
+    server.stop()
+    omero_sim.kill_session(held.session_key)
+    server.start()
+    await public.get()  # may meet the old, dead connection
+    new = await public.get()
+    assert new.session_key != held.session_key
+    assert omero_sim.session(held.session_key) is None
+    assert [s["user"] for s in omero_sim.sessions()].count("public") == 1
+    await public.close()
+    await redis.aclose()
+
+
+async def test_a_key_dropped_while_redis_was_stopped_is_not_adopted_again(
+    omero_sim: OmeroSim, backend: OmeroBackend, redis_server_factory: Any
+) -> None:
+    import os
+    import signal
+
+    server = redis_server_factory()
+    redis = private_redis(server)
+    settings = public_settings(omero_sim, recheck_interval=0.0)
+    public = PublicSession(backend, settings, RecordingHandoff(), redis=redis, key_prefix="p:")
+    old = await public.get()
+    pid = server._process.pid  # type: ignore[attr-defined]
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        await public.invalidate(1, old.session_key)  # Redis cannot be told
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    assert await redis.hget("p:public:1", "key") == old.session_key  # still there...
+    new = await public.get()
+    assert new.session_key != old.session_key  # ...but not adopted
+    assert await redis.hget("p:public:1", "key") == new.session_key
+    await public.close()
+    await redis.aclose()
