@@ -646,7 +646,7 @@ async def test_a_key_dropped_while_redis_was_stopped_is_not_adopted_again(
     settings = public_settings(omero_sim, recheck_interval=0.0)
     public = PublicSession(backend, settings, RecordingHandoff(), redis=redis, key_prefix="p:")
     old = await public.get()
-    pid = server._process.pid  # type: ignore[attr-defined]
+    pid = server._process.pid
     os.kill(pid, signal.SIGSTOP)
     try:
         await public.invalidate(1, old.session_key)  # Redis cannot be told
