@@ -18,7 +18,7 @@ from typing import TypeVar
 
 from auth.session_settings import SessionSettings
 from auth.sessions import SessionRecord
-from auth.store import Clock, SessionStore
+from auth.store import Clock, SessionStore, SessionStoreUnavailable
 
 log = logging.getLogger("porter.auth.lifecycle")
 
@@ -169,6 +169,7 @@ class PeriodicJob:
         self.failures = 0
         self._run_round = run_round
         self._task: asyncio.Task[None] | None = None
+        self._store_down = False  # said once when the store goes, once when it is back
 
     def start(self) -> None:
         """Start the loop (needs a running event loop)."""
@@ -193,10 +194,23 @@ class PeriodicJob:
             await asyncio.sleep(self.interval)
             try:
                 result = await self._run_round()
+            except SessionStoreUnavailable as exc:
+                self.failures += 1
+                if not self._store_down:
+                    self._store_down = True
+                    log.warning(
+                        "%s: the session store is unavailable (%s); trying every %g s",
+                        self.name,
+                        exc,
+                        self.interval,
+                    )
             except Exception:
                 self.failures += 1
                 log.exception("%s failed; trying again in %s s", self.name, self.interval)
             else:
+                if self._store_down:
+                    self._store_down = False
+                    log.info("%s: the session store is available again", self.name)
                 log.debug("%s: %s", self.name, result)
             self.rounds += 1
 

@@ -217,3 +217,46 @@ def test_keepalive_interval_is_read_in_milliseconds() -> None:
 
     job = keepalive_job(memory_store(Clock()), ping, SessionSettings())
     assert job.interval == 60.0
+
+
+async def test_a_store_outage_is_one_warning_and_its_end_one_info(
+    redis_server_factory: object, caplog: pytest.LogCaptureFixture
+) -> None:
+    import os
+    import signal
+    import time
+
+    from tests.redis_fixture import RedisServer
+
+    server: RedisServer = redis_server_factory()  # type: ignore[operator]
+    settings = SessionSettings(
+        store="redis",
+        redis_url=server.url,
+        redis_password=server.password,
+        redis_key_prefix=f"outage-{time.monotonic_ns()}:",
+        redis_timeout=0.2,
+        redis_connect_timeout=0.2,
+        purge_interval=0.05,
+    )
+    store = create_store(settings, on_evict=no_evictions)
+    job = purge_job(store, no_evictions, settings)
+    pid = server._process.pid  # type: ignore[union-attr]
+    with caplog.at_level(logging.INFO, logger="porter.auth"):
+        job.start()
+        await asyncio.sleep(0.2)
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            while job.failures < 4:  # several rounds meet the outage
+                await asyncio.sleep(0.05)
+        finally:
+            os.kill(pid, signal.SIGCONT)
+        rounds = job.rounds
+        while job.rounds < rounds + 3:
+            await asyncio.sleep(0.05)
+        await job.stop()
+    await store.close()
+    mine = [r for r in caplog.records if r.getMessage().startswith("session purge")]
+    assert [r.levelname for r in mine] == ["WARNING", "INFO"]
+    assert "unavailable" in mine[0].getMessage()
+    assert "available again" in mine[1].getMessage()
+    assert not [r for r in caplog.records if r.exc_info]  # no traceback, round after round
