@@ -236,10 +236,13 @@ async def test_a_store_outage_is_one_warning_and_its_end_one_info(
         redis_key_prefix=f"outage-{time.monotonic_ns()}:",
         redis_timeout=0.2,
         redis_connect_timeout=0.2,
-        purge_interval=0.05,
     )
     store = create_store(settings, on_evict=no_evictions)
-    job = purge_job(store, no_evictions, settings)
+
+    async def purge_round() -> object:
+        return await purge_expired(store, no_evictions)
+
+    job = PeriodicJob("session purge", 0.05, purge_round)
     pid = server._process.pid  # type: ignore[union-attr]
     with caplog.at_level(logging.INFO, logger="porter.auth"):
         job.start()
