@@ -3,7 +3,10 @@
 `submit` never blocks and never raises: a report is deduplicated, then queued; what cannot be
 queued or delivered is counted in `counters()` and logged. The task delivers with retries and
 exponential backoff, mails digests when dedup windows close, and drains for a bounded time
-on `stop`. Use it as an async context manager in the app's cleanup context:
+on `stop`. With `spool_dir`, a mail whose retries ran out (and what is still queued at
+shutdown) is kept on disk and delivered when the SMTP server answers again, also by a later
+porter process; while the server is known to be down, new mail goes to the spool at once.
+Use it as an async context manager in the app's cleanup context:
 
     async def mail_ctx(app):
         async with app[MAILER]:
@@ -19,6 +22,7 @@ import logging
 import time
 from dataclasses import dataclass
 from email.message import EmailMessage
+from pathlib import Path
 from types import TracebackType
 
 from mailer.compose import digest_message, report_message
@@ -26,6 +30,7 @@ from mailer.dedup import Clock, Decision, Deduplicator, Digest
 from mailer.report import Report
 from mailer.settings import MailSettings
 from mailer.smtp import DeliveryError, deliver
+from mailer.spool import MailSpool
 
 log = logging.getLogger("porter.mailer")
 
@@ -45,6 +50,9 @@ class MailCounters:
     lost_undeliverable: int = 0  # mails dropped after the last retry or a permanent error
     lost_rate_limited: int = 0  # digests dropped by the hourly cap
     lost_shutdown: int = 0  # mails still queued when the drain at shutdown ended
+    spooled: int = 0  # mails kept on disk for later delivery
+    spool_delivered: int = 0  # spooled mails delivered later
+    lost_spool_full: int = 0  # mails the spool's bounds did not let in
 
     @property
     def lost(self) -> int:
@@ -54,6 +62,7 @@ class MailCounters:
             + self.lost_undeliverable
             + self.lost_rate_limited
             + self.lost_shutdown
+            + self.lost_spool_full
         )
 
 
@@ -70,6 +79,17 @@ class MailSender:
         self._counters = MailCounters()
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
+        self._spool = (
+            MailSpool(
+                Path(settings.spool_dir),
+                max_files=settings.spool_max_files,
+                max_bytes=settings.spool_max_bytes,
+            )
+            if settings.spool_dir and settings.active
+            else None
+        )
+        self._smtp_down = False  # the last try failed: new mail goes to the spool at once
+        self._next_spool_try = 0.0  # monotonic time
 
     def counters(self) -> MailCounters:
         """A snapshot of the counters."""
@@ -148,10 +168,12 @@ class MailSender:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        left = self._queue.qsize()
+        left = 0
         while not self._queue.empty():
-            self._queue.get_nowait()
+            item = self._queue.get_nowait()
             self._queue.task_done()
+            if not self._keep(item, "still queued at shutdown"):
+                left += 1
         self._counters.lost_shutdown += left
         lost = self._counters.lost_shutdown - lost_before
         if lost:
@@ -172,6 +194,7 @@ class MailSender:
     async def _run(self) -> None:
         while True:
             self._enqueue_due_digests()
+            await self._deliver_spooled()
             try:
                 item = await asyncio.wait_for(self._queue.get(), self._tick)
             except asyncio.TimeoutError:
@@ -179,7 +202,8 @@ class MailSender:
             try:
                 await self._deliver(item)
             except asyncio.CancelledError:
-                self._counters.lost_shutdown += 1  # stopped mid-delivery: this mail is lost
+                if not self._keep(item, "interrupted at shutdown"):
+                    self._counters.lost_shutdown += 1  # stopped mid-delivery: lost
                 raise
             except Exception as exc:  # a bug must not end the sender; no details: secrets
                 self._counters.lost_undeliverable += 1
@@ -200,11 +224,19 @@ class MailSender:
             self._counters.lost_undeliverable += 1
             log.error("admin mail lost: cannot compose mail for %s (%s)", label, type(exc).__name__)
             return
+        if self._smtp_down and self._spool is not None:
+            self._spool_message(message, label)
+            return
         retries = self._settings.retries
         for attempt in range(retries + 1):
             try:
                 delivered = await deliver(message, self._settings)
             except DeliveryError as exc:
+                if exc.transient and attempt == retries and self._spool is not None:
+                    self._smtp_down = True
+                    self._next_spool_try = time.monotonic() + self._settings.spool_retry_interval
+                    self._spool_message(message, label)
+                    return
                 if not exc.transient or attempt == retries:
                     self._counters.lost_undeliverable += 1
                     log.error(
@@ -224,6 +256,7 @@ class MailSender:
                 )
                 await asyncio.sleep(delay)
             else:
+                self._smtp_down = False
                 if delivered.refused:
                     log.warning(
                         "admin mail for %s refused for %s", label, ", ".join(delivered.refused)
@@ -231,3 +264,52 @@ class MailSender:
                 self._counters.sent += 1
                 self._counters.digests_sent += isinstance(item, Digest)
                 return
+
+    def _keep(self, item: Report | Digest, why: str) -> bool:
+        """Spool a queued item that cannot be delivered now; False without a spool."""
+        if self._spool is None:
+            return False
+        try:
+            message = self._compose(item)
+        except Exception:  # counted lost by the caller; no details: secrets
+            return False
+        label = f"digest of {item.fingerprint}" if isinstance(item, Digest) else item.request_id
+        log.info("admin mail for %s spooled (%s)", label, why)
+        return self._spool_message(message, label)
+
+    def _spool_message(self, message: EmailMessage, label: str) -> bool:
+        assert self._spool is not None
+        if self._spool.put(message):
+            self._counters.spooled += 1
+            log.warning(
+                "admin mail for %s kept in %s until the SMTP server answers",
+                label,
+                self._spool.directory,
+            )
+            return True
+        self._counters.lost_spool_full += 1
+        log.error("admin mail lost for %s: the spool %s is full", label, self._spool.directory)
+        return False
+
+    async def _deliver_spooled(self) -> None:
+        """Every `spool_retry_interval`: deliver spooled mail, oldest first, until one fails."""
+        if self._spool is None or time.monotonic() < self._next_spool_try:
+            return
+        self._next_spool_try = time.monotonic() + self._settings.spool_retry_interval
+        for path in self._spool.files():
+            message = self._spool.read(path)
+            if message is None:
+                continue
+            try:
+                await deliver(message, self._settings)
+            except DeliveryError as exc:
+                if exc.transient:
+                    self._smtp_down = True
+                    return
+                self._counters.lost_undeliverable += 1
+                log.error("spooled admin mail %s refused for good: %s", path.name, exc.reason)
+            else:
+                self._smtp_down = False
+                self._counters.spool_delivered += 1
+                self._counters.sent += 1
+            self._spool.remove(path)

@@ -155,6 +155,23 @@ class MailSettings:
         default=10.0,
         metadata={"doc": "Seconds to keep delivering queued mail at shutdown", "min": 0.0},
     )
+    spool_dir: str = field(
+        default="",
+        metadata={
+            "doc": "Directory keeping undelivered mail until the SMTP server is back, across "
+            "restarts; empty: mail is dropped after its retries"
+        },
+    )
+    spool_max_files: int = field(
+        default=1000, metadata={"doc": "Mails the spool keeps at most", "min": 1}
+    )
+    spool_max_bytes: int = field(
+        default=52428800, metadata={"doc": "Bytes the spool keeps at most", "min": 1024}
+    )
+    spool_retry_interval: float = field(
+        default=30.0,
+        metadata={"doc": "Seconds between tries to deliver spooled mail", "min": 0.01},
+    )
 
     @property
     def recipients(self) -> tuple[str, ...]:
