@@ -23,6 +23,8 @@ from auth.store import Clock, SessionStore, SessionStoreUnavailable
 log = logging.getLogger("porter.auth.lifecycle")
 
 CloseOmero = Callable[[int, str], Awaitable[None]]
+# Ends what else a session holds (OMERO.web's own session) before its OMERO session is closed.
+EndWeb = Callable[[SessionRecord], Awaitable[object]]
 PingOmero = Callable[[int, str], Awaitable[bool]]
 
 BATCH_SIZE = 500
@@ -55,6 +57,7 @@ async def purge_expired(
     *,
     concurrency: int = 8,
     batch_size: int = BATCH_SIZE,
+    end_web: EndWeb | None = None,
 ) -> PurgeResult:
     """Remove every expired session and close its OMERO session, `concurrency` at a time.
 
@@ -64,6 +67,8 @@ async def purge_expired(
 
     async def close(record: SessionRecord) -> bool:
         try:
+            if end_web is not None:
+                await end_web(record)
             await close_omero(record.server_id, record.omero_session_key)
         except Exception as exc:
             log.warning(
@@ -216,12 +221,17 @@ class PeriodicJob:
 
 
 def purge_job(
-    store: SessionStore, close_omero: CloseOmero, settings: SessionSettings
+    store: SessionStore,
+    close_omero: CloseOmero,
+    settings: SessionSettings,
+    end_web: EndWeb | None = None,
 ) -> PeriodicJob:
     """The purge, every `purge_interval` seconds."""
 
     async def run_round() -> PurgeResult:
-        return await purge_expired(store, close_omero, concurrency=settings.lifecycle_concurrency)
+        return await purge_expired(
+            store, close_omero, concurrency=settings.lifecycle_concurrency, end_web=end_web
+        )
 
     return PeriodicJob("session purge", settings.purge_interval, run_round)
 

@@ -7,7 +7,7 @@ import heapq
 import inspect
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import replace
 
 from cachetools import Cache, LRUCache
@@ -54,8 +54,12 @@ class MemorySessionStore:
         on_evict: OnEvict,
         clock: Clock = time.time,
         evict_concurrency: int = 8,
+        end_web: Callable[[SessionRecord], Awaitable[object]] | None = None,
     ) -> None:
+        """`end_web(record)`: ends what else an evicted session holds (OMERO.web's own
+        session), before `on_evict` closes its OMERO session."""
         self._cache = _EvictingLRU(max_sessions, self._schedule_close)
+        self._end_web = end_web
         # (deadline, id) with lazy updates: an entry popped early is pushed back at its
         # record's current deadline, so touching a session never touches the heap.
         self._deadlines: list[tuple[float, str]] = []
@@ -206,16 +210,17 @@ class MemorySessionStore:
 
     def _schedule_close(self, record: SessionRecord) -> None:
         # Called from inside cachetools (sync): start the close, never wait for it here.
-        task = asyncio.get_running_loop().create_task(
-            self._close_evicted(record.server_id, record.omero_session_key)
-        )
+        task = asyncio.get_running_loop().create_task(self._close_evicted(record))
         self._closing.add(task)
         task.add_done_callback(self._closing.discard)
 
-    async def _close_evicted(self, server_id: int, omero_session_key: str) -> None:
+    async def _close_evicted(self, record: SessionRecord) -> None:
+        server_id = record.server_id
         async with self._evict_slots:
             try:
-                result = self._on_evict(server_id, omero_session_key)
+                if self._end_web is not None:
+                    await self._end_web(record)
+                result = self._on_evict(server_id, record.omero_session_key)
                 if inspect.isawaitable(result):
                     await result
             except Exception as exc:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 
+from auth.lifecycle import EndWeb
 from auth.session_settings import SessionSettings
 from auth.store import Clock, OnEvict, SessionStore, SessionTimeouts
 from auth.store_memory import MemorySessionStore
@@ -11,7 +12,11 @@ from auth.store_redis import RedisSessionStore
 
 
 def create_store(
-    settings: SessionSettings, *, on_evict: OnEvict, clock: Clock = time.time
+    settings: SessionSettings,
+    *,
+    on_evict: OnEvict,
+    clock: Clock = time.time,
+    end_web: EndWeb | None = None,
 ) -> SessionStore:
     """Build the store named by `settings.store`; ValueError for an unknown name."""
     timeouts = SessionTimeouts(
@@ -24,6 +29,7 @@ def create_store(
             on_evict=on_evict,
             clock=clock,
             evict_concurrency=settings.lifecycle_concurrency,
+            end_web=end_web,
         )
     if settings.store == "redis":
         return RedisSessionStore.from_settings(settings, timeouts=timeouts, clock=clock)

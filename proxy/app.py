@@ -16,6 +16,7 @@ from auth.lifecycle import PeriodicJob, keepalive_job, purge_job
 from auth.omero_backend import OmeroBackend
 from auth.porter_tokens import PorterTokenIssuer
 from auth.public_session import PublicSession
+from auth.sessions import SessionRecord
 from auth.sso_identity import SsoIdentityMapper
 from auth.sso_sessions import SsoSessions
 from auth.stores import create_store
@@ -28,7 +29,7 @@ from filters.throttle import LoginThrottle
 from mailer import MailSender
 from proxy.csrf import Csrf
 from proxy.errors import error_response
-from proxy.forwarding.handoff import handoff
+from proxy.forwarding.handoff import handoff, web_logout
 from proxy.gate import gate
 from proxy.identity import tokens
 from proxy.identity.chain import AUTHENTICATORS, Authenticator
@@ -208,10 +209,14 @@ def _add_session_store(app: web.Application) -> None:
     """The session store and its jobs: purge expired sessions, keep used ones alive."""
     settings = app[SETTINGS].session
     backend = app[OMERO]
-    store = create_store(settings, on_evict=backend.close)
+
+    async def end_web(record: SessionRecord) -> bool:  # no Django session left in OMERO.web
+        return await web_logout(app, record.cookies)
+
+    store = create_store(settings, on_evict=backend.close, end_web=end_web)
     app[SESSION_STORE] = store
     app.cleanup_ctx.append(_closing(store.close))
-    app.cleanup_ctx.append(purge_job(store, backend.close, settings).cleanup_ctx)
+    app.cleanup_ctx.append(purge_job(store, backend.close, settings, end_web).cleanup_ctx)
     app.cleanup_ctx.append(keepalive_job(store, backend.keep_alive, settings).cleanup_ctx)
 
 

@@ -10,15 +10,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Mapping
 from urllib.parse import urlencode
 
 import aiohttp
-from aiohttp import web
+from aiohttp import hdrs, web
 from multidict import CIMultiDict
 from yarl import URL
 
 from auth.errors import HandoffFailed
-from proxy.forwarding.cookies import take_set_cookies
+from proxy.django_csrf import new_django_secret
+from proxy.forwarding.cookies import rewrite_cookies, take_set_cookies
 from proxy.keys import CLIENT_SESSION, COOKIE_NAMES, SETTINGS
 
 log = logging.getLogger("porter.proxy")
@@ -49,3 +51,33 @@ async def handoff(app: web.Application, server_id: int, omero_key: str) -> dict[
     if status != 200 or not cookies:
         raise HandoffFailed(f"OMERO.web answered the handoff with {status} and no session")
     return cookies
+
+
+async def web_logout(app: web.Application, cookies: Mapping[str, str]) -> bool:
+    """End OMERO.web's own session held in `cookies`, as its logout form does: a POST to
+    /webclient/logout/ with a Django CSRF pair of porter's making. OMERO.web closes the OMERO
+    session and flushes its Django session (no session file left behind). True when it did;
+    False when OMERO.web could not (it no longer knows the session, or cannot be reached):
+    never raises, the caller closes the OMERO session itself either way."""
+    if not cookies:
+        return False
+    settings = app[SETTINGS]
+    url = settings.proxy.upstream.rstrip("/") + settings.proxy.prefix + "/webclient/logout/"
+    csrf = new_django_secret()
+    headers: CIMultiDict[str] = CIMultiDict(
+        {"X-CSRFToken": csrf, "X-Requested-With": "XMLHttpRequest", "User-Agent": "omero-porter"}
+    )
+    rewrite_cookies(headers, frozenset(), {**cookies, "csrftoken": csrf})
+    timeout = aiohttp.ClientTimeout(total=settings.proxy.read_timeout)
+    try:
+        async with app[CLIENT_SESSION].post(
+            url, headers=headers, allow_redirects=False, timeout=timeout
+        ) as resp:
+            await resp.content.read(64 * 1024)
+            ended = resp.status in (302, 303) and "/webclient/login/" in resp.headers.get(
+                hdrs.LOCATION, ""
+            )
+    except (asyncio.TimeoutError, aiohttp.ClientError) as exc:
+        log.info("OMERO.web logout not reached (%s)", type(exc).__name__)
+        return False
+    return ended

@@ -26,11 +26,11 @@ from auth.omero_backend import OmeroLogin
 from auth.sessions import SessionRecord
 from auth.store import SessionStoreUnavailable
 from filters.redirects import safe_redirect
+from proxy.django_csrf import django_csrf_valid, new_django_secret
 from proxy.errors import NO_STORE, PAGE_HEADERS, error_response, redirect
-from proxy.forwarding.handoff import handoff
+from proxy.forwarding.handoff import handoff, web_logout
 from proxy.identity.session import clear_session_cookie, identify, set_session_cookie
 from proxy.keys import CSRF, OMERO, SCOPE, SESSION_STORE, SETTINGS, TEMPLATES, THROTTLE
-from proxy.pages.django_csrf import django_csrf_valid, new_django_secret
 
 log = logging.getLogger("porter.login")
 
@@ -253,9 +253,11 @@ async def _close_quietly(request: web.Request, server_id: int, key: str) -> None
 
 
 async def end_session(request: web.Request, record: SessionRecord) -> None:
-    """Delete porter's record and close the OMERO session on the server."""
+    """Delete porter's record, end OMERO.web's session (no Django session left behind) and
+    close the OMERO session on the server."""
     removed = await request.app[SESSION_STORE].delete(record.id)
     if removed is not None:  # whoever removed it closes it, exactly once
+        await web_logout(request.app, removed.cookies)
         await _close_quietly(request, removed.server_id, removed.omero_session_key)
 
 
