@@ -48,6 +48,46 @@ web.run_app(app, host="127.0.0.1", port=int(sys.argv[1]), print=None, access_log
 """
 SMALL_BODY_START = "hello from the upstream"
 
+# The limit of this stack: a bare aiohttp + uvloop reverse proxy, ~40 lines, no auth, no rules,
+# streaming both ways with hop-by-hop headers dropped (what any proxy must do at least).
+BARE_PROXY = """
+import sys
+import aiohttp
+import uvloop
+from aiohttp import web
+UPSTREAM = sys.argv[2]
+HOP = {"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te",
+       "trailer", "transfer-encoding", "upgrade", "host"}
+async def client_ctx(app):
+    app["client"] = aiohttp.ClientSession(
+        auto_decompress=False, cookie_jar=aiohttp.DummyCookieJar(),
+        connector=aiohttp.TCPConnector(limit=100),
+        timeout=aiohttp.ClientTimeout(total=None, sock_connect=5, sock_read=60))
+    yield
+    await app["client"].close()
+async def proxy(request):
+    headers = {k: v for k, v in request.headers.items() if k.lower() not in HOP}
+    body = request.content if request.body_exists else None
+    async with request.app["client"].request(
+            request.method, UPSTREAM + request.raw_path, headers=headers, data=body,
+            allow_redirects=False) as up:
+        out = {k: v for k, v in up.headers.items()
+               if k.lower() not in HOP and k.lower() != "content-length"}
+        if up.content_length is not None and up.content_length <= 65536:
+            return web.Response(status=up.status, body=await up.read(), headers=out)
+        response = web.StreamResponse(status=up.status, headers=out)
+        await response.prepare(request)
+        async for chunk in up.content.iter_any():
+            await response.write(chunk)
+        await response.write_eof()
+        return response
+app = web.Application()
+app.cleanup_ctx.append(client_ctx)
+app.router.add_route("*", "/{tail:.*}", proxy)
+web.run_app(app, host="127.0.0.1", port=int(sys.argv[1]), print=None, access_log=None,
+            loop=uvloop.new_event_loop())
+"""
+
 # The echo upstream of the tests (with /status/N and /django-500/... routes), as a process.
 ECHO_UPSTREAM = """
 import sys
@@ -158,6 +198,14 @@ def start_small_upstream(procs: Processes, name: str = "upstream") -> str:
     """The small upstream on a free port; its base URL."""
     port = free_port()
     process = procs.start(name, [sys.executable, "-c", SMALL_UPSTREAM, str(port)])
+    wait_port(port, process=process)
+    return f"http://127.0.0.1:{port}"
+
+
+def start_bare_proxy(procs: Processes, upstream: str, name: str = "bare") -> str:
+    """The bare aiohttp proxy in front of `upstream`; its base URL."""
+    port = free_port()
+    process = procs.start(name, [sys.executable, "-c", BARE_PROXY, str(port), upstream])
     wait_port(port, process=process)
     return f"http://127.0.0.1:{port}"
 

@@ -1,12 +1,17 @@
-"""Small-GET throughput and latency: straight to the upstream vs through porter vs through nginx.
+"""Small-GET throughput and latency: straight to the upstream, through a bare aiohttp proxy
+(the limit of this stack), through nginx, and through porter on its three paths.
 
 Run on demand (not a test): .venv/bin/python bench/forwarding.py [--duration 5] [--rounds 3]
 Needs wrk and nginx (Debian packages wrk and nginx-light; installed with apt-get if missing)
-and redis-server. Porter is deny-by-default, so it runs with the Redis session store on a
-private redis-server and wrk sends the cookie of a logged-in session: every request is looked
-up and really forwarded, as for a user. nginx is a plain reverse proxy (keepalive pool, no
-buffering). Targets are interleaved in every round; the figures are medians over the rounds.
-Compare the ratios, not the absolute numbers: the machine is shared.
+and redis-server. The porters run as shipped: access log on (log level info, to a file).
+- porter-public: a cookieless GET of a public path, on the one shared public session (the
+  OMERO test server makes it);
+- porter-user: a logged-in user (memory store; logged in on porter's form);
+- porter-redis: a logged-in user with the Redis session store (one Redis round trip more).
+nginx is a plain reverse proxy (keepalive pool, no buffering); "bare" is ~40 lines of
+aiohttp + uvloop that stream and drop hop-by-hop headers, and nothing else. Targets are
+interleaved in every round; the figures are medians over the rounds. Compare the ratios, not
+the absolute numbers: the machine is shared.
 """
 
 from __future__ import annotations
@@ -30,13 +35,16 @@ from bench._common import (
     expect,
     free_port,
     load_line,
+    log_in,
     print_ratios,
     print_table,
+    start_bare_proxy,
     start_porter,
     start_small_upstream,
     wait_port,
     wrk_matrix,
 )
+from tests.omero_sim.fixture import OmeroSim, start_sim, stop_sim
 from tests.porter_fixtures import shared_session
 from tests.redis_fixture import RedisServer
 
@@ -74,26 +82,44 @@ http {{
 
 
 def measure(
-    tmp: Path, redis: RedisServer, duration: float, rounds: int
+    tmp: Path, redis: RedisServer, sim: OmeroSim, duration: float, rounds: int
 ) -> dict[tuple[str, int], Summary]:
     with Processes(tmp) as procs:
         upstream = start_small_upstream(procs)
-        porter = start_porter(
+        bare = start_bare_proxy(procs, upstream)
+        shipped = {"access_log": True, "log_level": "info"}  # as config.toml ships
+        omero = {"server_list": [sim.server_list_entry()]}
+        public = {
+            "enabled": True,
+            "url_filter": "^/webgateway/.*",
+            "user": "public",
+            "password": sim.users["public"],
+        }
+        memory = start_porter(
             procs,
             "porter",
             upstream,
+            {"proxy": shipped, "omero": omero, "public": public, "session": QUIET_SESSION},
+            log_level="info",
+        )
+        on_redis = start_porter(
+            procs,
+            "porter-redis",
+            upstream,
             {
+                "proxy": shipped,
                 "session": {
                     "store": "redis",
                     "redis_url": redis.url,
                     "redis_password": redis.password,
                     "redis_key_prefix": KEY_PREFIX,
                     **QUIET_SESSION,
-                }
+                },
             },
+            log_level="info",
         )
+        user = asyncio.run(log_in(memory.url, "alice", sim.users["alice"]))
         session_id = asyncio.run(shared_session(redis.url, redis.password, KEY_PREFIX))
-        cookie = {"Cookie": f"porter_session={session_id}"}
         nginx_port = free_port()
         up_port = upstream.rsplit(":", 1)[1]
         (tmp / "nginx.conf").write_text(NGINX.format(dir=tmp, upstream=up_port, port=nginx_port))
@@ -101,19 +127,22 @@ def measure(
         wait_port(nginx_port, process=nginx)
         targets = [
             Target("direct", upstream + PATH, {}),
-            Target("porter", porter.url + PATH, cookie),
+            Target("bare", bare + PATH, {}),
             Target("nginx", f"http://127.0.0.1:{nginx_port}{PATH}", {}),
+            Target("porter-public", memory.url + PATH, {}),
+            Target("porter-user", memory.url + PATH, {"Cookie": f"porter_session={user}"}),
+            Target("porter-redis", on_redis.url + PATH, {"Cookie": f"porter_session={session_id}"}),
         ]
         for target in targets:
             expect(target.url, target.headers, 200, SMALL_BODY_START)
-        expect(porter.url + PATH, {}, 302, "")  # without the cookie: to the login page
+        expect(on_redis.url + PATH, {}, 302, "")  # without the cookie: to the login page
         print(
             f"small GETs ({PATH}, ~220-byte answer), wrk on loopback, {rounds} rounds "
-            f"of {duration:g} s per target and concurrency, 2 shared cores; porter "
-            f"with a logged-in session (Redis store); {load_line()}"
+            f"of {duration:g} s per target and concurrency, 2 shared cores; porters with "
+            f"the access log on; {load_line()}"
         )
         summaries = wrk_matrix(targets, CONCURRENCIES, duration, rounds)
-        for target in targets:  # the session was still valid at the end
+        for target in targets:  # the sessions were still valid at the end
             expect(target.url, target.headers, 200, SMALL_BODY_START)
         return summaries
 
@@ -127,14 +156,18 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         redis = RedisServer(Path(tmp))
         redis.start()
+        sim = start_sim()
         try:
-            summaries = measure(Path(tmp), redis, args.duration, args.rounds)
+            summaries = measure(Path(tmp), redis, sim, args.duration, args.rounds)
         finally:
+            stop_sim(sim)
             redis.stop()
     print("\nmedians over rounds")
     print_table(summaries)
     print()
-    print_ratios(summaries, [("porter", "nginx"), ("porter", "direct")], CONCURRENCIES)
+    porters = ("porter-public", "porter-user", "porter-redis")
+    print_ratios(summaries, [(p, "bare") for p in porters], CONCURRENCIES)
+    print_ratios(summaries, [("bare", "nginx"), ("porter-user", "nginx")], CONCURRENCIES)
 
 
 if __name__ == "__main__":

@@ -185,12 +185,8 @@ async def soak(args: argparse.Namespace, directory: Path) -> int:
                     int(keys.dbsize()),
                     web_sessions(web),
                 )
-                print(
-                    "{:>5} {:>8} {:>8} {:>6} {:>6} {:>5} {:>8} {:>5} {:>4} {:>6} {:>6} {:>5}".format(
-                        *row
-                    ),
-                    flush=True,
-                )
+                widths = (5, 8, 8, 6, 6, 5, 8, 5, 4, 6, 6, 5)
+                print(" ".join(f"{v:>{w}}" for v, w in zip(row, widths, strict=True)), flush=True)
                 return row
 
             rows = [line()]

@@ -133,18 +133,6 @@ async def answer(
         return await relay(request, upstream, headers)
 
 
-async def forward(
-    request: web.Request,
-    cookies: Mapping[str, str] | None = None,
-    capture: Capture | None = None,
-) -> web.StreamResponse:
-    """Send `request` to OMERO.web as it is and stream the answer back."""
-    upstream = await send(request, cookies)
-    if isinstance(upstream, web.Response):
-        return upstream
-    return await answer(request, upstream, capture)
-
-
 def unavailable(request: web.Request, status: int) -> web.Response:
     """OMERO.web could not be reached or did not answer: tell the user and the admins."""
     report_unavailable(request, status)
