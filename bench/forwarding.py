@@ -82,7 +82,12 @@ http {{
 
 
 def measure(
-    tmp: Path, redis: RedisServer, sim: OmeroSim, duration: float, rounds: int
+    tmp: Path,
+    redis: RedisServer,
+    sim: OmeroSim,
+    duration: float,
+    rounds: int,
+    only: frozenset[str] = frozenset(),
 ) -> dict[tuple[str, int], Summary]:
     with Processes(tmp) as procs:
         upstream = start_small_upstream(procs)
@@ -133,6 +138,8 @@ def measure(
             Target("porter-user", memory.url + PATH, {"Cookie": f"porter_session={user}"}),
             Target("porter-redis", on_redis.url + PATH, {"Cookie": f"porter_session={session_id}"}),
         ]
+        if only:
+            targets = [t for t in targets if t.name in only]
         for target in targets:
             expect(target.url, target.headers, 200, SMALL_BODY_START)
         expect(on_redis.url + PATH, {}, 302, "")  # without the cookie: to the login page
@@ -151,23 +158,27 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--duration", type=float, default=5, help="seconds per measurement")
     parser.add_argument("--rounds", type=int, default=3, help="measurements per target")
+    parser.add_argument("--only", default="", help="comma-separated targets to measure")
     args = parser.parse_args()
+    only = frozenset(name for name in args.only.split(",") if name)
     ensure_tools(("wrk", "nginx"), ("wrk", "nginx-light"))
     with tempfile.TemporaryDirectory() as tmp:
         redis = RedisServer(Path(tmp))
         redis.start()
         sim = start_sim()
         try:
-            summaries = measure(Path(tmp), redis, sim, args.duration, args.rounds)
+            summaries = measure(Path(tmp), redis, sim, args.duration, args.rounds, only)
         finally:
             stop_sim(sim)
             redis.stop()
     print("\nmedians over rounds")
     print_table(summaries)
     print()
-    porters = ("porter-public", "porter-user", "porter-redis")
-    print_ratios(summaries, [(p, "bare") for p in porters], CONCURRENCIES)
-    print_ratios(summaries, [("bare", "nginx"), ("porter-user", "nginx")], CONCURRENCIES)
+    measured = {name for name, _ in summaries}
+    pairs = [(p, "bare") for p in ("porter-public", "porter-user", "porter-redis")]
+    pairs += [("bare", "nginx"), ("porter-user", "nginx")]
+    pairs = [(a, b) for a, b in pairs if a in measured and b in measured]
+    print_ratios(summaries, pairs, CONCURRENCIES)
 
 
 if __name__ == "__main__":
