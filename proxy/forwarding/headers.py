@@ -34,13 +34,18 @@ def connection_tokens(headers: CIMultiDictProxy[str] | CIMultiDict[str]) -> set[
     }
 
 
+def skip_set(drop: Iterable[str] = ()) -> frozenset[str]:
+    """The lower-cased names `end_to_end` leaves out: hop-by-hop ones and `drop` (build once)."""
+    return HOP_BY_HOP | frozenset(d.lower() for d in drop)
+
+
 def end_to_end(
-    headers: CIMultiDictProxy[str] | CIMultiDict[str], drop: Iterable[str] = ()
+    headers: CIMultiDictProxy[str] | CIMultiDict[str], skip: frozenset[str] = HOP_BY_HOP
 ) -> CIMultiDict[str]:
-    """A copy of `headers` without hop-by-hop headers and without the names in `drop`."""
-    skip = HOP_BY_HOP | connection_tokens(headers) | {d.lower() for d in drop}
-    out: CIMultiDict[str] = CIMultiDict()
-    for name, value in headers.items():
-        if name.lower() not in skip:
-            out.add(name, value)
-    return out
+    """A copy of `headers` without the names in `skip` (see `skip_set`) and without the
+    headers this message's Connection names, in one pass."""
+    if hdrs.CONNECTION in headers:
+        skip = skip | connection_tokens(headers)
+    return CIMultiDict(
+        [(name, value) for name, value in headers.items() if name.lower() not in skip]
+    )

@@ -14,7 +14,7 @@ from yarl import URL
 from filters.forwarded import FORWARDING_HEADERS, IDENTITY_HEADERS
 from proxy.errors import error_response
 from proxy.forwarding.cookies import rewrite_cookies, take_set_cookies
-from proxy.forwarding.headers import end_to_end
+from proxy.forwarding.headers import end_to_end, skip_set
 from proxy.keys import CLIENT_SESSION, COOKIE_NAMES, REQUEST_ID, SCOPE, SETTINGS, TARGET
 from proxy.principal import Capture
 from proxy.reporting import report_unavailable, report_upstream_error
@@ -27,6 +27,7 @@ SMALL_BODY = 64 * 1024
 
 # Never sent upstream as the client sent them: porter sets these itself.
 REQUEST_DROP = (*FORWARDING_HEADERS, *IDENTITY_HEADERS, hdrs.EXPECT, REQUEST_ID)
+_REQUEST_SKIP = skip_set(REQUEST_DROP)
 
 
 class BodyTooLarge(Exception):
@@ -60,7 +61,7 @@ def upstream_headers(
     dropped; `cookies` (the held ones of this request's session) are added.
     """
     scope = request[SCOPE]
-    headers = end_to_end(request.headers, drop=REQUEST_DROP)
+    headers = end_to_end(request.headers, _REQUEST_SKIP)
     headers[hdrs.X_FORWARDED_FOR] = ", ".join(scope.client.forwarded_for)
     headers[hdrs.X_FORWARDED_PROTO] = scope.client.scheme
     if scope.client.host:
