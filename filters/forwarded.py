@@ -108,6 +108,8 @@ class TrustedProxies:
         """The client behind `peer`; header values are all those the request carried."""
         peer_text = peer or "unknown"
         host = host or ""
+        if not self._networks:  # nobody is trusted (the default): no address to parse
+            return Client(peer_text, scheme, host, (peer_text,))
         peer_ip = _parse_ip(peer_text)
         if not self.trusts(peer_ip):
             return Client(peer_text, scheme, host, (peer_text,))
