@@ -41,6 +41,9 @@ def check_allowed_hosts(entries: tuple[str, ...]) -> None:
             raise ValueError(f"{entry!r} is not a host name, '.domain' or '*'")
 
 
+_KNOWN_HOSTS = 256
+
+
 class AllowedHosts:
     """Which Host values porter serves."""
 
@@ -50,9 +53,19 @@ class AllowedHosts:
         names = [e.lower().rstrip(".") for e in entries if e != "*"]
         self._exact = frozenset(n for n in names if not n.startswith("."))
         self._domains = tuple(n for n in names if n.startswith("."))
+        # A site is asked for by a handful of names: remember the answers (bounded).
+        self._known: dict[str, bool] = {}
 
     def allows(self, host: str) -> bool:
         """Whether a request naming `host` is served (`host` may carry a port)."""
+        known = self._known.get(host)
+        if known is None:
+            known = self._decide(host)
+            if len(self._known) < _KNOWN_HOSTS:
+                self._known[host] = known
+        return known
+
+    def _decide(self, host: str) -> bool:
         if not well_formed(host):
             return False
         if self.any:
