@@ -105,3 +105,21 @@ def test_a_principal_never_shows_its_secrets() -> None:
     assert "held-cookie" not in repr(principal)
     assert "omero-key" not in repr(principal)
     assert principal.authenticated
+
+
+def test_porters_cookie_is_read_as_aiohttp_parses_it() -> None:
+    from aiohttp.test_utils import make_mocked_request
+
+    from proxy.identity.session import cookie_value
+
+    for header in (
+        "a=1; porter_session=abc; b=2",
+        "porter_session=first; porter_session=second",
+        'porter_session="quoted"',
+        "xporter_session=no; porter_sessionx=no",
+        "porter_session=",
+        "",
+    ):
+        # aiohttp's own parser is the reference (a bare request stands in for porter's)
+        request = make_mocked_request("GET", "/", headers={"Cookie": header})
+        assert cookie_value(request, "porter_session") == request.cookies.get("porter_session")

@@ -6,7 +6,7 @@ import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from aiohttp import web
+from aiohttp import hdrs, web
 
 from auth.errors import SessionGone
 from auth.sessions import SessionRecord, is_session_id
@@ -31,8 +31,7 @@ class Identity:
 
 async def identify(request: web.Request) -> Identity:
     """Look the porter cookie up (may raise SessionStoreUnavailable)."""
-    name = request.app[SETTINGS].session.cookie_name
-    value = request.cookies.get(name)
+    value = cookie_value(request, request.app[SETTINGS].session.cookie_name)
     if value is None:
         return Identity(None)
     if not is_session_id(value):
@@ -89,6 +88,23 @@ async def renew_user(request: web.Request, record: SessionRecord) -> Mapping[str
         raise SessionGone("the porter session ended while OMERO.web's was renewed")
     log.info("OMERO.web session renewed rid=%s", rid)
     return renewed.cookies
+
+
+def cookie_value(request: web.Request, name: str) -> str | None:
+    """The value of cookie `name` (the last one sent, as aiohttp's parser keeps), read from
+    the Cookie header without parsing every cookie the browser sends along."""
+    header = request.headers.get(hdrs.COOKIE)
+    if header is None or name not in header:
+        return None
+    found = None
+    prefix = name + "="
+    for part in header.split(";"):
+        part = part.strip()
+        if part.startswith(prefix):
+            found = part[len(prefix) :]
+    if found is not None and found.startswith('"'):
+        return request.cookies.get(name)  # quoted: let the full parser unquote it
+    return found
 
 
 def cookie_path(request: web.Request) -> str:
