@@ -211,6 +211,10 @@ class RuleMatcher:
         self._inline = not (rules.deny or rules.public)
         self._pool: ThreadPoolExecutor | None = None
 
+    def cached(self, method: str, raw_path: str) -> Decision | None:
+        """The decision already made for (method, path), without awaiting anything."""
+        return self._cache.get((method, raw_path))
+
     async def decide(self, method: str, raw_path: str) -> Decision:
         key = (method, raw_path)
         found = self._cache.get(key)

@@ -24,9 +24,11 @@ CREDENTIALS_REFUSED = (
 
 async def gate(request: web.Request) -> web.StreamResponse:
     scope = request[SCOPE]
-    decision = request[DECISION] = await request.app[PUBLIC_RULES].decide(
+    rules = request.app[PUBLIC_RULES]
+    decision = rules.cached(request.method, scope.path) or await rules.decide(
         request.method, scope.path
     )
+    request[DECISION] = decision
     if decision.forward is None:
         log.info("bad path rid=%s: %s", scope.request_id, decision.reason)
         return error_response(request, 400)
