@@ -29,7 +29,7 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
         port=args.port if args.port is not None else proxy.port,
     )
     settings = replace(settings, proxy=proxy)
-    configure_logging(proxy.log_level)
+    listener = configure_logging(proxy.log_level)
     try:
         serve(settings)
     except OSError as exc:
@@ -38,6 +38,8 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
             file=sys.stderr,
         )
         return EXIT_FAILURE
+    finally:
+        listener.stop()  # every line logged is written before porter exits
     return EXIT_OK
 
 
