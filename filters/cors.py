@@ -44,6 +44,14 @@ class CorsPolicy:
             tuple(compile_pattern(p) for p in settings.cors_origin_patterns),
         )
 
+    @property
+    def active(self) -> bool:
+        """Whether any origin can be allowed at all."""
+        s = self.settings
+        return bool(
+            s.cors_origin_allow_all or self.whitelist or self.patterns or s.allow_null_origin
+        )
+
     def _allows(self, origin: str) -> bool:
         normal = normalise_origin(origin)
         if normal is None:

@@ -109,7 +109,8 @@ def create_app(settings: Settings) -> web.Application:
     app[PUBLIC_RULES] = RuleMatcher(public_rules(settings))
     app.on_cleanup.append(_close_rules)
     app[CORS] = CorsPolicy.from_settings(settings.cors)
-    app.on_response_prepare.append(on_response_prepare)
+    if app[CORS].active:  # CORS headers are the only thing left for prepare-time
+        app.on_response_prepare.append(on_response_prepare)
     app.cleanup_ctx.append(_client_session)
     app.cleanup_ctx.append(_mail_sender)
     app.cleanup_ctx.append(_omero_backend)

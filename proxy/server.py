@@ -18,7 +18,7 @@ from aiohttp.web_runner import GracefulExit
 from aiohttp.web_server import Server
 
 from proxy.app import create_app
-from proxy.middleware.responses import SERVER
+from proxy.finish import SERVER
 from proxy.settings import Settings
 
 log = logging.getLogger("porter.proxy")

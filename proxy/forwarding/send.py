@@ -13,6 +13,7 @@ from yarl import URL
 
 from filters.forwarded import FORWARDING_HEADERS, IDENTITY_HEADERS
 from proxy.errors import error_response
+from proxy.finish import finish
 from proxy.forwarding.cookies import rewrite_cookies, take_set_cookies
 from proxy.forwarding.headers import end_to_end, skip_set
 from proxy.keys import CLIENT_SESSION, COOKIE_NAMES, REQUEST_ID, SCOPE, SETTINGS, TARGET
@@ -187,6 +188,7 @@ async def relay(
         )
     response = web.StreamResponse(status=upstream.status, reason=upstream.reason)
     response.headers.extend(headers)
+    finish(request, response)  # streamed: its headers go out here, not in the request scope
     try:
         await response.prepare(request)
         async for chunk in upstream.content.iter_any():

@@ -1,22 +1,18 @@
-"""What every response gets just before its headers go out (streamed ones included):
-CORS headers for allowed origins, `Cache-Control: private` for logged-in users, and the
-clearing of a stale porter cookie."""
+"""CORS: preflights answered by porter, and CORS headers on every answer to an allowed
+origin (`on_response_prepare`, registered only when CORS is configured). The other headers
+every answer gets are proxy/finish.py's."""
 
 from __future__ import annotations
 
 from aiohttp import hdrs, web
 
 from filters.cors import is_preflight
-from proxy.identity.session import clearing_header
-from proxy.keys import CLEAR_COOKIE, CORS, PRINCIPAL
+from proxy.keys import CORS
 from proxy.middleware.scope import Handler
-
-# Neither aiohttp's version nor OMERO.web's gunicorn is advertised.
-SERVER = "omero-porter"
 
 
 async def on_response_prepare(request: web.BaseRequest, response: web.StreamResponse) -> None:
-    response.headers[hdrs.SERVER] = SERVER
+    """CORS headers for an allowed Origin, on every answer (errors and redirects too)."""
     if not isinstance(request, web.Request):
         return
     cors = request.app[CORS].response_headers(request.headers.get(hdrs.ORIGIN))
@@ -25,16 +21,6 @@ async def on_response_prepare(request: web.BaseRequest, response: web.StreamResp
             _add_vary(response, value)
         elif name not in response.headers:
             response.headers[name] = value
-    principal = request.get(PRINCIPAL)
-    if (
-        principal is not None
-        and principal.authenticated
-        and hdrs.CACHE_CONTROL not in response.headers
-    ):
-        # One user's page must never be stored by a shared cache for another.
-        response.headers[hdrs.CACHE_CONTROL] = "private"
-    if request.get(CLEAR_COOKIE):  # cookies became headers already: add the header itself
-        response.headers.add(hdrs.SET_COOKIE, clearing_header(request))
 
 
 def _add_vary(response: web.StreamResponse, value: str) -> None:

@@ -12,6 +12,7 @@ from collections.abc import Awaitable, Callable
 from aiohttp import hdrs, web
 
 from proxy.errors import error_response
+from proxy.finish import finish
 from proxy.keys import ALLOWED_HOSTS, REQUEST_ID, SCOPE, SETTINGS, TRUSTED_PROXIES, RequestScope
 
 log = logging.getLogger("porter.proxy")
@@ -85,6 +86,7 @@ async def request_scope(request: web.Request, handler: Handler) -> web.StreamRes
             )
     if not response.prepared:
         response.headers[REQUEST_ID] = scope.request_id
+        finish(request, response)
     return response
 
 

@@ -29,8 +29,9 @@ from filters.redirects import safe_redirect
 from proxy.django_csrf import django_csrf_valid, new_django_secret
 from proxy.errors import NO_STORE, PAGE_HEADERS, error_response, redirect
 from proxy.forwarding.handoff import handoff, web_logout
-from proxy.identity.session import clear_session_cookie, identify, set_session_cookie
+from proxy.identity.session import identify
 from proxy.keys import CSRF, OMERO, SCOPE, SESSION_STORE, SETTINGS, TEMPLATES, THROTTLE
+from proxy.session_cookie import clear_session_cookie, set_session_cookie
 
 log = logging.getLogger("porter.login")
 

@@ -11,7 +11,7 @@ from aiohttp import hdrs, web
 from auth.errors import OmeroError
 from auth.jwt_verify import SsoError, TokenRejected, VerifiedToken
 from proxy.errors import NO_STORE, error_response, redirect
-from proxy.identity.session import identify, set_session_cookie
+from proxy.identity.session import identify
 from proxy.identity.tokens import SSO_UNAVAILABLE, server_of, sso_meanings, verified_identity
 from proxy.keys import OMERO, PORTER_TOKENS, PRINCIPAL, SCOPE, SESSION_STORE, SETTINGS, SSO_SESSIONS
 from proxy.pages.login import (
@@ -23,6 +23,7 @@ from proxy.pages.login import (
     start_session,
 )
 from proxy.principal import Principal
+from proxy.session_cookie import set_session_cookie
 
 log = logging.getLogger("porter.sso")
 
