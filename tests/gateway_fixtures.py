@@ -6,6 +6,7 @@ import re
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import aiohttp
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
@@ -49,6 +50,15 @@ def gateway(
         return client
 
     return make
+
+
+async def cookieless_get(client: Gateway, path: str) -> tuple[int, str]:
+    """GET `path` as a new visitor or a crawler would: no cookie, redirects not followed."""
+    async with (
+        aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar()) as session,
+        session.get(client.make_url(path), allow_redirects=False) as resp,
+    ):
+        return resp.status, await resp.text()
 
 
 def form_token(page: str) -> str:

@@ -11,11 +11,25 @@ from aiohttp.test_utils import TestClient
 
 from auth.omero_backend import OmeroBackend
 from auth.omero_settings import OmeroSettings
+from auth.public_settings import PublicSessionSettings
+from filters.settings import PublicRuleSettings
 from proxy.keys import SESSION_STORE
 from tests.omero_sim.fixture import OmeroSim
 from tests.porter_fixtures import PorterFactory
 
 Client = TestClient[Any, Any]
+
+
+def public_sections(sim: OmeroSim, url_filter: str = "^/public/.*") -> dict[str, Any]:
+    """[omero] on the test server and [public] on, with the public user: anonymous requests
+    to `url_filter` paths run on the one shared public session."""
+    return {
+        "omero": omero(sim),
+        "public": PublicRuleSettings(enabled=True, url_filter=url_filter),
+        "public_session": PublicSessionSettings(
+            enabled=True, user="public", password=sim.users["public"]
+        ),
+    }
 
 
 def omero(sim: OmeroSim) -> OmeroSettings:

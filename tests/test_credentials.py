@@ -8,14 +8,13 @@ import ast
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import omeroweb
 import pytest
 
 from auth.public_settings import PublicSessionSettings
 from filters.credentials import OMERO_WEB_CREDENTIAL_PARAMS, credential_params
 from filters.settings import PublicRuleSettings
-from tests.gateway_fixtures import Gateway, GatewayFactory, log_in
+from tests.gateway_fixtures import GatewayFactory, cookieless_get, log_in
 from tests.omero_sim.fixture import OmeroSim
 
 PING = "/webclient/keepalive_ping/"
@@ -91,14 +90,6 @@ def _public(sim: OmeroSim, url_filter: str = r"^/(webgateway|webclient/keepalive
     }
 
 
-async def _anonymous_get(client: Gateway, path: str) -> tuple[int, str]:
-    async with (
-        aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar()) as session,
-        session.get(client.make_url(path), allow_redirects=False) as resp,
-    ):
-        return resp.status, await resp.text()
-
-
 def _users_with_sessions(sim: OmeroSim) -> set[str]:
     return {s["user"] for s in sim.sessions()}
 
@@ -107,7 +98,7 @@ async def test_query_credentials_cannot_switch_the_shared_public_session(
     gateway: GatewayFactory, omero_sim: OmeroSim
 ) -> None:
     client = await gateway(sections=_public(omero_sim))
-    assert await _anonymous_get(client, PING) == (200, "OK")  # the public session exists
+    assert await cookieless_get(client, PING) == (200, "OK")  # the public session exists
     public_key = next(s["key"] for s in omero_sim.sessions() if s["user"] == "public")
     # alice logged in elsewhere: her key is what an attacker would replay with bsession
     alice = await gateway(sections=_public(omero_sim))
@@ -124,7 +115,7 @@ async def test_query_credentials_cannot_switch_the_shared_public_session(
         f"{PING}?server=1",
     ]
     for path in attacks:
-        status, body = await _anonymous_get(client, path)
+        status, body = await cookieless_get(client, path)
         assert status == 400, path
         assert "bsession" in body
         assert alice_key not in body
@@ -134,7 +125,7 @@ async def test_query_credentials_cannot_switch_the_shared_public_session(
         assert after[counter] == before[counter], counter  # nothing reached OMERO
     # every later anonymous visitor is still the public user, on the same one session
     for _ in range(3):
-        assert await _anonymous_get(client, PING) == (200, "OK")
+        assert await cookieless_get(client, PING) == (200, "OK")
     public = omero_sim.session(public_key)
     assert public is not None
     assert public["user"] == "public"
@@ -147,7 +138,7 @@ async def test_query_passwords_cannot_be_guessed_past_the_throttle(
     client = await gateway(sections=_public(omero_sim))
     before = omero_sim.stats()
     answers = {
-        (await _anonymous_get(client, f"{PING}?username=alice&password=guess-{n}"))[0]
+        (await cookieless_get(client, f"{PING}?username=alice&password=guess-{n}"))[0]
         for n in range(12)
     }
     assert answers == {400}  # the same answer, right or wrong: nothing to tell them apart

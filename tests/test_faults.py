@@ -13,7 +13,7 @@ import aiohttp
 
 from auth.public_settings import PublicSessionSettings
 from filters.settings import PublicRuleSettings
-from tests.gateway_fixtures import Gateway, GatewayFactory, log_in
+from tests.gateway_fixtures import Gateway, GatewayFactory, cookieless_get, log_in
 from tests.omero_sim.fixture import OmeroSim
 
 PING = "/webclient/keepalive_ping/"
@@ -31,11 +31,7 @@ def public(
 
 
 async def anonymous(client: Gateway, path: str = PING) -> tuple[int, str]:
-    async with (
-        aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar()) as session,
-        session.get(client.make_url(path), allow_redirects=False) as resp,
-    ):
-        return resp.status, await resp.text()
+    return await cookieless_get(client, path)
 
 
 async def user_ping(client: Gateway) -> tuple[int, str]:
@@ -144,12 +140,10 @@ async def test_omero_web_killed_and_restarted(
 ) -> None:
     import os
     import signal
-    import subprocess
-    import sys
 
     from proxy.app import create_app
     from tests.gateway_fixtures import gateway_settings
-    from tests.web_fixture import _wait_ready, start_web, stop_web, web_config
+    from tests.web_fixture import restart_web, start_web, stop_web, web_config
 
     web = start_web(web_config(omero_sim), tmp_path)
     try:
@@ -168,33 +162,7 @@ async def test_omero_web_killed_and_restarted(
         assert (await user_ping(client))[0] == 502
         assert (await anonymous(client))[0] == 502
         # the same OMERODIR and port again, as a service manager would restart it
-        port = web.base_url.rsplit(":", 1)[1]
-        env = {**os.environ, "OMERODIR": str(web.omerodir), "TMPDIR": str(web.omerodir / "tmp")}
-        env["DJANGO_SETTINGS_MODULE"] = "omeroweb.settings"
-        env["PYTHONWARNINGS"] = "ignore"
-        web.process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "gunicorn",
-                "omeroweb.wsgi:application",
-                "--bind",
-                f"127.0.0.1:{port}",
-                "--workers",
-                "1",
-                "--worker-class",
-                "gthread",
-                "--threads",
-                "8",
-                "--graceful-timeout",
-                "2",
-            ],
-            cwd=web.omerodir,
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        await asyncio.to_thread(_wait_ready, web)
+        await asyncio.to_thread(restart_web, web)
         assert await user_ping(client) == (200, "OK")
         assert await anonymous(client) == (200, "OK")
     finally:

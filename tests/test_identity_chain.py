@@ -7,13 +7,10 @@ public user's sessions."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 from aiohttp import web
 
-from auth.omero_settings import OmeroSettings
 from auth.public_settings import PublicSessionSettings
-from filters.settings import PublicRuleSettings
 from proxy.app import authenticators
 from proxy.identity.chain import authenticate
 from proxy.identity.public import public_user
@@ -24,6 +21,7 @@ from proxy.principal import Principal
 from proxy.settings import ProxySettings, Settings
 from tests.omero_sim.fixture import OmeroSim
 from tests.porter_fixtures import PorterFactory, Upstream
+from tests.session_fixtures import public_sections
 from tests.test_sso import Idp, sso_sections
 from tests.test_sso import bearer as bearer_header
 
@@ -41,17 +39,6 @@ async def who(request: web.Request) -> web.Response:
 
 def add_who(app: web.Application) -> None:
     app.router.add_get("/test-only/who", who)
-
-
-def public_sections(sim: OmeroSim) -> dict[str, Any]:
-    entry = sim.server_list_entry()
-    return {
-        "omero": OmeroSettings(server_list=((entry[0], entry[1], entry[2]),)),
-        "public": PublicRuleSettings(enabled=True, url_filter="^/public/.*"),
-        "public_session": PublicSessionSettings(
-            enabled=True, user="public", password=sim.users["public"]
-        ),
-    }
 
 
 async def test_the_chain_answers_who_without_forwarding(

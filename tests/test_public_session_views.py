@@ -16,13 +16,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import omeroweb
 
 from auth.public_settings import PublicSessionSettings
 from filters.rules import PublicRules, decide
 from filters.settings import PublicRuleSettings
-from tests.gateway_fixtures import Gateway, GatewayFactory
+from tests.gateway_fixtures import GatewayFactory, cookieless_get
 from tests.omero_sim.fixture import OmeroSim
 from tests.web_fixture import OmeroWeb
 
@@ -153,23 +152,14 @@ def _public(sim: OmeroSim) -> Any:
     }
 
 
-async def _visitor_get(client: Gateway, path: str) -> tuple[int, str]:
-    """A new cookieless visitor each time."""
-    async with (
-        aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar()) as session,
-        session.get(client.make_url(path), allow_redirects=False) as resp,
-    ):
-        return resp.status, await resp.text()
-
-
 async def test_one_visitors_copied_rendering_settings_never_reach_another(
     gateway: GatewayFactory, omero_sim: OmeroSim
 ) -> None:
     client = await gateway(sections=_public(omero_sim))
-    status, body = await _visitor_get(client, "/webgateway/getImgRDef/")
+    status, body = await cookieless_get(client, "/webgateway/getImgRDef/")
     assert (status, json.loads(body)) == (200, {"rdef": None})
     copy = "/webgateway/copyImgRDef/?c=1|0:255$FF0000&imageId=1&m=c"
-    status, _ = await _visitor_get(client, copy)
+    status, _ = await cookieless_get(client, copy)
     assert status == 302  # not public: an anonymous visitor is sent to log in
-    status, body = await _visitor_get(client, "/webgateway/getImgRDef/")
+    status, body = await cookieless_get(client, "/webgateway/getImgRDef/")
     assert (status, json.loads(body)) == (200, {"rdef": None})  # not the other visitor's

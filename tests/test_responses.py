@@ -4,23 +4,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from auth.omero_settings import OmeroSettings
-from auth.public_settings import PublicSessionSettings
-from filters.settings import CorsSettings, PublicRuleSettings
+from filters.settings import CorsSettings
 from tests.omero_sim.fixture import OmeroSim
 from tests.porter_fixtures import PorterFactory, Upstream
+from tests.session_fixtures import public_sections
 
 
 def public(sim: OmeroSim) -> dict[str, Any]:
-    entry = sim.server_list_entry()
-    return {
-        "omero": OmeroSettings(server_list=((entry[0], entry[1], entry[2]),)),
-        "public": PublicRuleSettings(enabled=True, url_filter="^/public/.*"),
-        "public_session": PublicSessionSettings(
-            enabled=True, user="public", password=sim.users["public"]
-        ),
-        "cors": CorsSettings(cors_origin_whitelist=("https://viewer.example.org",)),
-    }
+    origins = ("https://viewer.example.org",)
+    return {**public_sections(sim), "cors": CorsSettings(cors_origin_whitelist=origins)}
 
 
 async def test_a_users_answers_are_private_the_publics_are_left_to_omero_web(

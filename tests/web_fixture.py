@@ -121,12 +121,8 @@ def _wait_ready(web: OmeroWeb) -> None:
     raise RuntimeError(f"OMERO.web not ready after {START_TIMEOUT}s; see {web.log_file}")
 
 
-def start_web(config: dict[str, str], workdir: Path) -> OmeroWeb:
-    """Start OMERO.web under gunicorn with that configuration; wait until it answers."""
-    omerodir = Path(tempfile.mkdtemp(prefix="omeroweb-", dir=workdir))
-    (omerodir / "tmp").mkdir()
-    _write_config_xml(omerodir, config)
-    port = _free_port()
+def _gunicorn(omerodir: Path, port: int) -> subprocess.Popen[bytes]:
+    """OMERO.web of `omerodir` under gunicorn on `port` (its log: gunicorn.log there)."""
     env = {
         **os.environ,
         "OMERODIR": str(omerodir),
@@ -134,32 +130,46 @@ def start_web(config: dict[str, str], workdir: Path) -> OmeroWeb:
         "DJANGO_SETTINGS_MODULE": "omeroweb.settings",
         "PYTHONWARNINGS": "ignore",
     }
-    log = (omerodir / "gunicorn.log").open("wb")
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "gunicorn",
-            "omeroweb.wsgi:application",
-            "--bind",
-            f"127.0.0.1:{port}",
-            "--workers",
-            "1",
-            "--worker-class",
-            "gthread",
-            "--threads",
-            "8",
-            "--timeout",
-            "60",
-            "--graceful-timeout",
-            "2",
-        ],
-        cwd=omerodir,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    log.close()
+    with (omerodir / "gunicorn.log").open("ab") as log:
+        return subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "gunicorn",
+                "omeroweb.wsgi:application",
+                "--bind",
+                f"127.0.0.1:{port}",
+                "--workers",
+                "1",
+                "--worker-class",
+                "gthread",
+                "--threads",
+                "8",
+                "--timeout",
+                "60",
+                "--graceful-timeout",
+                "2",
+            ],
+            cwd=omerodir,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+
+
+def restart_web(web: OmeroWeb) -> None:
+    """Start a stopped OMERO.web again: same OMERODIR (its session files), same port."""
+    web.process = _gunicorn(web.omerodir, int(web.base_url.rsplit(":", 1)[1]))
+    _wait_ready(web)
+
+
+def start_web(config: dict[str, str], workdir: Path) -> OmeroWeb:
+    """Start OMERO.web under gunicorn with that configuration; wait until it answers."""
+    omerodir = Path(tempfile.mkdtemp(prefix="omeroweb-", dir=workdir))
+    (omerodir / "tmp").mkdir()
+    _write_config_xml(omerodir, config)
+    port = _free_port()
+    process = _gunicorn(omerodir, port)
     web = OmeroWeb(f"http://127.0.0.1:{port}", omerodir, config, process)
     try:
         _wait_ready(web)
