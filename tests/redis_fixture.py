@@ -9,14 +9,19 @@ redis-server); without it these fixtures fail, they do not skip.
 
 from __future__ import annotations
 
+import os
 import shutil
+import signal
 import socket
 import subprocess
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+
+from auth.session_settings import SessionSettings
 
 REDIS_PASSWORD = "redis-Pa55word-q7"
 
@@ -135,3 +140,29 @@ def redis_server_factory(tmp_path: Path) -> Iterator[Callable[[], RedisServer]]:
     yield start
     for server in servers:
         server.stop()
+
+
+def redis_sessions(server: RedisServer, **overrides: object) -> SessionSettings:
+    """[session] on `server`, with a key prefix of its own and short timeouts."""
+    values: dict[str, object] = {
+        "store": "redis",
+        "redis_url": server.url,
+        "redis_password": server.password,
+        "redis_key_prefix": f"porter-{time.monotonic_ns()}:",
+        "redis_timeout": 0.5,
+        "redis_connect_timeout": 0.5,
+    }
+    values.update(overrides)
+    return SessionSettings(**values)  # type: ignore[arg-type]
+
+
+@contextmanager
+def stopped(server: RedisServer) -> Iterator[None]:
+    """Redis stops answering (as a hung or unreachable server) until the block ends."""
+    assert server._process is not None
+    pid = server._process.pid
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        os.kill(pid, signal.SIGCONT)

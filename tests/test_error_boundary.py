@@ -4,11 +4,7 @@ real Redis (stopped mid-request), the OMERO test server, the echo upstream as OM
 from __future__ import annotations
 
 import asyncio
-import os
-import signal
-import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -16,40 +12,17 @@ from aiohttp.test_utils import TestClient
 
 from auth.omero_backend import OmeroBackend
 from auth.public_settings import PublicSessionSettings
-from auth.session_settings import SessionSettings
 from filters.settings import PublicRuleSettings
 from proxy.keys import SESSION_STORE
 from proxy.middleware.errors import ANSWERS
 from proxy.settings import LoginSettings
 from tests.omero_sim.fixture import OmeroSim
 from tests.porter_fixtures import PorterFactory, Upstream
-from tests.redis_fixture import RedisServer
+from tests.redis_fixture import RedisServer, redis_sessions, stopped
 from tests.session_fixtures import logged_in_as_alice, omero
 from tests.test_error_mail import add_boom
 
 Client = TestClient[Any, Any]
-
-
-def redis_sessions(server: RedisServer) -> SessionSettings:
-    return SessionSettings(
-        store="redis",
-        redis_url=server.url,
-        redis_password=server.password,
-        redis_key_prefix=f"boundary-{time.monotonic_ns()}:",
-        redis_timeout=0.5,
-        redis_connect_timeout=0.5,
-    )
-
-
-@contextmanager
-def stopped(redis: RedisServer) -> Iterator[None]:
-    """Redis stops answering (as a hung or unreachable server) until the block ends."""
-    pid = redis._process.pid  # type: ignore[union-attr]
-    os.kill(pid, signal.SIGSTOP)
-    try:
-        yield
-    finally:
-        os.kill(pid, signal.SIGCONT)
 
 
 async def _mid_request(

@@ -100,7 +100,7 @@ async def test_omero_hanging_then_up_answers_504_then_the_real_answer(
 async def test_redis_stopped_then_continued_is_503_then_as_before(
     gateway: GatewayFactory, omero_sim: OmeroSim, redis_server_factory: Any
 ) -> None:
-    from tests.test_error_boundary import redis_sessions, stopped
+    from tests.redis_fixture import redis_sessions, stopped
 
     redis = redis_server_factory()
     client = await gateway(sections={**public(omero_sim), "session": redis_sessions(redis)})
@@ -115,7 +115,7 @@ async def test_redis_stopped_then_continued_is_503_then_as_before(
 async def test_redis_killed_and_restarted_empty_asks_users_to_log_in_again(
     gateway: GatewayFactory, omero_sim: OmeroSim, redis_server_factory: Any
 ) -> None:
-    from tests.test_error_boundary import redis_sessions
+    from tests.redis_fixture import redis_sessions
 
     redis = redis_server_factory()
     sections = {**public(omero_sim, "^/webgateway/.*"), "session": redis_sessions(redis)}

@@ -638,20 +638,15 @@ async def test_a_held_session_that_died_meanwhile_is_closed_not_written_back(
 async def test_a_key_dropped_while_redis_was_stopped_is_not_adopted_again(
     omero_sim: OmeroSim, backend: OmeroBackend, redis_server_factory: Any
 ) -> None:
-    import os
-    import signal
+    from tests.redis_fixture import stopped
 
     server = redis_server_factory()
     redis = private_redis(server)
     settings = public_settings(omero_sim, recheck_interval=0.0)
     public = PublicSession(backend, settings, RecordingHandoff(), redis=redis, key_prefix="p:")
     old = await public.get()
-    pid = server._process.pid
-    os.kill(pid, signal.SIGSTOP)
-    try:
+    with stopped(server):
         await public.invalidate(1, old.session_key)  # Redis cannot be told
-    finally:
-        os.kill(pid, signal.SIGCONT)
     assert await redis.hget("p:public:1", "key") == old.session_key  # still there...
     new = await public.get()
     assert new.session_key != old.session_key  # ...but not adopted

@@ -17,20 +17,7 @@ from auth.stores import create_store
 from tests.gateway_fixtures import GatewayFactory, log_in
 from tests.omero_sim.fixture import OmeroSim
 from tests.porter_fixtures import write_config
-from tests.redis_fixture import RedisServer
-
-
-def redis_sessions(server: RedisServer, **overrides: object) -> SessionSettings:
-    values: dict[str, object] = {
-        "store": "redis",
-        "redis_url": server.url,
-        "redis_password": server.password,
-        "redis_key_prefix": f"porter-{time.monotonic_ns()}:",
-        "redis_timeout": 0.5,
-        "redis_connect_timeout": 0.5,
-    }
-    values.update(overrides)
-    return SessionSettings(**values)  # type: ignore[arg-type]
+from tests.redis_fixture import RedisServer, redis_sessions
 
 
 async def test_redis_down_is_503_never_logged_out_and_recovers(

@@ -222,37 +222,22 @@ def test_keepalive_interval_is_read_in_milliseconds() -> None:
 async def test_a_store_outage_is_one_warning_and_its_end_one_info(
     redis_server_factory: object, caplog: pytest.LogCaptureFixture
 ) -> None:
-    import os
-    import signal
-    import time
-
-    from tests.redis_fixture import RedisServer
+    from tests.redis_fixture import RedisServer, redis_sessions, stopped
 
     server: RedisServer = redis_server_factory()  # type: ignore[operator]
-    settings = SessionSettings(
-        store="redis",
-        redis_url=server.url,
-        redis_password=server.password,
-        redis_key_prefix=f"outage-{time.monotonic_ns()}:",
-        redis_timeout=0.2,
-        redis_connect_timeout=0.2,
-    )
+    settings = redis_sessions(server, redis_timeout=0.2, redis_connect_timeout=0.2)
     store = create_store(settings, on_evict=no_evictions)
 
     async def purge_round() -> object:
         return await purge_expired(store, no_evictions)
 
     job = PeriodicJob("session purge", 0.05, purge_round)
-    pid = server._process.pid  # type: ignore[union-attr]
     with caplog.at_level(logging.INFO, logger="porter.auth"):
         job.start()
         await asyncio.sleep(0.2)
-        os.kill(pid, signal.SIGSTOP)
-        try:
+        with stopped(server):
             while job.failures < 4:  # several rounds meet the outage
                 await asyncio.sleep(0.05)
-        finally:
-            os.kill(pid, signal.SIGCONT)
         rounds = job.rounds
         while job.rounds < rounds + 3:
             await asyncio.sleep(0.05)
