@@ -48,7 +48,9 @@ class MailSpool:
         name = f"{time.time_ns():020d}-{secrets.token_hex(4)}{SUFFIX}"
         temporary = self.directory / ("." + name + ".tmp")
         try:
-            with temporary.open("wb") as fh:
+            # readable by porter's user only: a mail names users, paths and errors
+            fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "wb") as fh:
                 fh.write(data)
                 fh.flush()
                 os.fsync(fh.fileno())

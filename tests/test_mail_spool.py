@@ -44,7 +44,9 @@ async def test_mail_outlives_an_smtp_outage_past_its_retries(
         for n in range(5):
             sender.submit(failure(n))
         await wait_until(lambda: sender.counters().spooled == 5)
-        assert len(list(tmp_path.glob("*.eml"))) == 5
+        spooled_files = list(tmp_path.glob("*.eml"))
+        assert len(spooled_files) == 5
+        assert {f.stat().st_mode & 0o777 for f in spooled_files} == {0o600}
         server = start_smtp(port=port)  # the SMTP server is back
         received = await server.inbox.wait_for(5)
         await wait_until(lambda: sender.counters().spool_delivered == 5)
