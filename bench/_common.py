@@ -51,11 +51,18 @@ SMALL_BODY_START = "hello from the upstream"
 # The limit of this stack: a bare aiohttp + uvloop reverse proxy, ~40 lines, no auth, no rules,
 # streaming both ways with hop-by-hop headers dropped (what any proxy must do at least).
 BARE_PROXY = """
+import logging
 import sys
+import time
 import aiohttp
 import uvloop
 from aiohttp import web
 UPSTREAM = sys.argv[2]
+LOG = len(sys.argv) > 3  # one access line per request, as porter writes it
+if LOG:
+    from proxy.server import configure_logging
+    configure_logging("info")
+access = logging.getLogger("porter.access")
 HOP = {"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te",
        "trailer", "transfer-encoding", "upgrade", "host"}
 async def client_ctx(app):
@@ -66,6 +73,14 @@ async def client_ctx(app):
     yield
     await app["client"].close()
 async def proxy(request):
+    started = time.perf_counter()
+    try:
+        return await forward(request)
+    finally:
+        if LOG:
+            access.info("%s %s %s %d %.1fms rid=%s", request.remote, request.method,
+                        request.path, 200, (time.perf_counter() - started) * 1000, "-")
+async def forward(request):
     headers = {k: v for k, v in request.headers.items() if k.lower() not in HOP}
     body = request.content if request.body_exists else None
     async with request.app["client"].request(
@@ -202,10 +217,14 @@ def start_small_upstream(procs: Processes, name: str = "upstream") -> str:
     return f"http://127.0.0.1:{port}"
 
 
-def start_bare_proxy(procs: Processes, upstream: str, name: str = "bare") -> str:
-    """The bare aiohttp proxy in front of `upstream`; its base URL."""
+def start_bare_proxy(
+    procs: Processes, upstream: str, name: str = "bare", access_log: bool = False
+) -> str:
+    """The bare aiohttp proxy in front of `upstream` (with porter's access log line per
+    request when `access_log`); its base URL."""
     port = free_port()
-    process = procs.start(name, [sys.executable, "-c", BARE_PROXY, str(port), upstream])
+    argv = [sys.executable, "-c", BARE_PROXY, str(port), upstream]
+    process = procs.start(name, argv + (["log"] if access_log else []))
     wait_port(port, process=process)
     return f"http://127.0.0.1:{port}"
 

@@ -92,6 +92,7 @@ def measure(
     with Processes(tmp) as procs:
         upstream = start_small_upstream(procs)
         bare = start_bare_proxy(procs, upstream)
+        bare_logged = start_bare_proxy(procs, upstream, "bare-logged", access_log=True)
         shipped = {"access_log": True, "log_level": "info"}  # as config.toml ships
         omero = {"server_list": [sim.server_list_entry()]}
         public = {
@@ -133,6 +134,7 @@ def measure(
         targets = [
             Target("direct", upstream + PATH, {}),
             Target("bare", bare + PATH, {}),
+            Target("bare-logged", bare_logged + PATH, {}),
             Target("nginx", f"http://127.0.0.1:{nginx_port}{PATH}", {}),
             Target("porter-public", memory.url + PATH, {}),
             Target("porter-user", memory.url + PATH, {"Cookie": f"porter_session={user}"}),
@@ -176,6 +178,8 @@ def main() -> None:
     print()
     measured = {name for name, _ in summaries}
     pairs = [(p, "bare") for p in ("porter-public", "porter-user", "porter-redis")]
+    pairs += [("bare-logged", "bare")]
+    pairs += [(p, "bare-logged") for p in ("porter-public", "porter-user")]
     pairs += [("bare", "nginx"), ("porter-user", "nginx")]
     pairs = [(a, b) for a, b in pairs if a in measured and b in measured]
     print_ratios(summaries, pairs, CONCURRENCIES)
