@@ -19,6 +19,7 @@ against a slow pattern never stall the event loop.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import re
 import time
@@ -84,9 +85,10 @@ class Decision:
     canonical: str | None
     reason: str
 
-    @property
+    @functools.cached_property
     def forward(self) -> str | None:
-        """The path to send upstream (percent-encoded canonical path), None for bad_request."""
+        """The path to send upstream (percent-encoded canonical path), None for bad_request;
+        worked out once per decision (decisions are cached and reused)."""
         return None if self.canonical is None else forward_path(self.canonical)
 
 

@@ -79,6 +79,7 @@ def create_app(settings: Settings) -> web.Application:
     """The porter application for `settings` (nothing is started until it runs)."""
     proxy = settings.proxy
     # Porter's body limit is enforced while streaming (413), not by aiohttp's read() cap.
+    cors = CorsPolicy.from_settings(settings.cors)
     app = web.Application(
         middlewares=[request_scope, error_boundary, cors_preflight], client_max_size=1024**2
     )
@@ -108,7 +109,7 @@ def create_app(settings: Settings) -> web.Application:
     app[OMERO] = OmeroBackend(settings.omero)
     app[PUBLIC_RULES] = RuleMatcher(public_rules(settings))
     app.on_cleanup.append(_close_rules)
-    app[CORS] = CorsPolicy.from_settings(settings.cors)
+    app[CORS] = cors
     if app[CORS].active:  # CORS headers are the only thing left for prepare-time
         app.on_response_prepare.append(on_response_prepare)
     app.cleanup_ctx.append(_client_session)
