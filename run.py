@@ -90,10 +90,14 @@ def _clearsessions(args: argparse.Namespace, settings: Settings) -> int:
     closed them). With the memory store there is nothing to share: only Redis is useful."""
     import asyncio
 
+    import aiohttp
+
     from auth.lifecycle import purge_expired
     from auth.omero_backend import OmeroBackend
+    from auth.sessions import SessionRecord
     from auth.store import SessionStoreError
     from auth.stores import create_store
+    from proxy.forwarding.handoff import web_logout
 
     if settings.session.store == "memory":
         print("clearsessions: the memory store lives inside each running porter, which purges it")
@@ -101,11 +105,21 @@ def _clearsessions(args: argparse.Namespace, settings: Settings) -> int:
         return EXIT_OK
 
     async def purge() -> int:
-        async with OmeroBackend(settings.omero) as backend:
+        async with (
+            OmeroBackend(settings.omero) as backend,
+            aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar()) as http,
+        ):
+
+            async def end_web(record: SessionRecord) -> bool:  # no Django session left behind
+                return await web_logout(http, settings, record.cookies)
+
             store = create_store(settings.session, on_evict=backend.close)
             try:
                 result = await purge_expired(
-                    store, backend.close, concurrency=settings.session.lifecycle_concurrency
+                    store,
+                    backend.close,
+                    concurrency=settings.session.lifecycle_concurrency,
+                    end_web=end_web,
                 )
             except SessionStoreError as exc:
                 print(f"clearsessions: {exc}", file=sys.stderr)

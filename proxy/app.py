@@ -213,7 +213,7 @@ def _add_session_store(app: web.Application) -> None:
     backend = app[OMERO]
 
     async def end_web(record: SessionRecord) -> bool:  # no Django session left in OMERO.web
-        return await web_logout(app, record.cookies)
+        return await web_logout(app[CLIENT_SESSION], app[SETTINGS], record.cookies)
 
     store = create_store(settings, on_evict=backend.close, end_web=end_web)
     app[SESSION_STORE] = store

@@ -5,17 +5,24 @@ test server behind it."""
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 
+import run
 from auth.lifecycle import purge_expired
 from auth.omero_backend import OmeroBackend
 from auth.session_settings import SessionSettings
 from auth.stores import create_store
 from proxy.forwarding.handoff import handoff, web_logout
+from proxy.keys import CLIENT_SESSION, SETTINGS
 from tests.gateway_fixtures import Gateway, GatewayFactory, form_token, log_in
 from tests.omero_sim.fixture import OmeroSim
+from tests.porter_fixtures import write_config
+from tests.redis_fixture import RedisServer, redis_sessions
 from tests.session_fixtures import omero
 from tests.web_fixture import OmeroWeb
 
@@ -83,7 +90,7 @@ async def test_purged_sessions_end_their_omero_web_session_too(
     clock.now += 3600 + 1
 
     async def end_web(record: object) -> bool:
-        return await web_logout(client.app, record.cookies)  # type: ignore[attr-defined]
+        return await web_logout(client.app[CLIENT_SESSION], client.app[SETTINGS], record.cookies)  # type: ignore[attr-defined]
 
     result = await purge_expired(store, backend.close, end_web=end_web)
     assert result.removed == result.closed == 3
@@ -98,7 +105,7 @@ async def test_an_evicted_session_ends_its_omero_web_session_too(
     client = await gateway()
 
     async def end_web(record: object) -> bool:
-        return await web_logout(client.app, record.cookies)  # type: ignore[attr-defined]
+        return await web_logout(client.app[CLIENT_SESSION], client.app[SETTINGS], record.cookies)  # type: ignore[attr-defined]
 
     store = create_store(SessionSettings(max_sessions=1), on_evict=backend.close, end_web=end_web)
     baseline = django_sessions(omero_web)
@@ -120,5 +127,42 @@ async def test_omero_webs_logout_unreachable_is_no_failure(
     gateway: GatewayFactory, omero_sim: OmeroSim
 ) -> None:
     client = await gateway()
-    assert await web_logout(client.app, {"sessionid": "not-a-session-of-omero-web"}) is False
-    assert await web_logout(client.app, {}) is False
+    http, settings = client.app[CLIENT_SESSION], client.app[SETTINGS]
+    assert await web_logout(http, settings, {"sessionid": "not-a-session-of-omero-web"}) is False
+    assert await web_logout(http, settings, {}) is False
+
+
+async def test_clearsessions_ends_omero_web_sessions_too(
+    gateway: GatewayFactory,
+    omero_sim: OmeroSim,
+    omero_web: OmeroWeb,
+    backend: OmeroBackend,
+    redis_server: RedisServer,
+    tmp_path: Path,
+) -> None:
+    client = await gateway()
+    key, cookies = await _session_with_omero_web(client, backend, omero_sim)
+    sessions = redis_sessions(redis_server)
+    long_ago = time.time() - 10 * sessions.session_cookie_age
+    store = create_store(sessions, on_evict=lambda s, k: None, clock=lambda: long_ago)
+    await store.create(
+        server_id=1, omero_session_key=key, user_id=2, user_name="alice", cookies=cookies
+    )
+    await store.close()
+    before = django_sessions(omero_web)
+    config = write_config(
+        tmp_path / "porter.toml",
+        {
+            "proxy": {"upstream": omero_web.base_url},
+            "omero": {"server_list": [omero_sim.server_list_entry()]},
+            "session": {
+                "store": "redis",
+                "redis_url": redis_server.url,
+                "redis_password": redis_server.password,
+                "redis_key_prefix": sessions.redis_key_prefix,
+            },
+        },
+    )
+    assert await asyncio.to_thread(run.main, ["clearsessions", "--config", str(config)]) == 0
+    assert django_sessions(omero_web) == before - 1
+    assert omero_sim.session(key) is None

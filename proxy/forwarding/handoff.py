@@ -22,6 +22,7 @@ from auth.errors import HandoffFailed
 from proxy.django_csrf import new_django_secret
 from proxy.forwarding.cookies import rewrite_cookies, take_set_cookies
 from proxy.keys import CLIENT_SESSION, COOKIE_NAMES, SETTINGS
+from proxy.settings import Settings
 
 log = logging.getLogger("porter.proxy")
 
@@ -53,7 +54,9 @@ async def handoff(app: web.Application, server_id: int, omero_key: str) -> dict[
     return cookies
 
 
-async def web_logout(app: web.Application, cookies: Mapping[str, str]) -> bool:
+async def web_logout(
+    http: aiohttp.ClientSession, settings: Settings, cookies: Mapping[str, str]
+) -> bool:
     """End OMERO.web's own session held in `cookies`, as its logout form does: a POST to
     /webclient/logout/ with a Django CSRF pair of porter's making. OMERO.web closes the OMERO
     session and flushes its Django session (no session file left behind). True when it did;
@@ -61,7 +64,6 @@ async def web_logout(app: web.Application, cookies: Mapping[str, str]) -> bool:
     never raises, the caller closes the OMERO session itself either way."""
     if not cookies:
         return False
-    settings = app[SETTINGS]
     url = settings.proxy.upstream.rstrip("/") + settings.proxy.prefix + "/webclient/logout/"
     csrf = new_django_secret()
     headers: CIMultiDict[str] = CIMultiDict(
@@ -70,9 +72,7 @@ async def web_logout(app: web.Application, cookies: Mapping[str, str]) -> bool:
     rewrite_cookies(headers, frozenset(), {**cookies, "csrftoken": csrf})
     timeout = aiohttp.ClientTimeout(total=settings.proxy.read_timeout)
     try:
-        async with app[CLIENT_SESSION].post(
-            url, headers=headers, allow_redirects=False, timeout=timeout
-        ) as resp:
+        async with http.post(url, headers=headers, allow_redirects=False, timeout=timeout) as resp:
             await resp.content.read(64 * 1024)
             ended = resp.status in (302, 303) and "/webclient/login/" in resp.headers.get(
                 hdrs.LOCATION, ""

@@ -30,7 +30,16 @@ from proxy.django_csrf import django_csrf_valid, new_django_secret
 from proxy.errors import NO_STORE, PAGE_HEADERS, error_response, redirect
 from proxy.forwarding.handoff import handoff, web_logout
 from proxy.identity.session import identify
-from proxy.keys import CSRF, OMERO, SCOPE, SESSION_STORE, SETTINGS, TEMPLATES, THROTTLE
+from proxy.keys import (
+    CLIENT_SESSION,
+    CSRF,
+    OMERO,
+    SCOPE,
+    SESSION_STORE,
+    SETTINGS,
+    TEMPLATES,
+    THROTTLE,
+)
 from proxy.session_cookie import clear_session_cookie, set_session_cookie
 
 log = logging.getLogger("porter.login")
@@ -258,7 +267,7 @@ async def end_session(request: web.Request, record: SessionRecord) -> None:
     close the OMERO session on the server."""
     removed = await request.app[SESSION_STORE].delete(record.id)
     if removed is not None:  # whoever removed it closes it, exactly once
-        await web_logout(request.app, removed.cookies)
+        await web_logout(request.app[CLIENT_SESSION], request.app[SETTINGS], removed.cookies)
         await _close_quietly(request, removed.server_id, removed.omero_session_key)
 
 
