@@ -49,6 +49,7 @@ def _check(args: argparse.Namespace, settings: Settings) -> int:
         print(line)
     for section, found in (
         ("proxy", settings.proxy.warnings()),
+        ("forward_auth", settings.forward_auth.warnings(settings.proxy.trusted_proxies)),
         ("public", settings.public.warnings()),
         ("cors", settings.cors.warnings()),
     ):

@@ -10,6 +10,7 @@ from pathlib import Path
 import aiohttp
 import jinja2
 from aiohttp import web
+from cachetools import TTLCache
 
 from auth.jwt_verify import JwtVerifier
 from auth.lifecycle import PeriodicJob, keepalive_job, purge_job
@@ -64,7 +65,7 @@ from proxy.keys import (
 from proxy.middleware.errors import error_boundary
 from proxy.middleware.responses import cors_preflight, on_response_prepare
 from proxy.middleware.scope import request_scope
-from proxy.pages import health, login, sso
+from proxy.pages import forward_auth, health, login, sso
 from proxy.pages.feedback import feedback
 from proxy.settings import Settings
 
@@ -126,6 +127,11 @@ def create_app(settings: Settings) -> web.Application:
     app.router.add_post(proxy.prefix + "/porter/feedback", feedback)
     login.add_routes(app, proxy.prefix)
     sso.add_routes(app, proxy.prefix)
+    forward_auth.add_routes(app, proxy.prefix)
+    if settings.forward_auth.enabled and settings.forward_auth.decision_cache_ttl > 0:
+        app[forward_auth.DECISIONS] = TTLCache(
+            settings.forward_auth.decision_cache_size, settings.forward_auth.decision_cache_ttl
+        )
     # [\s\S]: a decoded path may hold any character (even a newline): gate() judges it.
     app.router.add_route("*", r"/{tail:[\s\S]*}", _dispatch)
     return app

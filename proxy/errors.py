@@ -109,12 +109,16 @@ def redirect(location: str, status: int = 303) -> web.Response:
     return web.Response(status=status, headers={hdrs.LOCATION: location, **NO_STORE})
 
 
-def login_required(request: web.Request) -> web.StreamResponse:
-    """Browsers go to porter's login page; AJAX and JSON clients get 403 (OMERO.web's
-    JavaScript reloads the page on 403)."""
+def login_required(
+    request: web.Request, *, method: str | None = None, target: str | None = None
+) -> web.StreamResponse:
+    """Browsers go to porter's login page (back to `target`, default: this request's URL,
+    after a GET); AJAX and JSON clients get 403 (OMERO.web's JavaScript reloads the page on
+    403). `method` and `target` name the original request when this one asks for it
+    (forward-auth)."""
     if wants_json(request):
         return error_response(request, 403, "Login required.")
     location = request.app[SETTINGS].proxy.prefix + "/porter/login"
-    if request.method == hdrs.METH_GET:
-        location += "?url=" + quote(request.raw_path, safe="")
+    if (method or request.method) == hdrs.METH_GET:
+        location += "?url=" + quote(target or request.raw_path, safe="")
     return redirect(location, 302)

@@ -26,6 +26,7 @@ from proxy.config import ConfigError, Problem, build, env_overrides, merge, toml
 __all__ = [
     "DEFAULT_CONFIG",
     "ConfigError",
+    "ForwardAuthSettings",
     "LoginSettings",
     "ProxySettings",
     "Settings",
@@ -180,6 +181,44 @@ def _check_cookie_name(value: str) -> None:
 
 
 @dataclass(frozen=True)
+class ForwardAuthSettings:
+    """``[forward_auth]``: porter decides, the site's proxy (nginx auth_request) streams."""
+
+    enabled: bool = field(
+        default=False,
+        metadata={
+            "doc": "Answer GET /porter/auth for a front proxy's auth_request (X-Original-URI "
+            "and X-Original-Method believed from trusted_proxies only); see docs/forward-auth.md"
+        },
+    )
+    decision_cache_ttl: float = field(
+        default=0.0,
+        metadata={
+            "doc": "Seconds a decision is reused for the same credentials, method and path "
+            "(0: off); a logout elsewhere takes effect within this bound",
+            "min": 0.0,
+            "max": 10.0,
+        },
+    )
+    decision_cache_size: int = field(
+        default=10000,
+        metadata={"doc": "Decisions the cache holds at most", "min": 1},
+    )
+
+    def warnings(self, trusted_proxies: tuple[str, ...]) -> list[tuple[str, str]]:
+        """Legal but useless settings, for ``run.py check`` to print."""
+        if self.enabled and not trusted_proxies:
+            return [
+                (
+                    "enabled",
+                    "true, but proxy.trusted_proxies is empty: every /porter/auth question "
+                    "is refused (list the nginx that asks)",
+                )
+            ]
+        return []
+
+
+@dataclass(frozen=True)
 class LoginSettings:
     """Porter's login and logout pages and the session handoff to OMERO.web."""
 
@@ -232,6 +271,7 @@ class Settings:
     omero: OmeroSettings = field(default_factory=OmeroSettings)
     session: SessionSettings = field(default_factory=SessionSettings)
     login: LoginSettings = field(default_factory=LoginSettings)
+    forward_auth: ForwardAuthSettings = field(default_factory=ForwardAuthSettings)
     # [public] has two owners: the URL rules (filters) and the public user (auth).
     public: PublicRuleSettings = field(
         default_factory=PublicRuleSettings, metadata={"section": "public"}

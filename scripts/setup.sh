@@ -41,7 +41,7 @@ apt_install() {
 
 # g++ and the headers zeroc-ice compiles against (only used when the wheel is not cached yet).
 build_packages=(g++ libssl-dev libbz2-dev)
-test_packages=(redis-server chromium)
+test_packages=(redis-server chromium nginx-light)
 
 case "$mode" in
   run) apt_install "${build_packages[@]}" ;;
