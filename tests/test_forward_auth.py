@@ -4,6 +4,8 @@ server, with porter answering the decisions."""
 
 from __future__ import annotations
 
+import asyncio
+import os
 import re
 import shutil
 import socket
@@ -23,6 +25,7 @@ from auth.public_settings import PublicSessionSettings
 from filters.settings import PublicRuleSettings
 from proxy.pages.forward_auth import DECISIONS
 from proxy.settings import ForwardAuthSettings
+from tests.bypass_corpus import CASES, CORPUS_RULES
 from tests.gateway_fixtures import GatewayFactory
 from tests.omero_sim.fixture import OmeroSim
 from tests.web_fixture import OmeroWeb
@@ -31,8 +34,10 @@ ROOT = Path(__file__).resolve().parent.parent
 DOC = ROOT / "docs" / "forward-auth.md"
 PING = "/webclient/keepalive_ping/"
 
+# Workers run as the test's own user, so they may write the cache in the test's directory.
 WRAPPER = """
 daemon off;
+{user}
 worker_processes 1;
 error_log {dir}/error.log warn;
 pid {dir}/nginx.pid;
@@ -72,8 +77,10 @@ class Nginx:
         config = config.replace("server 127.0.0.1:8080;", f"server 127.0.0.1:{porter_port};")
         config = config.replace("server 127.0.0.1:4080;", f"server 127.0.0.1:{web_port};")
         config = config.replace("listen 80;", f"listen 127.0.0.1:{self.port};")
+        config = config.replace("/var/cache/nginx/omero-public", str(directory / "cache"))
         (directory / "omero-porter.conf").write_text(config)
-        (directory / "nginx.conf").write_text(WRAPPER.format(dir=directory))
+        user = "user root;" if os.geteuid() == 0 else ""
+        (directory / "nginx.conf").write_text(WRAPPER.format(dir=directory, user=user))
         self.directory = directory
         with (directory / "stderr.log").open("wb") as stderr:
             self.process = subprocess.Popen(
@@ -334,4 +341,69 @@ async def test_decisions_are_cached_per_credentials_and_never_shared(
         assert len(decisions) == 2  # alice's repeated request was answered from the cache
     finally:
         await alice.close()
+        await anonymous.close()
+
+
+async def _raw_get(port: int, method: str, target: str) -> int:
+    """Send the request line exactly as written (no client library would send most)."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(
+        f"{method} {target} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n".encode()
+    )
+    await writer.drain()
+    status_line = await reader.readline()
+    writer.close()
+    return int(status_line.split()[1]) if status_line else 0
+
+
+async def test_the_bypass_corpus_through_nginx_never_serves_a_non_public_path_as_public(
+    gateway: GatewayFactory,
+    omero_sim: OmeroSim,
+    omero_web: OmeroWeb,
+    nginx_factory: Callable[[int, int], Nginx],
+) -> None:
+    sections = forward_auth_sections(omero_sim)
+    sections["public"] = CORPUS_RULES
+    porter = await gateway(sections=sections, trusted_proxies=("127.0.0.1/32",))
+    assert porter.server.port is not None
+    nginx = nginx_factory(porter.server.port, int(omero_web.base_url.rsplit(":", 1)[1]))
+    # the public session exists; OMERO.web joins it once per request it serves as public
+    assert await _raw_get(nginx.port, "GET", "/webgateway/getImgRDef/") == 200
+    [public] = [s for s in omero_sim.sessions() if s["user"] == "public"]
+    joins = public["joins"]
+    # Absolute-form targets (http://host/path) are left out: nginx turns them into the
+    # origin-form path it then both asks about and forwards (a public path stays public).
+    refused = [c for c in CASES if c.kind != "public" and c.target.startswith("/")]
+    assert len(refused) > 40
+    for case in refused:
+        status = await _raw_get(nginx.port, case.method, case.target)
+        if not case.target.startswith("/porter/"):  # porter's own pages are porter's
+            assert status != 200, case
+    after = omero_sim.session(public["key"])
+    assert after is not None
+    assert after["joins"] == joins  # not one of them reached OMERO.web as the public user
+
+
+async def test_only_the_public_users_answers_are_cached_by_nginx(
+    gateway: GatewayFactory,
+    omero_sim: OmeroSim,
+    omero_web: OmeroWeb,
+    nginx_factory: Callable[[int, int], Nginx],
+) -> None:
+    _, nginx = await setup(gateway, omero_sim, omero_web, nginx_factory)
+    path = "/webgateway/getImgRDef/"
+    user, anonymous = Browser(nginx.url), Browser(nginx.url)
+    try:
+        await user.log_in("alice", omero_sim.users["alice"])
+        for _ in range(2):  # a logged-in user: never from the cache, never into it
+            status, _, headers = await user.get(path)
+            assert (status, headers["X-Cache-Status"]) == (200, "BYPASS")
+        status, _, headers = await anonymous.get(path)
+        assert (status, headers["X-Cache-Status"]) == (200, "MISS")  # alice stored nothing
+        status, _, headers = await anonymous.get(path)
+        assert (status, headers["X-Cache-Status"]) == (200, "HIT")
+        status, _, headers = await user.get(path)
+        assert headers["X-Cache-Status"] == "BYPASS"  # even with a public hit there
+    finally:
+        await user.close()
         await anonymous.close()
