@@ -93,5 +93,8 @@ DECISION = web.RequestKey("decision", Decision)
 PRINCIPAL = web.RequestKey("principal", Principal)
 # The raw path and query to forward: the canonical path, re-encoded, and the query as sent.
 TARGET = web.RequestKey("target", str)
+# Set when the request needs no access line of porter's (a granted forward-auth decision:
+# the front proxy logs the request itself).
+QUIET = web.RequestKey("quiet", bool)
 # Set when the response must clear porter's session cookie (a stale cookie was sent).
 CLEAR_COOKIE = web.RequestKey("clear_cookie", bool)

@@ -13,7 +13,15 @@ from aiohttp import hdrs, web
 
 from proxy.errors import error_response
 from proxy.finish import finish
-from proxy.keys import ALLOWED_HOSTS, REQUEST_ID, SCOPE, SETTINGS, TRUSTED_PROXIES, RequestScope
+from proxy.keys import (
+    ALLOWED_HOSTS,
+    QUIET,
+    REQUEST_ID,
+    SCOPE,
+    SETTINGS,
+    TRUSTED_PROXIES,
+    RequestScope,
+)
 
 log = logging.getLogger("porter.proxy")
 access_log = logging.getLogger("porter.access")
@@ -73,7 +81,7 @@ async def request_scope(request: web.Request, handler: Handler) -> web.StreamRes
         status = exc.status
         raise
     finally:
-        if request.app[SETTINGS].proxy.access_log:
+        if request.app[SETTINGS].proxy.access_log and not request.get(QUIET):
             # The path only: a query string can carry tokens.
             access_log.info(
                 "%s %s %s %d %.1fms rid=%s",

@@ -11,6 +11,9 @@ then the identity chain answers who it is:
   and ``X-Porter-Kind`` (user / token / public); these reach nginx only, never the browser;
 - 401 when the visitor must log in, 403 for a denied path, 400 for a bad one.
 
+Porter writes an access line for refusals only: a granted request is nginx's to log (it
+logs every request it serves), which keeps the decision cheap.
+
 ``GET /porter/auth/login`` gives what proxy mode gives a visitor who must log in (browsers:
 to the login page; AJAX: 403). ``GET /porter/auth/renew`` is where nginx sends OMERO.web's
 redirects: a redirect to OMERO.web's login page means OMERO.web forgot the session, so porter
@@ -37,6 +40,7 @@ from proxy.keys import (
     DECISION,
     PRINCIPAL,
     PUBLIC_RULES,
+    QUIET,
     SCOPE,
     SETTINGS,
     TRUSTED_PROXIES,
@@ -99,6 +103,7 @@ async def auth(request: web.Request) -> web.StreamResponse:
     cache = request.app.get(DECISIONS)
     key = (method, path, *_credentials(request))
     if cache is not None and (hit := cache.get(key)) is not None:
+        request[QUIET] = hit[0] == 200
         return web.Response(status=hit[0], headers=hit[1])
     principal = await authenticate(request)
     if principal is None:
@@ -109,6 +114,8 @@ async def auth(request: web.Request) -> web.StreamResponse:
         answer = (200, _granted(request, principal))
     if cache is not None:
         cache[key] = answer
+    # Granted decisions are nginx's to log (it logs every request); refusals are porter's.
+    request[QUIET] = answer[0] == 200
     return web.Response(status=answer[0], headers=answer[1])
 
 
