@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -60,6 +61,7 @@ class Client:
     forwarded_for: tuple[str, ...]
 
 
+@functools.lru_cache(maxsize=4096)  # the same few proxies and clients, request after request
 def _parse_ip(text: str) -> IPAddress | None:
     text = text.strip()
     if text.startswith("[") and "]" in text:  # [v6]:port

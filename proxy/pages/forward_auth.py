@@ -26,14 +26,13 @@ import logging
 
 from aiohttp import hdrs, web
 from cachetools import TTLCache
-from multidict import CIMultiDict
 from yarl import URL
 
 from filters.canonical import strip_prefix
 from filters.credentials import credential_params
 from filters.rules import Decision
 from proxy.errors import NO_STORE, error_response, login_required, redirect
-from proxy.forwarding.cookies import rewrite_cookies
+from proxy.forwarding.cookies import parse_cookie_header
 from proxy.identity.chain import authenticate
 from proxy.keys import (
     COOKIE_NAMES,
@@ -120,13 +119,16 @@ async def auth(request: web.Request) -> web.StreamResponse:
 
 
 def _granted(request: web.Request, principal: Principal) -> dict[str, str]:
-    cookies: CIMultiDict[str] = CIMultiDict()
-    for value in request.headers.getall(hdrs.COOKIE, ()):
-        cookies.add(hdrs.COOKIE, value)
-    rewrite_cookies(cookies, request.app[COOKIE_NAMES].dropped, principal.cookies)
+    dropped = request.app[COOKIE_NAMES].dropped
+    pairs = [
+        (name, value)
+        for name, value in parse_cookie_header(request.headers.getall(hdrs.COOKIE, ()))
+        if name not in dropped
+    ]
+    pairs += principal.cookies.items()
     return {
         **NO_STORE,
-        "X-Porter-Cookie": cookies.get(hdrs.COOKIE, ""),
+        "X-Porter-Cookie": "; ".join(f"{name}={value}" for name, value in pairs),
         "X-Porter-User": principal.user,
         "X-Porter-Kind": principal.kind,
     }
