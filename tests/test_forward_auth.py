@@ -407,3 +407,27 @@ async def test_only_the_public_users_answers_are_cached_by_nginx(
     finally:
         await user.close()
         await anonymous.close()
+
+
+async def test_an_ended_omero_session_means_log_in_again_back_to_the_same_url(
+    gateway: GatewayFactory,
+    omero_sim: OmeroSim,
+    omero_web: OmeroWeb,
+    nginx_factory: Callable[[int, int], Nginx],
+) -> None:
+    _, nginx = await setup(gateway, omero_sim, omero_web, nginx_factory)
+    browser = Browser(nginx.url)
+    try:
+        await browser.log_in("carol", omero_sim.users["carol"])
+        assert (await browser.get(PING))[:2] == (200, "OK")
+        [key] = [s["key"] for s in omero_sim.sessions() if s["user"] == "carol"]
+        assert omero_sim.kill_session(key)  # an admin ended it, or it timed out
+        status, _, headers = await browser.get("/webclient/active_group/", allow_redirects=False)
+        assert status == 302
+        assert headers["Location"] == "/porter/login?url=%2Fwebclient%2Factive_group%2F"
+        assert (
+            'porter_session=""' in headers["Set-Cookie"]
+            or "porter_session=;" in headers["Set-Cookie"]
+        )
+    finally:
+        await browser.close()

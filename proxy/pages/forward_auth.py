@@ -28,6 +28,7 @@ from aiohttp import hdrs, web
 from cachetools import TTLCache
 from yarl import URL
 
+from auth.errors import SessionGone
 from filters.canonical import strip_prefix
 from filters.credentials import credential_params
 from filters.rules import Decision
@@ -35,6 +36,7 @@ from proxy.errors import NO_STORE, error_response, login_required, redirect
 from proxy.forwarding.cookies import parse_cookie_header
 from proxy.identity.chain import authenticate
 from proxy.keys import (
+    CLEAR_COOKIE,
     COOKIE_NAMES,
     DECISION,
     PRINCIPAL,
@@ -167,7 +169,11 @@ async def renew(request: web.Request) -> web.StreamResponse:
     if principal is None or method not in (hdrs.METH_GET, hdrs.METH_HEAD):
         return login_required(request, method=method, target=uri)
     request[PRINCIPAL] = principal
-    await principal.renew()  # failures are the error boundary's (503, 502, log in again)
+    try:
+        await principal.renew()  # other failures are the error boundary's (503, 502)
+    except SessionGone:  # the OMERO session itself ended: log in again, back to this URL
+        request[CLEAR_COOKIE] = True
+        return login_required(request, method=method, target=uri)
     return redirect(uri, 307)
 
 
