@@ -43,7 +43,7 @@ from bench._common import (
 )
 from bench.forwarding import NGINX
 from tests.omero_sim.fixture import OmeroSim, start_sim, stop_sim
-from tests.test_forward_auth import WRAPPER, shipped_config
+from tests.test_forward_auth import write_nginx_config
 
 PUBLIC = "/webgateway/small"
 PRIVATE = "/webclient/small"
@@ -51,22 +51,14 @@ SIZE = 200 * 1024 * 1024
 
 
 def start_nginx_forward_auth(procs: Processes, tmp: Path, name: str, porter: str, up: str) -> str:
+    """nginx with docs/forward-auth.md's configuration in front of `up`, asking `porter`."""
     directory = tmp / name
     directory.mkdir()
     port = free_port()
-    config = shipped_config()
-    config = config.replace(
-        "server 127.0.0.1:8080;", f"server 127.0.0.1:{porter.rsplit(':', 1)[1]};"
+    conf = write_nginx_config(
+        directory, int(porter.rsplit(":", 1)[1]), int(up.rsplit(":", 1)[1]), port
     )
-    config = config.replace("server 127.0.0.1:4080;", f"server 127.0.0.1:{up.rsplit(':', 1)[1]};")
-    config = config.replace("listen 80;", f"listen 127.0.0.1:{port};")
-    config = config.replace("/var/cache/nginx/omero-public", str(directory / "cache"))
-    (directory / "omero-porter.conf").write_text(config)
-    user = "user root;" if os.geteuid() == 0 else ""
-    (directory / "nginx.conf").write_text(WRAPPER.format(dir=directory, user=user))
-    process = procs.start(
-        name, ["nginx", "-c", str(directory / "nginx.conf"), "-p", str(directory)]
-    )
+    process = procs.start(name, ["nginx", "-c", str(conf), "-p", str(directory)])
     wait_port(port, process=process)
     return f"http://127.0.0.1:{port}"
 

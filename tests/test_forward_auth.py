@@ -61,6 +61,20 @@ def shipped_config() -> str:
     return str(blocks[0])
 
 
+def write_nginx_config(directory: Path, porter_port: int, web_port: int, port: int) -> Path:
+    """docs/forward-auth.md's configuration for these ports, in a runnable nginx.conf under
+    `directory` (its cache, temp files and logs there too); the nginx.conf's path."""
+    config = shipped_config()
+    config = config.replace("server 127.0.0.1:8080;", f"server 127.0.0.1:{porter_port};")
+    config = config.replace("server 127.0.0.1:4080;", f"server 127.0.0.1:{web_port};")
+    config = config.replace("listen 80;", f"listen 127.0.0.1:{port};")
+    config = config.replace("/var/cache/nginx/omero-public", str(directory / "cache"))
+    (directory / "omero-porter.conf").write_text(config)
+    user = "user root;" if os.geteuid() == 0 else ""
+    (directory / "nginx.conf").write_text(WRAPPER.format(dir=directory, user=user))
+    return directory / "nginx.conf"
+
+
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -73,18 +87,11 @@ class Nginx:
         if not Path(binary).exists():
             pytest.fail("nginx is not installed (scripts/setup.sh test installs nginx-light)")
         self.port = _free_port()
-        config = shipped_config()
-        config = config.replace("server 127.0.0.1:8080;", f"server 127.0.0.1:{porter_port};")
-        config = config.replace("server 127.0.0.1:4080;", f"server 127.0.0.1:{web_port};")
-        config = config.replace("listen 80;", f"listen 127.0.0.1:{self.port};")
-        config = config.replace("/var/cache/nginx/omero-public", str(directory / "cache"))
-        (directory / "omero-porter.conf").write_text(config)
-        user = "user root;" if os.geteuid() == 0 else ""
-        (directory / "nginx.conf").write_text(WRAPPER.format(dir=directory, user=user))
+        conf = write_nginx_config(directory, porter_port, web_port, self.port)
         self.directory = directory
         with (directory / "stderr.log").open("wb") as stderr:
             self.process = subprocess.Popen(
-                [binary, "-c", str(directory / "nginx.conf"), "-p", str(directory)],
+                [binary, "-c", str(conf), "-p", str(directory)],
                 stdout=subprocess.DEVNULL,
                 stderr=stderr,
             )
