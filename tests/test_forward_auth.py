@@ -436,3 +436,40 @@ async def test_an_ended_omero_session_means_log_in_again_back_to_the_same_url(
         assert not [c for c in jar if c.key == "porter_session" and c.value]  # cleared
     finally:
         await browser.close()
+
+
+@pytest.mark.parametrize("path", ["/porter/auth", "/porter/auth/renew", "/porter/auth/login"])
+async def test_browsers_cannot_ask_porter_for_decisions_through_nginx(
+    gateway: GatewayFactory,
+    omero_sim: OmeroSim,
+    omero_web: OmeroWeb,
+    nginx_factory: Callable[[int, int], Nginx],
+    path: str,
+) -> None:
+    """nginx is a trusted proxy, so the decision endpoints must be reachable only through
+    its internal subrequests: a browser forging X-Original-URI would otherwise read the
+    public user's OMERO.web cookie in X-Porter-Cookie."""
+    _, nginx = await setup(gateway, omero_sim, omero_web, nginx_factory)
+    assert (await cookieless(nginx, PING))[0] == 200  # the public session exists
+    forged = {
+        "X-Original-URI": PING,
+        "X-Original-Method": "GET",
+        "X-Upstream-Location": "https://evil.example/",
+    }
+    async with (
+        aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar()) as browser,
+        browser.get(nginx.url + path, headers=forged, allow_redirects=False) as resp,
+    ):
+        body = await resp.text()
+        assert resp.status == 404
+        assert not [h for h in resp.headers if h.lower().startswith("x-porter")]
+        assert "sessionid" not in body
+        assert "evil.example" not in resp.headers.get("Location", "")
+
+
+async def cookieless(nginx: Nginx, path: str) -> tuple[int, str]:
+    async with (
+        aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar()) as anonymous,
+        anonymous.get(nginx.url + path, allow_redirects=False) as resp,
+    ):
+        return resp.status, await resp.text()
