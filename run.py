@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""omero-porter command line: serve (default) | check | explain | mail-test | clearsessions.
+"""omero-porter command line: serve (default) | check | explain | mail-test | clearsessions |
+cache stats|purge.
 
 Exit codes: 0 ok, 2 usage or configuration error, 1 runtime failure.
 """
@@ -32,6 +33,9 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
     listener = configure_logging(proxy.log_level)
     try:
         serve(settings)
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return EXIT_USAGE
     except OSError as exc:
         print(
             f"porter: cannot serve on {proxy.host}:{proxy.port}: {exc.strerror or exc}",
@@ -52,6 +56,7 @@ def _check(args: argparse.Namespace, settings: Settings) -> int:
         ("forward_auth", settings.forward_auth.warnings(settings.proxy.trusted_proxies)),
         ("public", settings.public.warnings()),
         ("cors", settings.cors.warnings()),
+        ("cache", settings.cache.warnings(settings.public_session.enabled)),
     ):
         for key, message in found:
             print(f"warning: {section}.{key}: {message}", file=sys.stderr)
@@ -137,6 +142,80 @@ def _clearsessions(args: argparse.Namespace, settings: Settings) -> int:
     return asyncio.run(purge())
 
 
+def _cache(args: argparse.Namespace, settings: Settings) -> int:
+    """Stats or purge of the public answer cache: through the running porter (its memory and
+    disk tiers), else, with a disk tier, on the disk directly (running porters drop their
+    memory copies of purged entries within seconds)."""
+    import asyncio
+    import json
+    import re
+
+    import aiohttp
+
+    from cache.disk import DiskError, DiskTier
+
+    try:
+        pattern = re.compile(args.path_regex) if args.path_regex else None
+    except re.error as exc:
+        print(f"cache: --path-regex is not a regex: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    proxy = settings.proxy
+    host = "127.0.0.1" if proxy.host in ("", "0.0.0.0", "::") else proxy.host
+    base = f"http://{host}:{proxy.port}{proxy.prefix}/porter/cache"
+    if ":" in host:
+        base = f"http://[{host}]:{proxy.port}{proxy.prefix}/porter/cache"
+
+    async def ask_porter() -> tuple[int, object] | None:
+        timeout = aiohttp.ClientTimeout(total=30)
+        try:
+            async with aiohttp.ClientSession(timeout=timeout) as http:
+                if args.action == "stats":
+                    request = http.get(base)
+                else:
+                    body = {"path_regex": args.path_regex or ""}
+                    request = http.post(base + "/purge", json=body)
+                async with request as resp:
+                    found = await resp.json() if resp.status == 200 else None
+                    return resp.status, found
+        except (aiohttp.ClientError, OSError, TimeoutError):
+            return None
+
+    answer = asyncio.run(ask_porter())
+    if answer is not None and answer[0] == 200:
+        print(json.dumps(answer[1], indent=2, sort_keys=True))
+        return EXIT_OK
+    if answer is not None:
+        print(
+            f"cache: {base} answered {answer[0]}: porter there has no cache, or does not list "
+            "this address in proxy.status_detail_from",
+            file=sys.stderr,
+        )
+        return EXIT_FAILURE
+    if not settings.cache.disk_dir:
+        print(
+            f"cache: no porter answers at {base}; without a disk tier the cache lives only "
+            "inside a running porter",
+            file=sys.stderr,
+        )
+        return EXIT_FAILURE
+    try:
+        disk = DiskTier(settings.cache.disk_dir, settings.cache.disk_bytes)
+        try:
+            found: dict[str, object] = (
+                {"disk": {**disk.stats(), "limit": settings.cache.disk_bytes}}
+                if args.action == "stats"
+                else {"removed": disk.purge(pattern)}
+            )
+        finally:
+            disk.close()
+    except DiskError as exc:
+        print(f"cache: the disk tier {settings.cache.disk_dir} failed: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    print(f"# no porter answers at {base}: the disk tier only", file=sys.stderr)
+    print(json.dumps(found, indent=2, sort_keys=True))
+    return EXIT_OK
+
+
 Command = Callable[[argparse.Namespace, Settings], int]
 
 
@@ -175,6 +254,13 @@ def parser() -> tuple[argparse.ArgumentParser, dict[str, Command]]:
         help="purge expired sessions and close their OMERO sessions (Redis store)",
     )
     commands["clearsessions"] = _clearsessions
+
+    cache = sub.add_parser("cache", parents=[config], help="public answer cache: stats or purge")
+    cache.add_argument("action", choices=("stats", "purge"))
+    cache.add_argument(
+        "--path-regex", help="purge only entries whose path this regex finds (default: all)"
+    )
+    commands["cache"] = _cache
     return top, commands
 
 

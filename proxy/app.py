@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import replace
@@ -22,12 +23,15 @@ from auth.sso_identity import SsoIdentityMapper
 from auth.sso_sessions import SsoSessions
 from auth.stores import create_store
 from auth.verified_tokens import VerifiedTokens
+from cache.disk import DiskError
+from cache.store import PublicCache
 from filters.cors import CorsPolicy
 from filters.forwarded import TrustedProxies
 from filters.hosts import AllowedHosts
 from filters.rules import PublicRules, RuleMatcher
 from filters.throttle import LoginThrottle
 from mailer import MailSender
+from proxy.config import ConfigError, Problem
 from proxy.csrf import Csrf
 from proxy.errors import error_response
 from proxy.forwarding.handoff import handoff, web_logout
@@ -38,6 +42,7 @@ from proxy.identity.public import public_user
 from proxy.identity.session import porter_session
 from proxy.keys import (
     ALLOWED_HOSTS,
+    CACHE_FLIGHTS,
     CLIENT_SESSION,
     COOKIE_NAMES,
     CORS,
@@ -47,6 +52,7 @@ from proxy.keys import (
     OMERO,
     PORTER_TOKENS,
     PUBLIC,
+    PUBLIC_CACHE,
     PUBLIC_RULES,
     READINESS_CHECKS,
     SCOPE,
@@ -65,7 +71,7 @@ from proxy.keys import (
 from proxy.middleware.errors import error_boundary
 from proxy.middleware.responses import cors_preflight, on_response_prepare
 from proxy.middleware.scope import request_scope
-from proxy.pages import forward_auth, health, login, sso
+from proxy.pages import cache_admin, forward_auth, health, login, sso
 from proxy.pages.feedback import feedback
 from proxy.settings import Settings
 
@@ -119,6 +125,8 @@ def create_app(settings: Settings) -> web.Application:
     _add_session_store(app)
     if settings.public_session.enabled:
         _add_public_session(app)
+        if settings.cache.enabled:
+            _add_public_cache(app)
     if settings.sso.enabled or settings.sso.porter_tokens.enabled:
         _add_sso(app)
     app[AUTHENTICATORS] = authenticators(settings)
@@ -128,6 +136,7 @@ def create_app(settings: Settings) -> web.Application:
     login.add_routes(app, proxy.prefix)
     sso.add_routes(app, proxy.prefix)
     forward_auth.add_routes(app, proxy.prefix)
+    cache_admin.add_routes(app, proxy.prefix)
     if settings.forward_auth.enabled and settings.forward_auth.decision_cache_ttl > 0:
         app[forward_auth.DECISIONS] = TTLCache(
             settings.forward_auth.decision_cache_size, settings.forward_auth.decision_cache_ttl
@@ -135,6 +144,36 @@ def create_app(settings: Settings) -> web.Application:
     # [\s\S]: a decoded path may hold any character (even a newline): gate() judges it.
     app.router.add_route("*", r"/{tail:[\s\S]*}", _dispatch)
     return app
+
+
+CACHE_PURGE_POLL = 2.0  # seconds between reads of the disk tier's purge log
+
+
+def _add_public_cache(app: web.Application) -> None:
+    """The public answer cache (proxy/forwarding/cached.py serves from it)."""
+    settings = app[SETTINGS].cache
+    try:
+        cache = PublicCache(settings)
+    except DiskError as exc:
+        raise ConfigError(
+            "[cache]", [Problem("cache.disk_dir", f"cannot be opened: {exc}")]
+        ) from None
+    app[PUBLIC_CACHE] = cache
+    app[CACHE_FLIGHTS] = {}
+    if cache.disk is not None:
+        app[READINESS_CHECKS]["cache_disk"] = cache.check_disk
+        # purges another porter process made in the shared disk tier reach this memory tier
+        app.cleanup_ctx.append(
+            PeriodicJob("cache purges", CACHE_PURGE_POLL, cache.apply_purges).cleanup_ctx
+        )
+
+    async def close(app: web.Application) -> None:
+        for task in list(app[CACHE_FLIGHTS].values()):
+            task.cancel()
+        await asyncio.gather(*app[CACHE_FLIGHTS].values(), return_exceptions=True)
+        await cache.close()
+
+    app.on_cleanup.append(close)
 
 
 def authenticators(settings: Settings) -> tuple[Authenticator, ...]:

@@ -9,6 +9,7 @@ from aiohttp import web
 
 from filters.credentials import credential_params
 from proxy.errors import error_response, login_required
+from proxy.forwarding.cached import cache_ttl, forward_cached
 from proxy.forwarding.renewal import forward_renewing
 from proxy.forwarding.websocket import forward_websocket, is_websocket
 from proxy.identity.chain import authenticate
@@ -45,4 +46,6 @@ async def gate(request: web.Request) -> web.StreamResponse:
     request[PRINCIPAL] = principal
     if is_websocket(request):
         return await forward_websocket(request, principal.cookies)
+    if principal.kind == "public" and (ttl := cache_ttl(request)) is not None:
+        return await forward_cached(request, principal, ttl)
     return await forward_renewing(request, principal)

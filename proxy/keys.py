@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any
 
 import aiohttp
 import jinja2
@@ -17,6 +19,7 @@ from auth.sso_identity import SsoIdentityMapper
 from auth.sso_sessions import SsoSessions
 from auth.store import SessionStore
 from auth.verified_tokens import VerifiedTokens
+from cache.store import PublicCache
 from filters.cors import CorsPolicy
 from filters.forwarded import Client, TrustedProxies
 from filters.hosts import AllowedHosts
@@ -86,6 +89,9 @@ PORTER_TOKENS = web.AppKey("porter_tokens", PorterTokenIssuer)
 VERIFIED_TOKENS = web.AppKey("verified_tokens", VerifiedTokens)
 CSRF = web.AppKey("csrf", Csrf)
 WEBSOCKETS = web.AppKey("websockets", set[web.WebSocketResponse])
+PUBLIC_CACHE = web.AppKey("public_cache", PublicCache)
+# The one fetch in progress per cache key (proxy/forwarding/cached.py).
+CACHE_FLIGHTS = web.AppKey("cache_flights", dict[str, asyncio.Task[Any]])
 
 SCOPE = web.RequestKey("scope", RequestScope)
 # The path's decision (filters.rules) and who the request runs as (identity chain).

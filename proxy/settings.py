@@ -18,6 +18,7 @@ from auth.omero_settings import OmeroSettings
 from auth.public_settings import PublicSessionSettings
 from auth.session_settings import SessionSettings
 from auth.sso_settings import SsoSettings
+from cache.settings import CacheSettings
 from filters.hosts import check_allowed_hosts
 from filters.settings import CorsSettings, PublicRuleSettings
 from mailer.settings import MailSettings
@@ -280,6 +281,7 @@ class Settings:
         default_factory=PublicSessionSettings, metadata={"section": "public"}
     )
     cors: CorsSettings = field(default_factory=CorsSettings)
+    cache: CacheSettings = field(default_factory=CacheSettings)
     sso: SsoSettings = field(default_factory=SsoSettings)
     mail: MailSettings = field(default_factory=MailSettings)
 

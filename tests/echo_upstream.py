@@ -25,6 +25,14 @@ class EchoState:
     received: list[Received] = field(default_factory=list)
     # Set while a /slow request is being handled (for shutdown tests).
     slow_started: asyncio.Event = field(default_factory=asyncio.Event)
+    # While set, every ?tile request is answered with this status (OMERO.web failing).
+    tile_status: int | None = None
+    # ?tile&hold requests wait for this (a test lets them go once it has seen enough).
+    tile_release: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def count(self, path: str) -> int:
+        """Requests received for `path` (the part before any query)."""
+        return sum(1 for r in self.received if r.raw_path.partition("?")[0] == path)
 
 
 STATE = web.AppKey("state", EchoState)
@@ -43,8 +51,35 @@ async def _consume(request: web.Request) -> Received:
     return received
 
 
-async def echo(request: web.Request) -> web.Response:
+async def tile(request: web.Request) -> web.Response:
+    """An image answer as a render view gives it; the query shapes it (the cache tests):
+    delay, hold, status, size, set_cookie, cache_control, vary. The body names the request's
+    number for its path, so a test sees whether OMERO.web was asked again."""
+    state = request.app[STATE]
+    query = request.query
+    if "delay" in query:
+        await asyncio.sleep(float(query["delay"]))
+    if "hold" in query:
+        await state.tile_release.wait()
+    number = state.count(request.path)
+    status = state.tile_status or int(query.get("status", "200"))
+    head = f"tile {request.path} #{number}|".encode()
+    size = int(query.get("size", "0"))
+    body = head + b"t" * max(0, size - len(head))
+    response = web.Response(status=status, body=body, content_type="image/jpeg")
+    if "set_cookie" in query:
+        response.set_cookie(query["set_cookie"], "from-omero-web")
+    if "cache_control" in query:
+        response.headers["Cache-Control"] = query["cache_control"]
+    if "vary" in query:
+        response.headers["Vary"] = query["vary"]
+    return response
+
+
+async def echo(request: web.Request) -> web.StreamResponse:
     r = await _consume(request)
+    if "tile" in request.query:
+        return await tile(request)
     if "bsession" in request.query:
         # OMERO.web's handoff: joining an OMERO session answers with its own session cookie.
         response = web.Response(text="OK")

@@ -1,0 +1,103 @@
+"""The disk tier: diskcache (SQLite index plus files), shared by the porter processes of one
+host, bounded in bytes. Every call blocks, so porter runs them in a thread.
+
+Values are stored as bytes (Entry.to_bytes), never pickled; `_BytesOnly` refuses to unpickle
+anything found in the directory, so a planted file cannot run code in porter."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import sqlite3
+import time
+from pathlib import Path
+from typing import Any
+
+import diskcache
+
+from cache.entry import Entry
+from cache.key import key_path
+
+PURGE_LOG = "porter:purge-log"  # the purges other processes apply to their memory tier
+PURGE_LOG_KEEP = 100
+
+DiskError = (OSError, sqlite3.Error, diskcache.Timeout)
+
+
+class _BytesOnly(diskcache.Disk):  # type: ignore[misc]
+    """diskcache's Disk without pickle: keys are str, values bytes; anything else is None."""
+
+    def get(self, key: Any, raw: bool) -> Any:
+        return super().get(key, raw) if raw else None
+
+    def fetch(self, mode: int, filename: str | None, value: Any, read: bool) -> Any:
+        if mode == diskcache.core.MODE_RAW:
+            return super().fetch(mode, filename, value, read)
+        inside = bool(filename) and not os.path.isabs(filename or "/")
+        if mode == diskcache.core.MODE_BINARY and inside and ".." not in Path(filename or "").parts:
+            return super().fetch(mode, filename, value, read)
+        return None
+
+
+class DiskTier:
+    """Entries on disk under `directory`, at most about `size_limit` bytes (diskcache culls
+    the oldest stored entries past it, ten per write)."""
+
+    def __init__(self, directory: str, size_limit: int) -> None:
+        path = Path(directory)
+        path.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self.directory = path
+        self._cache = diskcache.Cache(
+            directory,
+            disk=_BytesOnly,
+            size_limit=size_limit,
+            eviction_policy="least-recently-stored",  # reads write nothing: processes share well
+            statistics=False,
+            timeout=2,
+        )
+
+    def get(self, key: str) -> Entry | None:
+        data = self._cache.get(key)
+        return Entry.from_bytes(data) if isinstance(data, bytes) else None
+
+    def put(self, key: str, entry: Entry, keep: float) -> None:
+        """Store `entry` until `keep` seconds past its ttl (then diskcache drops it)."""
+        expire = entry.stored + entry.ttl + keep - time.time()
+        if expire > 0:
+            self._cache.set(key, entry.to_bytes(), expire=expire)
+
+    def purge(self, pattern: re.Pattern[str] | None) -> int:
+        """Remove the entries whose path `pattern` finds (all: None); how many were removed.
+        Noted in the purge log, so other processes drop their memory copies too."""
+        removed = 0
+        for key in list(self._cache.iterkeys()):
+            if key == PURGE_LOG or not isinstance(key, str):
+                continue
+            if pattern is None or pattern.search(key_path(key)):
+                removed += bool(self._cache.delete(key))
+        with self._cache.transact():
+            log = self.purge_log()
+            log.append((time.time(), None if pattern is None else pattern.pattern))
+            self._cache.set(PURGE_LOG, json.dumps(log[-PURGE_LOG_KEEP:]).encode())
+        return removed
+
+    def purge_log(self) -> list[tuple[float, str | None]]:
+        data = self._cache.get(PURGE_LOG)
+        try:
+            return [(float(t), p) for t, p in json.loads(data)] if data else []
+        except (ValueError, TypeError):
+            return []
+
+    def stats(self) -> dict[str, int]:
+        entries = len(self._cache) - (PURGE_LOG in self._cache)
+        return {"entries": entries, "bytes": int(self._cache.volume())}
+
+    def check(self) -> None:
+        """Raise OSError unless the directory and its index are still there and answer."""
+        if not (self.directory / "cache.db").is_file():
+            raise FileNotFoundError(str(self.directory / "cache.db"))
+        self._cache.get(PURGE_LOG)
+
+    def close(self) -> None:
+        self._cache.close()

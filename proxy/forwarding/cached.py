@@ -1,0 +1,322 @@
+"""Public answers through porter's cache: a hit never touches OMERO.web, the requests for one
+missing answer share ONE fetch, and a stale copy is served while OMERO.web is down.
+
+Only the public principal reaches this module (gate.py); its answers are the same for every
+anonymous visitor, which is what makes them cacheable at all. A fetch is sent with headers
+porter builds (no visitor's cookie, Accept-* or conditional header), so the stored answer is
+the answer to the key and to nothing a visitor chose.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass
+
+import aiohttp
+from aiohttp import hdrs, web
+from multidict import CIMultiDict
+from yarl import URL
+
+from cache.entry import Entry
+from cache.key import cache_key, normalise_query
+from cache.store import PublicCache
+from proxy.errors import error_response
+from proxy.forwarding.cookies import rewrite_cookies, take_set_cookies
+from proxy.forwarding.headers import end_to_end
+from proxy.forwarding.renewal import forward_renewing, logged_out_upstream
+from proxy.keys import (
+    CACHE_FLIGHTS,
+    CLIENT_SESSION,
+    COOKIE_NAMES,
+    DECISION,
+    PUBLIC_CACHE,
+    REQUEST_ID,
+    SCOPE,
+    SETTINGS,
+)
+from proxy.principal import Principal
+from proxy.reporting import report_unavailable, report_upstream_error
+
+log = logging.getLogger("porter.cache")
+
+X_CACHE = "X-Cache"
+CACHE_STATUS = "Cache-Status"  # RFC 9211
+CACHE_NAME = "omero-porter"
+# Set by porter on every cached answer, or meaningless once stored.
+_NOT_STORED = frozenset(
+    h.lower()
+    for h in (
+        hdrs.DATE,
+        hdrs.AGE,
+        hdrs.CACHE_CONTROL,
+        hdrs.EXPIRES,
+        hdrs.PRAGMA,
+        hdrs.VARY,
+        hdrs.SET_COOKIE,
+        hdrs.SERVER,
+        hdrs.CONTENT_LENGTH,
+        REQUEST_ID,
+    )
+)
+_UNCACHEABLE_DIRECTIVES = frozenset({"private", "no-store", "no-cache"})
+# The request headers a fetch carries are porter's, so a Vary on these changes nothing.
+_HARMLESS_VARY = frozenset({"cookie", "accept-encoding"})
+
+
+@dataclass(frozen=True)
+class Fresh:
+    entry: Entry
+
+
+@dataclass(frozen=True)
+class Failed:
+    """OMERO.web (or the public session) failed: reported once, by the fetch."""
+
+    status: int
+    text: str = ""
+    error: Exception | None = None
+
+
+@dataclass(frozen=True)
+class Passed:
+    """Not storable. The request that started the fetch is answered with it; the others
+    forward on their own. `body` None: too large to hold, everyone forwards."""
+
+    status: int = 0
+    reason: str | None = None
+    headers: CIMultiDict[str] | None = None
+    body: bytes | None = None
+
+
+Outcome = Fresh | Failed | Passed
+
+
+def cache_ttl(request: web.Request) -> float | None:
+    """Seconds the public answer to this request stays fresh; None: not cached."""
+    cache = request.app.get(PUBLIC_CACHE)
+    canonical = request[DECISION].canonical
+    return (
+        None if cache is None or canonical is None else cache.rules.ttl(request.method, canonical)
+    )
+
+
+async def forward_cached(
+    request: web.Request, principal: Principal, ttl: float
+) -> web.StreamResponse:
+    """Answer a cacheable public request from the cache, or from the ONE fetch of its key."""
+    cache = request.app[PUBLIC_CACHE]
+    scope = request[SCOPE]
+    path = request[DECISION].forward or ""
+    query = normalise_query(request.raw_path.partition("?")[2])
+    # OMERO.web sees both the Host header and (from trusted proxies) X-Forwarded-Host
+    host = scope.client.host
+    if host != request.host:
+        host = f"{host},{request.host}"
+    key = cache_key(principal.server_id or 0, scope.client.scheme, host, path, query)
+    if key in cache.too_large:
+        return await forward_renewing(request, principal)
+    entry = cache.memory_get(key)
+    if entry is None and cache.disk is not None:
+        entry = await cache.get(key)
+    now = time.time()
+    if entry is not None:
+        if entry.fresh(now):
+            cache.counters.hits += 1
+            return _serve(request, entry, now, "HIT", f"hit; ttl={_left(entry, now)}")
+        if entry.age(now) < entry.ttl + cache.settings.stale_while_revalidate:
+            cache.counters.stale += 1
+            _flight(request, principal, key, path, query, ttl)  # refreshed once, in the background
+            return _serve(request, entry, now, "STALE", f"hit; fwd=stale; ttl={_left(entry, now)}")
+    task, started = _flight(request, principal, key, path, query, ttl)
+    cache.counters.waiting += 1
+    try:
+        outcome = await asyncio.wait_for(asyncio.shield(task), cache.settings.lock_timeout)
+    except asyncio.TimeoutError:
+        cache.counters.lock_timeouts += 1
+        outcome = Failed(504)
+    finally:
+        cache.counters.waiting -= 1
+    if not started:
+        cache.counters.collapsed += 1
+    if isinstance(outcome, Fresh):
+        return _serve(request, outcome.entry, time.time(), "MISS", "fwd=uri-miss; stored")
+    if isinstance(outcome, Failed):
+        now = time.time()
+        if entry is not None and entry.age(now) < entry.ttl + cache.settings.stale_if_error:
+            cache.counters.stale_if_error += 1
+            detail = f"hit; ttl={_left(entry, now)}; fwd=uri-miss; fwd-status={outcome.status}"
+            return _serve(request, entry, now, "STALE", detail + "; detail=stale-if-error")
+        if outcome.error is not None:
+            raise outcome.error  # the error middleware answers it, as without the cache
+        return error_response(request, outcome.status, traceback=outcome.text or None)
+    if started and outcome.body is not None and outcome.headers is not None:
+        headers = CIMultiDict(outcome.headers)
+        headers[REQUEST_ID] = scope.request_id
+        return web.Response(
+            status=outcome.status, reason=outcome.reason, body=outcome.body, headers=headers
+        )
+    return await forward_renewing(request, principal)
+
+
+def _left(entry: Entry, now: float) -> int:
+    """Whole seconds still fresh (negative: stale); Age plus this is the ttl."""
+    return int(entry.ttl) - int(entry.age(now))
+
+
+def _serve(request: web.Request, entry: Entry, now: float, state: str, detail: str) -> web.Response:
+    headers = CIMultiDict(entry.headers)
+    headers[hdrs.CACHE_CONTROL] = f"public, max-age={max(0, _left(entry, now))}"
+    headers[hdrs.AGE] = str(int(entry.age(now)))
+    # Another cache in front keys on these: a logged-in user's request never gets this copy.
+    headers[hdrs.VARY] = "Cookie, Authorization"
+    headers[X_CACHE] = state
+    headers[CACHE_STATUS] = f"{CACHE_NAME}; {detail}"
+    headers[REQUEST_ID] = request[SCOPE].request_id
+    return web.Response(body=entry.body, headers=headers)
+
+
+def _flight(
+    request: web.Request, principal: Principal, key: str, path: str, query: str, ttl: float
+) -> tuple[asyncio.Task[Outcome], bool]:
+    """The fetch of `key` in progress, or a new one (True) that this request started."""
+    flights = request.app[CACHE_FLIGHTS]
+    task = flights.get(key)
+    if task is not None:
+        return task, False
+    task = asyncio.get_running_loop().create_task(
+        _fetch(request, principal, key, path, query, ttl), name="porter-cache-fetch"
+    )
+    flights[key] = task
+    task.add_done_callback(
+        lambda done: flights.pop(key, None) if flights.get(key) is done else None
+    )
+    return task, True
+
+
+def _fetch_headers(request: web.Request, cookies: object) -> CIMultiDict[str]:
+    scope = request[SCOPE]
+    headers: CIMultiDict[str] = CIMultiDict()
+    headers[hdrs.HOST] = request.host
+    headers[hdrs.X_FORWARDED_FOR] = ", ".join(scope.client.forwarded_for)
+    headers[hdrs.X_FORWARDED_PROTO] = scope.client.scheme
+    if scope.client.host:
+        headers[hdrs.X_FORWARDED_HOST] = scope.client.host
+    headers[hdrs.ACCEPT_ENCODING] = "identity"
+    headers[REQUEST_ID] = scope.request_id
+    return headers
+
+
+async def _fetch(
+    request: web.Request, principal: Principal, key: str, path: str, query: str, ttl: float
+) -> Outcome:
+    """GET the answer of `key` from OMERO.web as the public user (renewing its session once),
+    store it when it may be stored. Never raises: failures are outcomes."""
+    app = request.app
+    cache = app[PUBLIC_CACHE]
+    settings = app[SETTINGS].proxy
+    target = settings.prefix + path + (f"?{query}" if query else "")
+    url = URL(settings.upstream.rstrip("/") + target, encoded=True)
+    cookies = principal.cookies
+    try:
+        for attempt in range(2):
+            headers = _fetch_headers(request, cookies)
+            rewrite_cookies(headers, frozenset(), cookies)
+            cache.counters.fetches += 1
+            try:
+                upstream = await app[CLIENT_SESSION].get(
+                    url, headers=headers, allow_redirects=False
+                )
+            except asyncio.TimeoutError:
+                return _unavailable(request, 504)
+            except (aiohttp.ClientError, OSError):
+                return _unavailable(request, 502)
+            async with upstream:
+                if attempt == 0 and await logged_out_upstream(request, upstream, cookies):
+                    cookies = await principal.renew()
+                    continue
+                return await _take(request, cache, upstream, key, ttl)
+        raise AssertionError("unreachable")  # the second attempt always returns
+    except Exception as exc:  # porter's exception tree: the public session could not be renewed
+        log.warning("cache fetch failed rid=%s: %s", request[SCOPE].request_id, type(exc).__name__)
+        return Failed(503, error=exc)
+
+
+def _unavailable(request: web.Request, status: int) -> Failed:
+    log.warning(
+        "upstream unavailable (%d) for a cache fetch rid=%s", status, request[SCOPE].request_id
+    )
+    report_unavailable(request, status)
+    return Failed(status)
+
+
+async def _take(
+    request: web.Request,
+    cache: PublicCache,
+    upstream: aiohttp.ClientResponse,
+    key: str,
+    ttl: float,
+) -> Outcome:
+    status = upstream.status
+    if status >= 500:
+        if status in (502, 503, 504):
+            return _unavailable(request, status)
+        excerpt = await _read(upstream, 4 * request.app[SETTINGS].mail.excerpt_size)
+        text = (excerpt or b"").decode("utf-8", "replace")
+        log.warning(
+            "upstream answered %d to a cache fetch rid=%s", status, request[SCOPE].request_id
+        )
+        report_upstream_error(request, status, text)
+        return Failed(500, text)
+    limit = cache.settings.max_object_size
+    length = upstream.content_length
+    if length is not None and length > limit:
+        cache.too_large[key] = True
+        return Passed()
+    body = await _read(upstream, limit + 1)
+    if body is None:
+        return _unavailable(request, 502)
+    if len(body) > limit:
+        cache.too_large[key] = True
+        return Passed()
+    headers = end_to_end(upstream.headers)
+    taken = take_set_cookies(headers, request.app[COOKIE_NAMES].held)
+    if status == 200 and not taken and _storable(headers):
+        stored = tuple((k, v) for k, v in headers.items() if k.lower() not in _NOT_STORED)
+        entry = Entry(stored, body, time.time(), ttl)
+        cache.put(key, entry)
+        cache.counters.misses += 1
+        return Fresh(entry)
+    cache.counters.passes += 1
+    headers.popall(hdrs.CONTENT_LENGTH, None)
+    return Passed(status, upstream.reason, headers, body)
+
+
+def _storable(headers: CIMultiDict[str]) -> bool:
+    if hdrs.SET_COOKIE in headers:
+        return False
+    directives = {
+        d.strip().split("=", 1)[0].lower()
+        for v in headers.getall(hdrs.CACHE_CONTROL, ())
+        for d in v.split(",")
+    }
+    if directives & _UNCACHEABLE_DIRECTIVES:
+        return False
+    vary = {v.strip().lower() for value in headers.getall(hdrs.VARY, ()) for v in value.split(",")}
+    return vary <= _HARMLESS_VARY | {""}
+
+
+async def _read(upstream: aiohttp.ClientResponse, limit: int) -> bytes | None:
+    """Up to `limit` bytes of the body (stops there); None if OMERO.web failed mid-body."""
+    parts: list[bytes] = []
+    size = 0
+    try:
+        async for chunk in upstream.content.iter_any():
+            parts.append(chunk)
+            size += len(chunk)
+            if size >= limit:
+                break
+    except (asyncio.TimeoutError, aiohttp.ClientError):
+        return None
+    return b"".join(parts)

@@ -1,0 +1,47 @@
+"""The cache's admin endpoints, for `run.py cache stats|purge` and for monitoring: only
+clients of proxy.status_detail_from see them (anyone else: 404, as if they did not exist).
+
+    GET  /porter/cache         the tiers' sizes and the counters (JSON)
+    POST /porter/cache/purge   {"path_regex": "..."} or {} for everything; JSON only, so a
+                               page in a browser cannot send it
+"""
+
+from __future__ import annotations
+
+import re
+
+from aiohttp import web
+
+from proxy.errors import NO_STORE, error_response
+from proxy.keys import PUBLIC_CACHE, SCOPE, STATUS_DETAIL
+
+
+def _allowed(request: web.Request) -> bool:
+    return request.app[STATUS_DETAIL].trusts_text(request[SCOPE].client.address)
+
+
+async def cache_stats(request: web.Request) -> web.Response:
+    if not _allowed(request):
+        return error_response(request, 404)
+    return web.json_response(await request.app[PUBLIC_CACHE].stats(), headers=NO_STORE)
+
+
+async def cache_purge(request: web.Request) -> web.Response:
+    if not _allowed(request):
+        return error_response(request, 404)
+    if request.content_type != "application/json":
+        return error_response(request, 415, "Send the purge as application/json.")
+    try:
+        body = await request.json()
+        source = body.get("path_regex") if isinstance(body, dict) else None
+        pattern = None if source in (None, "") else re.compile(str(source))
+    except (ValueError, re.error) as exc:
+        return error_response(request, 400, f"Not a purge request: {type(exc).__name__}.")
+    removed = await request.app[PUBLIC_CACHE].purge(pattern)
+    return web.json_response({"removed": removed}, headers=NO_STORE)
+
+
+def add_routes(app: web.Application, prefix: str) -> None:
+    if PUBLIC_CACHE in app:
+        app.router.add_get(prefix + "/porter/cache", cache_stats, allow_head=False)
+        app.router.add_post(prefix + "/porter/cache/purge", cache_purge)
