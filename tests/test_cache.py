@@ -91,7 +91,8 @@ async def test_the_fetch_carries_porters_headers_not_the_visitors(
         assert name not in sent.headers
     # the public session's cookie, never the visitor's forged one
     assert sent.headers["Cookie"].startswith("sessionid=echo-session-")
-    assert "forged" not in sent.headers["Cookie"] and "other" not in sent.headers["Cookie"]
+    assert "forged" not in sent.headers["Cookie"]
+    assert "other" not in sent.headers["Cookie"]
 
 
 async def test_a_logged_in_user_never_gets_nor_fills_the_cache_on_the_same_url(
@@ -108,14 +109,17 @@ async def test_a_logged_in_user_never_gets_nor_fills_the_cache_on_the_same_url(
     cache = client.app[PUBLIC_CACHE]
     assert (await cache.stats())["memory"]["entries"] == 0
     status, public, headers = await anonymous(client, url)
-    assert headers["X-Cache"] == "MISS" and public.startswith(f"tile {TILE} #3|".encode())
-    status, _, headers = await anonymous(client, url)
+    assert headers["X-Cache"] == "MISS"
+    assert public.startswith(f"tile {TILE} #3|".encode())
+    _status, _, headers = await anonymous(client, url)
     assert headers["X-Cache"] == "HIT"
     # the user on the URL the public cache holds: still OMERO.web, still private
     resp = await client.get(url)
     body = await resp.read()
-    assert body.startswith(f"tile {TILE} #4|".encode()) and body != public
-    assert "X-Cache" not in resp.headers and resp.headers["Cache-Control"] == "private"
+    assert body.startswith(f"tile {TILE} #4|".encode())
+    assert body != public
+    assert "X-Cache" not in resp.headers
+    assert resp.headers["Cache-Control"] == "private"
     assert upstream_tiles(echo_upstream) == 4
 
 
@@ -129,7 +133,8 @@ async def test_a_bearer_token_user_never_gets_nor_fills_the_cache(
     url = TILE + "?tile=1"
     token = bearer_header(idp.token("bob"))
     resp = await client.get(url, headers=token)
-    assert resp.status == 200 and "X-Cache" not in resp.headers
+    assert resp.status == 200
+    assert "X-Cache" not in resp.headers
     assert resp.headers["Cache-Control"] == "private"
     assert (await client.app[PUBLIC_CACHE].stats())["memory"]["entries"] == 0
     _, _, headers = await anonymous(client, url)
@@ -138,7 +143,8 @@ async def test_a_bearer_token_user_never_gets_nor_fills_the_cache(
     assert headers["X-Cache"] == "HIT"
     resp = await client.get(url, headers=token)
     assert (await resp.read()).startswith(f"tile {TILE} #3|".encode())
-    assert "X-Cache" not in resp.headers and resp.headers["Cache-Control"] == "private"
+    assert "X-Cache" not in resp.headers
+    assert resp.headers["Cache-Control"] == "private"
     assert upstream_tiles(echo_upstream) == 3
 
 
@@ -162,7 +168,7 @@ async def test_answers_that_must_not_be_shared_are_never_stored(
     client = await porter(logged_in=False, sections=cache_sections(omero_sim))
     url = f"{TILE}?tile=1&{query}"
     for _ in range(3):
-        status, _, headers = await anonymous(client, url)
+        _status, _, headers = await anonymous(client, url)
         assert headers.get("X-Cache") is None
         assert "public" not in headers.get("Cache-Control", "")
         # relayed as without the cache: OMERO.web's session cookie never reaches a visitor
@@ -227,7 +233,8 @@ async def test_a_thousand_concurrent_cold_requests_make_one_upstream_request(
     assert {status for status, _, _ in answers} == {200}
     assert {state for _, _, state in answers} == {"MISS"}
     bodies = {body for _, body, _ in answers}
-    assert len(bodies) == 1 and len(bodies.pop()) == 200000  # whole bodies, all the same
+    assert len(bodies) == 1
+    assert len(bodies.pop()) == 200000
     assert (cache.counters.fetches, cache.counters.collapsed) == (1, 999)
 
 
@@ -246,7 +253,8 @@ async def test_stale_while_revalidate_refreshes_once_in_the_background(
     await asyncio.sleep(0.6)  # the one refresh lands
     assert upstream_tiles(echo_upstream) == 2
     _, body, headers = await anonymous(client, url)
-    assert headers["X-Cache"] == "HIT" and body.startswith(f"tile {TILE} #2|".encode())
+    assert headers["X-Cache"] == "HIT"
+    assert body.startswith(f"tile {TILE} #2|".encode())
 
 
 async def test_stale_if_error_serves_through_an_upstream_outage(
@@ -266,7 +274,8 @@ async def test_stale_if_error_serves_through_an_upstream_outage(
         assert f"fwd-status={500 if failing == 500 else failing}" in headers["Cache-Status"]
         assert "detail=stale-if-error" in headers["Cache-Status"]
         status, _, headers = await anonymous(client, other)  # nothing to fall back on
-        assert status == (500 if failing == 500 else 503) and "X-Cache" not in headers
+        assert status == (500 if failing == 500 else 503)
+        assert "X-Cache" not in headers
     await echo_upstream.server.close()  # OMERO.web is down altogether
     status, body, headers = await anonymous(client, url)
     assert (status, body, headers["X-Cache"]) == (200, first, "STALE")
@@ -284,11 +293,13 @@ async def test_answers_past_the_size_limit_are_streamed_not_stored(
     url = TILE + "?tile=1&size=150000"
     for _ in range(3):
         status, body, headers = await anonymous(client, url)
-        assert (status, len(body)) == (200, 150000) and "X-Cache" not in headers
+        assert (status, len(body)) == (200, 150000)
+        assert "X-Cache" not in headers
     cache = client.app[PUBLIC_CACHE]
     assert (await cache.stats())["memory"]["entries"] == 0
     # the first fetch learnt it is too large; later requests stream without a fetch first
-    assert upstream_tiles(echo_upstream) == 4 and cache.counters.fetches == 1
+    assert upstream_tiles(echo_upstream) == 4
+    assert cache.counters.fetches == 1
 
 
 async def test_the_memory_budget_holds(
@@ -333,7 +344,8 @@ async def test_a_cache_rule_never_widens_what_is_public(
     sections["public"] = replace(sections["public"], url_filter="^/webgateway/.*")
     client = await porter(logged_in=False, sections=sections)
     status, _, headers = await anonymous(client, "/webclient/render_thumbnail/1/?tile=1")
-    assert status in (302, 303) and "X-Cache" not in headers  # not public: log in
+    assert status in (302, 303)
+    assert "X-Cache" not in headers
     assert (await client.app[PUBLIC_CACHE].stats())["memory"]["entries"] == 0
 
 
@@ -344,7 +356,8 @@ async def test_stats_and_purge_over_http_only_for_status_detail_clients(
     for n in range(3):
         await anonymous(client, f"/webgateway/render_thumbnail/{n}/?tile=1")
     stats = await (await client.get("/porter/cache")).json()
-    assert stats["memory"]["entries"] == 3 and stats["counters"]["misses"] == 3
+    assert stats["memory"]["entries"] == 3
+    assert stats["counters"]["misses"] == 3
     refused = await client.post("/porter/cache/purge", data="path_regex=x")
     assert refused.status == 415
     bad = await client.post("/porter/cache/purge", json={"path_regex": "("})
