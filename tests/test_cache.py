@@ -108,7 +108,7 @@ async def test_a_logged_in_user_never_gets_nor_fills_the_cache_on_the_same_url(
         assert (await resp.read()).startswith(f"tile {TILE} #{expected}|".encode())
     cache = client.app[PUBLIC_CACHE]
     assert (await cache.stats())["memory"]["entries"] == 0
-    status, public, headers = await anonymous(client, url)
+    _, public, headers = await anonymous(client, url)
     assert headers["X-Cache"] == "MISS"
     assert public.startswith(f"tile {TILE} #3|".encode())
     _status, _, headers = await anonymous(client, url)
