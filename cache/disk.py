@@ -21,6 +21,7 @@ from cache.key import key_path
 
 PURGE_LOG = "porter:purge-log"  # the purges other processes apply to their memory tier
 PURGE_LOG_KEEP = 100
+WAL_LIMIT = 256 * 1024
 
 DiskError = (OSError, sqlite3.Error, diskcache.Timeout)
 
@@ -55,6 +56,10 @@ class DiskTier:
             eviction_policy="least-recently-stored",  # reads write nothing: processes share well
             statistics=False,
             timeout=2,
+            # SQLite's write-ahead log is checkpointed often and cut back, so the directory
+            # stays within size_limit plus a fixed few hundred KiB
+            sqlite_wal_autocheckpoint=64,
+            sqlite_journal_size_limit=WAL_LIMIT,
         )
 
     def get(self, key: str) -> Entry | None:

@@ -16,11 +16,15 @@ import aiohttp
 import pytest
 from aiohttp.test_utils import TestClient
 
+from cache.key import key_path
 from cache.settings import CacheRule, CacheSettings
 from proxy.keys import PUBLIC_CACHE
+from tests.bypass_corpus import CASES
 from tests.omero_sim.fixture import OmeroSim
 from tests.porter_fixtures import PorterFactory, Upstream
 from tests.session_fixtures import public_sections
+from tests.test_public_gateway import public_sections as corpus_sections
+from tests.test_public_gateway import raw_request
 from tests.test_sso import Idp, sso_sections
 from tests.test_sso import bearer as bearer_header
 
@@ -375,3 +379,22 @@ async def test_stats_and_purge_over_http_only_for_status_detail_clients(
     other = await porter(logged_in=False, sections=sections, status_detail_from=["10.0.0.0/8"])
     assert (await other.get("/porter/cache")).status == 404
     assert (await other.post("/porter/cache/purge", json={})).status == 404
+
+
+async def test_bypass_shaped_paths_never_become_keys_of_paths_that_are_not_public(
+    echo_upstream: Upstream, porter: PorterFactory, omero_sim: OmeroSim
+) -> None:
+    """The public gateway's bypass corpus, on the wire, with a cache rule for every path:
+    what is stored is only ever the forwarded path of a request decided public."""
+    sections = corpus_sections(omero_sim)
+    sections["cache"] = CacheSettings(enabled=True, rules=(CacheRule(path=".*", ttl=60.0),))
+    client = await porter(logged_in=False, sections=sections)
+    port = client.server.port
+    assert port is not None
+    for case in CASES:
+        await raw_request(client.server.host, port, case.method, case.target)
+    stored = {key_path(key) for key in client.app[PUBLIC_CACHE]._memory}
+    public = {c.forwarded for c in CASES if c.kind == "public" and c.method in ("GET", "HEAD")}
+    print(f"\n{len(CASES)} bypass-shaped requests: {len(stored)} keys, all of public paths")
+    assert stored  # the corpus has public paths: the check is not empty
+    assert stored <= public

@@ -24,6 +24,9 @@ from proxy.keys import (
 )
 
 RESERVED = "/porter/"
+# Shown, but porter is ready without them: it serves on (the cache disk tier: from memory
+# and OMERO.web), so a load balancer should not take it out of rotation for them.
+ADVISORY = frozenset({"cache_disk"})
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -32,7 +35,8 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def readyz(request: web.Request) -> web.Response:
-    """Every readiness check passes: OMERO.web, the OMERO servers, the session store."""
+    """Every readiness check passes: OMERO.web, the OMERO servers, the session store (an
+    advisory one that fails, the cache's disk tier, is named under "degraded")."""
     checks = request.app[READINESS_CHECKS]
     names = list(checks)
     results = await asyncio.gather(*(checks[n]() for n in names), return_exceptions=True)
@@ -42,8 +46,11 @@ async def readyz(request: web.Request) -> web.Response:
             report[name] = {"ok": False, "detail": type(result).__name__}
         else:
             report[name] = {"ok": result[0], "detail": result[1]}
-    ready = all(r["ok"] for r in report.values())
+    ready = all(r["ok"] for name, r in report.items() if name not in ADVISORY)
     body: dict[str, object] = {"status": "ready" if ready else "unavailable"}
+    degraded = sorted(name for name, r in report.items() if name in ADVISORY and not r["ok"])
+    if ready and degraded:
+        body["degraded"] = degraded
     if request.app[STATUS_DETAIL].trusts_text(request[SCOPE].client.address):
         body["checks"] = report  # session counts and server names: not for everyone
     return web.json_response(

@@ -1,0 +1,286 @@
+"""The cache's disk tier (diskcache): shared by porter processes on one host, bounded in
+bytes, never a reason for a 500, and never a way to run code planted in its directory."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import diskcache
+
+from cache.disk import DiskTier
+from cache.entry import Entry
+from proxy.keys import PUBLIC_CACHE
+from tests.omero_sim.fixture import OmeroSim
+from tests.porter_fixtures import ROOT, PorterFactory, PorterProcess, Upstream, free_port
+from tests.test_cache import TILE, anonymous, cache_sections, upstream_tiles
+
+
+def thumbnail(n: int, size: int = 0) -> str:
+    return f"/webgateway/render_thumbnail/{n}/?tile=1" + (f"&size={size}" if size else "")
+
+
+async def get(url: str) -> tuple[int, bytes, dict[str, str]]:
+    """GET as a visitor of the site's one public name (two porters behind one balancer)."""
+    async with (
+        aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar()) as session,
+        session.get(url, allow_redirects=False, headers={"Host": "omero.example.org"}) as resp,
+    ):
+        return resp.status, await resp.read(), dict(resp.headers)
+
+
+async def test_the_disk_tier_serves_what_memory_dropped_and_its_budget_holds(
+    echo_upstream: Upstream, porter: PorterFactory, omero_sim: OmeroSim, tmp_path: Path
+) -> None:
+    budget = 2 * 1024**2
+    sections = cache_sections(
+        omero_sim,
+        memory_bytes=1024**2,
+        disk_dir=str(tmp_path / "cache"),
+        disk_bytes=budget,
+        max_object_size=100_000,
+    )
+    client = await porter(logged_in=False, sections=sections)
+    cache = client.app[PUBLIC_CACHE]
+    for n in range(80):  # 80 x 64 kB: 5 MB through a 1 MiB memory tier and a 2 MiB disk tier
+        status, _, _ = await anonymous(client, thumbnail(n, 64_000))
+        assert status == 200
+    await cache.flush()
+    stats = await cache.stats()
+    on_disk = sum(f.stat().st_size for f in (tmp_path / "cache").rglob("*") if f.is_file())
+    print(f"\n5 MB through the tiers: {stats['memory']}, {stats['disk']}, {on_disk} bytes of files")
+    assert stats["memory"]["bytes"] <= 1024**2
+    # diskcache culls past size_limit at each write: its own count of bytes stays within it
+    assert stats["disk"]["bytes"] <= budget
+    # and so do the files on disk, beside SQLite's fixed overhead (index pages, a WAL cut back
+    # to 256 KiB, shared memory)
+    assert on_disk <= budget + 512 * 1024
+    assert 25 <= stats["disk"]["entries"] <= 32
+    # the memory tier dropped thumbnail 60; the disk tier still has it: OMERO.web is not asked
+    before = upstream_tiles(echo_upstream, "/webgateway/render_thumbnail/60/")
+    _, _, headers = await anonymous(client, thumbnail(60, 64_000))
+    assert headers["X-Cache"] == "HIT"
+    assert upstream_tiles(echo_upstream, "/webgateway/render_thumbnail/60/") == before
+    # the first ones are gone from both tiers
+    _, _, headers = await anonymous(client, thumbnail(0, 64_000))
+    assert headers["X-Cache"] == "MISS"
+
+
+async def test_a_failing_disk_tier_is_a_miss_and_degraded_readiness_never_an_error(
+    echo_upstream: Upstream, porter: PorterFactory, omero_sim: OmeroSim, tmp_path: Path
+) -> None:
+    directory = tmp_path / "cache"
+    sections = cache_sections(omero_sim, memory_bytes=1024**2, disk_dir=str(directory))
+    client = await porter(logged_in=False, sections=sections)
+    ready = await (await client.get("/porter/readyz")).json()
+    assert ready["checks"]["cache_disk"]["ok"] is True
+    await anonymous(client, thumbnail(1, 2000))
+    await client.app[PUBLIC_CACHE].flush()
+    shutil.rmtree(directory)  # the disk is gone under porter, and a file is in its place
+    directory.write_text("")
+    for n in range(2, 6):
+        status, _, headers = await anonymous(client, thumbnail(n, 50_000))  # file-backed values
+        assert (status, headers["X-Cache"]) == (200, "MISS")
+        status, _, headers = await anonymous(client, thumbnail(n, 50_000))
+        assert (status, headers["X-Cache"]) == (200, "HIT")  # from memory
+    await client.app[PUBLIC_CACHE].flush()
+    resp = await client.get("/porter/readyz")
+    ready = await resp.json()
+    assert resp.status == 200  # porter still serves: not taken out of rotation for this
+    assert ready["status"] == "ready"
+    assert ready["degraded"] == ["cache_disk"]
+    assert ready["checks"]["cache_disk"]["ok"] is False
+    assert client.app[PUBLIC_CACHE].counters.disk_errors >= 1
+
+
+async def test_nothing_planted_in_the_disk_tier_is_unpickled(
+    echo_upstream: Upstream, porter: PorterFactory, omero_sim: OmeroSim, tmp_path: Path
+) -> None:
+    directory = tmp_path / "cache"
+    sections = cache_sections(omero_sim, disk_dir=str(directory))
+    client = await porter(logged_in=False, sections=sections)
+    await anonymous(client, TILE + "?tile=1")
+    await client.app[PUBLIC_CACHE].flush()
+    key = next(iter(client.app[PUBLIC_CACHE]._memory))  # the key porter uses for TILE
+    planted = tmp_path / "planted-code-ran"
+
+    class Payload:
+        def __reduce__(self) -> tuple[Any, ...]:
+            return (Path.touch, (planted,))
+
+    assert await client.app[PUBLIC_CACHE].purge(None) == 2  # memory and disk forget it
+    with diskcache.Cache(str(directory)) as other:  # default Disk: pickles what is not bytes
+        other.set(key, Payload())
+        assert other.get(key) is None  # this Disk runs the payload: the proof it is one
+    assert planted.exists()
+    planted.unlink()
+    status, body, headers = await anonymous(client, TILE + "?tile=1")
+    assert (status, headers["X-Cache"]) == (200, "MISS")  # not an entry: fetched again
+    assert body.startswith(f"tile {TILE} #2|".encode())
+    assert not planted.exists()
+
+
+def test_entries_survive_the_round_trip_and_damaged_bytes_are_no_entry(tmp_path: Path) -> None:
+    entry = Entry(
+        (("Content-Type", "image/jpeg"), ("X-Ünïcode", "välue")), b"\x00\xff" * 9, 5.0, 60
+    )
+    assert Entry.from_bytes(entry.to_bytes()) == entry
+    data = entry.to_bytes()
+    for damaged in (
+        b"",
+        data[:10],
+        b"x" + data,
+        data.replace(b'"s"', b'"z"'),
+        data[: -len(entry.body) - 1],
+    ):
+        assert Entry.from_bytes(damaged) is None
+    tier = DiskTier(str(tmp_path / "d"), 1024**2)
+    tier.put("k", entry, keep=0)
+    assert tier.get("k") is None  # stored in 1970 with a 60 s ttl: already expired
+    fresh = Entry(entry.headers, entry.body, time.time(), 60)
+    tier.put("k", fresh, keep=0)
+    assert tier.get("k") == fresh
+    assert (tmp_path / "d").stat().st_mode & 0o777 == 0o700
+    tier.close()
+
+
+async def test_two_porter_processes_share_the_disk_tier_and_its_purges(
+    echo_upstream: Upstream,
+    porter_process: Callable[..., PorterProcess],
+    omero_sim: OmeroSim,
+    tmp_path: Path,
+) -> None:
+    entry = omero_sim.server_list_entry()
+    sections: dict[str, dict[str, Any]] = {
+        "omero": {"server_list": [list(entry)]},
+        "public": {
+            "enabled": True,
+            "url_filter": "^/webgateway/.*",
+            "user": "public",
+            "password": omero_sim.users["public"],
+        },
+        "cache": {"enabled": True, "disk_dir": str(tmp_path / "shared-cache")},
+    }
+    first = porter_process(sections, upstream=echo_upstream.url)
+    second = porter_process(sections, upstream=echo_upstream.url)
+    _, body, headers = await get(first.url + thumbnail(1))
+    assert headers["X-Cache"] == "MISS"
+    await asyncio.sleep(0.3)  # the disk write runs after the answer
+    _, other, headers = await get(second.url + thumbnail(1))
+    assert (other, headers["X-Cache"]) == (body, "HIT")  # the other process's fetch, from disk
+    for n in (2, 3):
+        await get(second.url + thumbnail(n))
+    assert upstream_tiles(echo_upstream, "/webgateway/render_thumbnail/1/") == 1
+
+    # `run.py cache purge` reaches the first porter over HTTP; the second drops its memory copy
+    # when it reads the purge log in the shared disk tier
+    config = next(tmp_path.glob(f"porter-{first.url.rsplit(':', 1)[1]}.toml"))
+    purge = await asyncio.to_thread(
+        subprocess.run,
+        [
+            sys.executable,
+            str(ROOT / "run.py"),
+            "cache",
+            "purge",
+            "--config",
+            str(config),
+            "--path-regex",
+            "/render_thumbnail/1/$",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert purge.returncode == 0, purge.stderr
+    assert '"removed": 2' in purge.stdout  # the first's memory copy and the disk's
+    started = time.monotonic()
+    while True:
+        _, _, headers = await get(second.url + thumbnail(1))
+        if headers["X-Cache"] == "MISS":
+            break
+        assert time.monotonic() - started < 10, "the second porter kept a purged answer"
+        await asyncio.sleep(0.2)
+    took = time.monotonic() - started
+    print(f"\npurge through one porter reached the other's memory in {took:.1f} s")
+    _, _, headers = await get(second.url + thumbnail(2))
+    assert headers["X-Cache"] == "HIT"  # not purged
+
+    # with no porter running, the CLI works on the disk tier itself
+    first.stop()
+    second.stop()
+    stats = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, str(ROOT / "run.py"), "cache", "stats", "--config", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert stats.returncode == 0, stats.stderr
+    assert '"entries": 3' in stats.stdout
+    assert "the disk tier only" in stats.stderr
+
+
+def test_the_cli_says_when_there_is_nothing_to_reach(tmp_path: Path) -> None:
+    config = tmp_path / "c.toml"
+    config.write_text("[proxy]\nport = 1\n[cache]\nenabled = true\n")
+    found = subprocess.run(
+        [sys.executable, str(ROOT / "run.py"), "cache", "stats", "--config", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert found.returncode == 1
+    assert "no porter answers at http://127.0.0.1:1/porter/cache" in found.stderr
+    bad = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "run.py"),
+            "cache",
+            "purge",
+            "--config",
+            str(config),
+            "--path-regex",
+            "(",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert bad.returncode == 2
+    assert "--path-regex is not a regex" in bad.stderr
+
+
+def test_an_unusable_disk_dir_is_named_at_start(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    config = tmp_path / "c.toml"
+    config.write_text(
+        f"[proxy]\nport = {free_port()}\n[public]\nenabled = true\nuser = 'public'\npassword = 'x'\n"
+        f"[cache]\nenabled = true\ndisk_dir = '{blocker}/cache'\n"
+    )
+    found = subprocess.run(
+        [sys.executable, str(ROOT / "run.py"), "serve", "--config", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert found.returncode == 2
+    assert "cache.disk_dir" in found.stderr
+    assert "cannot be opened" in found.stderr
+    relative = tmp_path / "r.toml"
+    relative.write_text("[cache]\ndisk_dir = 'cache'\n")
+    found = subprocess.run(
+        [sys.executable, str(ROOT / "run.py"), "check", "--config", str(relative)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert found.returncode == 2
+    assert "cache.disk_dir" in found.stderr
