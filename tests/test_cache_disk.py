@@ -262,7 +262,8 @@ def test_an_unusable_disk_dir_is_named_at_start(tmp_path: Path) -> None:
     blocker.write_text("not a directory")
     config = tmp_path / "c.toml"
     config.write_text(
-        f"[proxy]\nport = {free_port()}\n[public]\nenabled = true\nuser = 'public'\npassword = 'x'\n"
+        f"[proxy]\nport = {free_port()}\n"
+        "[public]\nenabled = true\nuser = 'public'\npassword = 'x'\n"
         f"[cache]\nenabled = true\ndisk_dir = '{blocker}/cache'\n"
     )
     found = subprocess.run(
