@@ -377,8 +377,10 @@ def wrk(
     duration: float,
     headers: Mapping[str, str] | None = None,
     timeout: float = 5.0,
+    script: str | None = None,
 ) -> WrkResult:
-    """Run wrk (HTTP/1.1 keep-alive, sends no cookie of its own) against `url`."""
+    """Run wrk (HTTP/1.1 keep-alive, sends no cookie of its own) against `url`; `script`: a
+    Lua file choosing each request's path."""
     threads = 1 if connections == 1 else 2
     argv = [
         "wrk",
@@ -390,6 +392,8 @@ def wrk(
     ]
     for name, value in (headers or {}).items():
         argv += ["-H", f"{name}: {value}"]
+    if script is not None:
+        argv += ["-s", script]
     argv.append(url)
     result = subprocess.run(
         argv, capture_output=True, text=True, check=True, timeout=duration + timeout + 30
@@ -402,6 +406,7 @@ class Target:
     name: str
     url: str
     headers: Mapping[str, str]
+    script: str | None = None  # a wrk Lua script choosing the paths (None: always `url`)
 
 
 @dataclass(frozen=True)
@@ -446,7 +451,7 @@ def wrk_matrix(
 
     def run(target: Target, connections: int, seconds: float) -> WrkResult:
         with around(target) if around is not None else nullcontext():
-            return wrk(target.url, connections, seconds, target.headers, timeout)
+            return wrk(target.url, connections, seconds, target.headers, timeout, target.script)
 
     for connections in concurrencies:
         for target in targets:

@@ -7,6 +7,7 @@ import asyncio
 import logging
 import re
 import time
+from collections.abc import Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -54,6 +55,7 @@ class PublicCache:
         self._pool = ThreadPoolExecutor(2, thread_name_prefix="porter-cache-disk")
         self._disk_down = False
         self._writes: set[asyncio.Future[Any]] = set()
+        self._refreshes: set[asyncio.Task[Any]] = set()
         self._purges_seen = time.time()
         # Keys whose answer was past max_object_size: streamed without a fetch of their own.
         self.too_large: TTLCache[str, bool] = TTLCache(10000, TOO_LARGE_MEMORY)
@@ -125,6 +127,12 @@ class PublicCache:
                 self._purges_seen = when
         return removed
 
+    def run_in_background(self, refresh: Coroutine[Any, Any, object]) -> None:
+        """Run a refresh of an entry without anyone waiting for it (kept until it ends)."""
+        task = asyncio.get_running_loop().create_task(refresh, name="porter-cache-refresh")
+        self._refreshes.add(task)
+        task.add_done_callback(self._refreshes.discard)
+
     async def flush(self) -> None:
         """Wait until the disk writes started so far have landed."""
         if self._writes:
@@ -179,6 +187,9 @@ class PublicCache:
         return report
 
     async def close(self) -> None:
+        for task in list(self._refreshes):
+            task.cancel()
+        await asyncio.gather(*self._refreshes, return_exceptions=True)
         await self.flush()
         if self.disk is not None:
             self.disk.close()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import replace
@@ -168,10 +167,7 @@ def _add_public_cache(app: web.Application) -> None:
         )
 
     async def close(app: web.Application) -> None:
-        for task in list(app[CACHE_FLIGHTS].values()):
-            task.cancel()
-        await asyncio.gather(*app[CACHE_FLIGHTS].values(), return_exceptions=True)
-        await cache.close()
+        await cache.close()  # background refreshes cancelled, disk writes landed
 
     app.on_cleanup.append(close)
 

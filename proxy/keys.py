@@ -91,7 +91,7 @@ CSRF = web.AppKey("csrf", Csrf)
 WEBSOCKETS = web.AppKey("websockets", set[web.WebSocketResponse])
 PUBLIC_CACHE = web.AppKey("public_cache", PublicCache)
 # The one fetch in progress per cache key (proxy/forwarding/cached.py).
-CACHE_FLIGHTS = web.AppKey("cache_flights", dict[str, asyncio.Task[Any]])
+CACHE_FLIGHTS = web.AppKey("cache_flights", dict[str, asyncio.Future[Any]])
 
 SCOPE = web.RequestKey("scope", RequestScope)
 # The path's decision (filters.rules) and who the request runs as (identity chain).

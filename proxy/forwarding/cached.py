@@ -12,7 +12,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Coroutine
 from dataclasses import dataclass
+from typing import Any
 
 import aiohttp
 from aiohttp import hdrs, web
@@ -127,19 +129,31 @@ async def forward_cached(
             return _serve(request, entry, now, "HIT", f"hit; ttl={_left(entry, now)}")
         if entry.age(now) < entry.ttl + cache.settings.stale_while_revalidate:
             cache.counters.stale += 1
-            _flight(request, principal, key, path, query, ttl)  # refreshed once, in the background
+            _refresh(request, principal, key, path, query, ttl)
             return _serve(request, entry, now, "STALE", f"hit; fwd=stale; ttl={_left(entry, now)}")
-    task, started = _flight(request, principal, key, path, query, ttl)
+    flights = request.app[CACHE_FLIGHTS]
+    flight = flights.get(key)
+    started = flight is None
     cache.counters.waiting += 1
     try:
-        outcome = await asyncio.wait_for(asyncio.shield(task), cache.settings.lock_timeout)
-    except asyncio.TimeoutError:
-        cache.counters.lock_timeouts += 1
-        outcome = Failed(504)
+        if flight is None:  # this request fetches; the ones arriving meanwhile wait for it
+            flight = _claim(flights, key)
+            outcome: Outcome = Passed()  # cancelled (shutdown): the waiters forward themselves
+            try:
+                outcome = await _fetch(request, principal, key, path, query, ttl)
+            finally:
+                _release(flights, key, flight, outcome)
+        else:
+            cache.counters.collapsed += 1
+            try:
+                outcome = await asyncio.wait_for(
+                    asyncio.shield(flight), cache.settings.lock_timeout
+                )
+            except asyncio.TimeoutError:
+                cache.counters.lock_timeouts += 1
+                outcome = Failed(504)
     finally:
         cache.counters.waiting -= 1
-    if not started:
-        cache.counters.collapsed += 1
     if isinstance(outcome, Fresh):
         return _serve(request, outcome.entry, time.time(), "MISS", "fwd=uri-miss; stored")
     if isinstance(outcome, Failed):
@@ -166,33 +180,61 @@ def _left(entry: Entry, now: float) -> int:
 
 
 def _serve(request: web.Request, entry: Entry, now: float, state: str, detail: str) -> web.Response:
-    headers = CIMultiDict(entry.headers)
-    headers[hdrs.CACHE_CONTROL] = f"public, max-age={max(0, _left(entry, now))}"
-    headers[hdrs.AGE] = str(int(entry.age(now)))
-    # Another cache in front keys on these: a logged-in user's request never gets this copy.
-    headers[hdrs.VARY] = "Cookie, Authorization"
-    headers[X_CACHE] = state
-    headers[CACHE_STATUS] = f"{CACHE_NAME}; {detail}"
-    headers[REQUEST_ID] = request[SCOPE].request_id
+    headers = [
+        *entry.headers,
+        (hdrs.CACHE_CONTROL, f"public, max-age={max(0, _left(entry, now))}"),
+        (hdrs.AGE, str(int(entry.age(now)))),
+        # Caches in front key on these: a logged-in user's request never gets this copy.
+        (hdrs.VARY, "Cookie, Authorization"),
+        (X_CACHE, state),
+        (CACHE_STATUS, f"{CACHE_NAME}; {detail}"),
+        (REQUEST_ID, request[SCOPE].request_id),
+    ]
     return web.Response(body=entry.body, headers=headers)
 
 
-def _flight(
+def _claim(flights: dict[str, asyncio.Future[Any]], key: str) -> asyncio.Future[Outcome]:
+    """Make this the fetch of `key` now (before any await), so no other request starts one."""
+    flight: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
+    flights[key] = flight
+    return flight
+
+
+def _release(
+    flights: dict[str, asyncio.Future[Any]],
+    key: str,
+    flight: asyncio.Future[Outcome],
+    outcome: Outcome,
+) -> None:
+    """The fetch of `key` is over: the requests waiting for it get `outcome`."""
+    if flights.get(key) is flight:
+        del flights[key]
+    flight.set_result(outcome)
+
+
+async def _lead(
+    flights: dict[str, asyncio.Future[Any]],
+    key: str,
+    flight: asyncio.Future[Outcome],
+    fetch: Coroutine[Any, Any, Outcome],
+) -> None:
+    """Run `fetch` as THE fetch of `key`, in the background (a stale entry's refresh)."""
+    outcome: Outcome = Passed()
+    try:
+        outcome = await fetch
+    finally:
+        _release(flights, key, flight, outcome)
+
+
+def _refresh(
     request: web.Request, principal: Principal, key: str, path: str, query: str, ttl: float
-) -> tuple[asyncio.Task[Outcome], bool]:
-    """The fetch of `key` in progress, or a new one (True) that this request started."""
+) -> None:
+    """Refresh `key` in the background, unless a fetch of it is already under way."""
     flights = request.app[CACHE_FLIGHTS]
-    task = flights.get(key)
-    if task is not None:
-        return task, False
-    task = asyncio.get_running_loop().create_task(
-        _fetch(request, principal, key, path, query, ttl), name="porter-cache-fetch"
-    )
-    flights[key] = task
-    task.add_done_callback(
-        lambda done: flights.pop(key, None) if flights.get(key) is done else None
-    )
-    return task, True
+    if key not in flights:
+        fetch = _fetch(request, principal, key, path, query, ttl)
+        refresh = _lead(flights, key, _claim(flights, key), fetch)
+        request.app[PUBLIC_CACHE].run_in_background(refresh)
 
 
 def _fetch_headers(request: web.Request, cookies: object) -> CIMultiDict[str]:
@@ -225,8 +267,8 @@ async def _fetch(
             rewrite_cookies(headers, frozenset(), cookies)
             cache.counters.fetches += 1
             try:
-                upstream = await app[CLIENT_SESSION].get(
-                    url, headers=headers, allow_redirects=False
+                upstream = await app[CLIENT_SESSION].request(
+                    hdrs.METH_GET, url, headers=headers, allow_redirects=False
                 )
             except asyncio.TimeoutError:
                 return _unavailable(request, 504)
@@ -296,6 +338,8 @@ async def _take(
 def _storable(headers: CIMultiDict[str]) -> bool:
     if hdrs.SET_COOKIE in headers:
         return False
+    if hdrs.CACHE_CONTROL not in headers and hdrs.VARY not in headers:
+        return True
     directives = {
         d.strip().split("=", 1)[0].lower()
         for v in headers.getall(hdrs.CACHE_CONTROL, ())
