@@ -12,6 +12,8 @@ at concurrency 1 and 32, same run:
   - `tiles`: a small aiohttp upstream answering 16 KiB "tiles" (fast: the strictest
     comparison for misses, and a realistic body size for hits);
 - misses: every request a new URL (wrk numbers them), porter with the cache vs without;
+- the floor: the tiles upstream itself (aiohttp + uvloop answering a constant), what any
+  aiohttp server can do at most;
 - memory: porter's RSS with a 64 MiB memory tier after the misses pushed several times that
   through it, beside the RSS of the porter without cache.
 
@@ -60,8 +62,10 @@ TILE = "/webgateway/render_image_region/1/0/0/"
 TILE_SIZE = 16 * 1024
 MEMORY_BUDGET = 64 * 1024**2
 
+# Also the floor of any aiohttp server: a constant answer, uvloop, no middleware.
 TILE_UPSTREAM = """
 import sys
+import uvloop
 from aiohttp import web
 BODY = b"t" * int(sys.argv[2])
 async def tile(request):
@@ -72,7 +76,8 @@ async def tile(request):
     return web.Response(body=BODY, content_type="image/jpeg")
 app = web.Application()
 app.router.add_get("/{tail:.*}", tile)
-web.run_app(app, host="127.0.0.1", port=int(sys.argv[1]), print=None, access_log=None)
+web.run_app(app, host="127.0.0.1", port=int(sys.argv[1]), print=None, access_log=None,
+            loop=uvloop.new_event_loop())
 """
 
 ZIPF_LUA = """
@@ -279,6 +284,8 @@ def measure(
             ]
             if upstream == "omeroweb":
                 targets.append(Target("omeroweb-public", builtin.url(base), {}, zipf))
+            else:  # what any aiohttp server answers at most: the tile upstream itself
+                targets.append(Target("aiohttp-floor", tiles_url + base, {}, zipf))
             for target in targets:
                 body = "OK" if upstream == "omeroweb" else "t"
                 expect(target.url + "?n=1", {}, 200, body)
@@ -361,6 +368,10 @@ def report(results: dict[str, dict[tuple[str, int], Summary]], rss: dict[str, fl
             if ("omeroweb-public", c) in hits:
                 builtin = hits[("omeroweb-public", c)].rps
                 line += f"  porter-cache/omeroweb-public {cache / builtin:6.1f}"
+            if ("aiohttp-floor", c) in hits:
+                floor = hits[("aiohttp-floor", c)].rps
+                line += f"  porter-cache/aiohttp-floor {cache / floor:5.2f}"
+                line += f"  aiohttp-floor/nginx-cache {floor / nginx:5.2f}"
             print(line)
     if not rss:
         return
