@@ -27,6 +27,8 @@ class EchoState:
     slow_started: asyncio.Event = field(default_factory=asyncio.Event)
     # While set, every ?tile request is answered with this status (OMERO.web failing).
     tile_status: int | None = None
+    # While set, every ?tile request is answered as OMERO.web answers a session it lost.
+    tile_logged_out: bool = False
     # ?tile&hold requests wait for this (a test lets them go once it has seen enough).
     tile_release: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -62,6 +64,8 @@ async def tile(request: web.Request) -> web.Response:
     if "hold" in query:
         await state.tile_release.wait()
     number = state.count(request.path)
+    if state.tile_logged_out:
+        raise web.HTTPFound("/webclient/login/?url=" + request.path)
     status = state.tile_status or int(query.get("status", "200"))
     head = f"tile {request.path} #{number}|".encode()
     size = int(query.get("size", "0"))

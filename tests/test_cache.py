@@ -411,3 +411,38 @@ async def test_bypass_shaped_paths_never_become_keys_of_paths_that_are_not_publi
     print(f"\n{len(CASES)} bypass-shaped requests: {len(stored)} keys, all of public paths")
     assert stored  # the corpus has public paths: the check is not empty
     assert stored <= public
+
+
+async def test_a_public_session_that_cannot_be_renewed_is_served_stale_else_503(
+    echo_upstream: Upstream, porter: PorterFactory, omero_sim: OmeroSim
+) -> None:
+    """OMERO.web lost the public session and OMERO is down, so porter cannot make a new one:
+    what the cache holds is served; anything else gets the 503 it gets without the cache."""
+    rules = (CacheRule(path="/webgateway/.*", ttl=1.0),)
+    sections = cache_sections(omero_sim, rules=rules, stale_while_revalidate=0.0)
+    client = await porter(logged_in=False, sections=sections)
+    _, first, _ = await anonymous(client, TILE + "?tile=1")
+    await asyncio.sleep(1.1)
+    echo_upstream.state.tile_logged_out = True
+    omero_sim.down()
+    try:
+        for _ in range(3):
+            status, body, headers = await anonymous(client, TILE + "?tile=1")
+            assert (status, body, headers["X-Cache"]) == (200, first, "STALE")
+            assert "fwd-status=503" in headers["Cache-Status"]
+        status, _, headers = await anonymous(client, TILE + "?tile=1&other=1")
+        assert status == 503
+        assert "X-Cache" not in headers
+    finally:
+        omero_sim.up()
+    echo_upstream.state.tile_logged_out = False
+    for _ in range(50):  # past the public session's failure_backoff (2 s), a new one is made
+        status, body, headers = await anonymous(client, TILE + "?tile=1")
+        assert status == 200
+        if headers["X-Cache"] == "MISS":
+            break
+        assert headers["X-Cache"] == "STALE"
+        await asyncio.sleep(0.1)
+    assert headers["X-Cache"] == "MISS"
+    assert body.startswith(f"tile {TILE} #".encode())
+    assert body != first

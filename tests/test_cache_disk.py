@@ -14,6 +14,7 @@ from typing import Any
 
 import aiohttp
 import diskcache
+import pytest
 
 from cache.disk import DiskTier
 from cache.entry import Entry
@@ -285,3 +286,20 @@ def test_an_unusable_disk_dir_is_named_at_start(tmp_path: Path) -> None:
     )
     assert found.returncode == 2
     assert "cache.disk_dir" in found.stderr
+
+
+def test_check_warns_of_a_cache_that_cannot_work(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import run
+
+    config = tmp_path / "c.toml"
+    config.write_text("[cache]\nenabled = true\nrules = []\nmax_object_size = 2000000000\n")
+    assert run.main(["check", "--config", str(config)]) == 0
+    err = capsys.readouterr().err
+    assert "warning: cache.enabled: true, but [public] is off" in err
+    assert "warning: cache.rules: empty: nothing is cached" in err
+    assert "warning: cache.max_object_size: larger than memory_bytes" in err
+    config.write_text("[cache]\nrules = [{path = '(a+)+', ttl = 5}]\n")
+    assert run.main(["check", "--config", str(config)]) == 2
+    assert "cache.rules[0].path" in capsys.readouterr().err

@@ -1,6 +1,7 @@
 """The cache in front of the real OMERO.web on the OMERO test server: OMERO.web's answers to
 the public user are storable as they come (no Set-Cookie, no Cache-Control), one OMERO.web
-request serves every later visitor, and an OMERO.web restart is served through."""
+request serves every later visitor, and restarts of OMERO.web and of the OMERO server are
+served through."""
 
 from __future__ import annotations
 
@@ -59,5 +60,15 @@ async def test_omero_web_public_answers_are_cached_and_served_through_its_restar
         await asyncio.to_thread(restart_web, omero_web)
         after = await client.get(PATH)
         assert (after.status, after.headers["X-Cache"]) == (200, "MISS")
+
+        await asyncio.sleep(1.1)
+        omero_sim.down()  # the OMERO server restarts: OMERO.web cannot join, porter cannot log in
+        try:
+            for _ in range(5):
+                during = await client.get(PATH)
+                assert (during.status, await during.text()) == (200, "OK")
+                assert during.headers["X-Cache"] == "STALE"
+        finally:
+            omero_sim.up()
     finally:
         stop_web(omero_web)

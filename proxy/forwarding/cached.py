@@ -21,10 +21,12 @@ from aiohttp import hdrs, web
 from multidict import CIMultiDict
 from yarl import URL
 
+from auth.errors import HandoffFailed, OmeroError
+from auth.store import SessionStoreError
 from cache.entry import Entry
 from cache.key import cache_key, normalise_query
 from cache.store import PublicCache
-from proxy.errors import error_response
+from proxy.errors import Refused, error_response
 from proxy.forwarding.cookies import rewrite_cookies, take_set_cookies
 from proxy.forwarding.headers import end_to_end
 from proxy.forwarding.renewal import forward_renewing, logged_out_upstream
@@ -39,7 +41,7 @@ from proxy.keys import (
     SETTINGS,
 )
 from proxy.principal import Principal
-from proxy.reporting import report_unavailable, report_upstream_error
+from proxy.reporting import report_exception, report_unavailable, report_upstream_error
 
 log = logging.getLogger("porter.cache")
 
@@ -93,6 +95,9 @@ class Passed:
 
 
 Outcome = Fresh | Failed | Passed
+
+# What renewing the public session can raise: the error middleware's table answers each.
+KNOWN_FAILURES = (OmeroError, HandoffFailed, SessionStoreError, Refused)
 
 
 def cache_ttl(request: web.Request) -> float | None:
@@ -163,7 +168,8 @@ async def forward_cached(
             detail = f"hit; ttl={_left(entry, now)}; fwd=uri-miss; fwd-status={outcome.status}"
             return _serve(request, entry, now, "STALE", detail + "; detail=stale-if-error")
         if outcome.error is not None:
-            raise outcome.error  # the error middleware answers it, as without the cache
+            # the error middleware answers it, as without the cache (its page shows no trace)
+            raise outcome.error.with_traceback(None)
         return error_response(request, outcome.status, traceback=outcome.text or None)
     if started and outcome.body is not None and outcome.headers is not None:
         headers = CIMultiDict(outcome.headers)
@@ -262,6 +268,8 @@ async def _fetch(
     url = URL(settings.upstream.rstrip("/") + target, encoded=True)
     cookies = principal.cookies
     try:
+        if not cookies:  # no public session now (OMERO is down): no request without one
+            cookies = await principal.renew()
         for attempt in range(2):
             headers = _fetch_headers(request, cookies)
             rewrite_cookies(headers, frozenset(), cookies)
@@ -280,9 +288,13 @@ async def _fetch(
                     continue
                 return await _take(request, cache, upstream, key, ttl)
         raise AssertionError("unreachable")  # the second attempt always returns
-    except Exception as exc:  # porter's exception tree: the public session could not be renewed
+    except KNOWN_FAILURES as exc:  # the public session could not be renewed
         log.warning("cache fetch failed rid=%s: %s", request[SCOPE].request_id, type(exc).__name__)
         return Failed(503, error=exc)
+    except Exception as exc:  # a bug: reported once, here, not by each request waiting
+        log.exception("cache fetch failed rid=%s", request[SCOPE].request_id)
+        report_exception(request, exc)
+        return Failed(500)
 
 
 def _unavailable(request: web.Request, status: int) -> Failed:

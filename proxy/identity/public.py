@@ -10,7 +10,7 @@ from aiohttp import web
 
 from auth.errors import HandoffFailed, OmeroError
 from proxy.errors import Refused
-from proxy.keys import DECISION, PUBLIC, SCOPE
+from proxy.keys import DECISION, PUBLIC, PUBLIC_CACHE, SCOPE, SETTINGS
 from proxy.principal import Principal
 
 log = logging.getLogger("porter.proxy")
@@ -24,8 +24,13 @@ async def public_user(request: web.Request) -> Principal | None:
     public = request.app.get(PUBLIC)
     if public is None or request[DECISION].kind != "public":
         return None
-    with _unavailable(request):
-        login = await public.get()
+    try:
+        with _unavailable(request):
+            login = await public.get()
+    except Refused as refused:
+        if not _cacheable(request):
+            raise
+        return _without_session(request, refused)
 
     async def renew() -> Mapping[str, str]:
         # OMERO dropped the public session: make a new one (single-flight).
@@ -41,6 +46,25 @@ async def public_user(request: web.Request) -> Principal | None:
         frozenset({login.session_key, *login.cookies.values()}),
         renew,
     )
+
+
+def _cacheable(request: web.Request) -> bool:
+    cache = request.app.get(PUBLIC_CACHE)
+    canonical = request[DECISION].canonical
+    return cache is not None and canonical is not None and (
+        cache.rules.ttl(request.method, canonical) is not None
+    )
+
+
+def _without_session(request: web.Request, refused: Refused) -> Principal:
+    """Still the public user, whose OMERO session cannot be had now (OMERO is down): the
+    public cache may answer; anything that needs the session gets `refused`."""
+
+    async def renew() -> Mapping[str, str]:
+        raise refused
+
+    server_id = request.app[SETTINGS].public_session.server_id
+    return Principal("public", "public", server_id, renew=renew)
 
 
 @contextmanager
