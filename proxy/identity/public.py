@@ -51,8 +51,10 @@ async def public_user(request: web.Request) -> Principal | None:
 def _cacheable(request: web.Request) -> bool:
     cache = request.app.get(PUBLIC_CACHE)
     canonical = request[DECISION].canonical
-    return cache is not None and canonical is not None and (
-        cache.rules.ttl(request.method, canonical) is not None
+    return (
+        cache is not None
+        and canonical is not None
+        and (cache.rules.ttl(request.method, canonical) is not None)
     )
 
 
