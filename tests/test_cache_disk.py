@@ -24,6 +24,12 @@ from tests.porter_fixtures import ROOT, PorterFactory, PorterProcess, Upstream, 
 from tests.test_cache import TILE, anonymous, cache_sections, upstream_tiles
 
 
+def run_py(*args: str) -> subprocess.CompletedProcess[str]:
+    """`python run.py ARGS` as an admin runs it: its exit code and output."""
+    command = [sys.executable, str(ROOT / "run.py"), *args]
+    return subprocess.run(command, capture_output=True, text=True, timeout=60)
+
+
 def thumbnail(n: int, size: int = 0) -> str:
     return f"/webgateway/render_thumbnail/{n}/?tile=1" + (f"&size={size}" if size else "")
 
@@ -184,20 +190,7 @@ async def test_two_porter_processes_share_the_disk_tier_and_its_purges(
     # when it reads the purge log in the shared disk tier
     config = next(tmp_path.glob(f"porter-{first.url.rsplit(':', 1)[1]}.toml"))
     purge = await asyncio.to_thread(
-        subprocess.run,
-        [
-            sys.executable,
-            str(ROOT / "run.py"),
-            "cache",
-            "purge",
-            "--config",
-            str(config),
-            "--path-regex",
-            "/render_thumbnail/1/$",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
+        run_py, "cache", "purge", "--config", str(config), "--path-regex", "/render_thumbnail/1/$"
     )
     assert purge.returncode == 0, purge.stderr
     assert '"removed": 2' in purge.stdout  # the first's memory copy and the disk's
@@ -216,13 +209,7 @@ async def test_two_porter_processes_share_the_disk_tier_and_its_purges(
     # with no porter running, the CLI works on the disk tier itself
     first.stop()
     second.stop()
-    stats = await asyncio.to_thread(
-        subprocess.run,
-        [sys.executable, str(ROOT / "run.py"), "cache", "stats", "--config", str(config)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    stats = await asyncio.to_thread(run_py, "cache", "stats", "--config", str(config))
     assert stats.returncode == 0, stats.stderr
     assert '"entries": 3' in stats.stdout
     assert "the disk tier only" in stats.stderr
@@ -231,29 +218,10 @@ async def test_two_porter_processes_share_the_disk_tier_and_its_purges(
 def test_the_cli_says_when_there_is_nothing_to_reach(tmp_path: Path) -> None:
     config = tmp_path / "c.toml"
     config.write_text("[proxy]\nport = 1\n[cache]\nenabled = true\n")
-    found = subprocess.run(
-        [sys.executable, str(ROOT / "run.py"), "cache", "stats", "--config", str(config)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    found = run_py("cache", "stats", "--config", str(config))
     assert found.returncode == 1
     assert "no porter answers at http://127.0.0.1:1/porter/cache" in found.stderr
-    bad = subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "run.py"),
-            "cache",
-            "purge",
-            "--config",
-            str(config),
-            "--path-regex",
-            "(",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    bad = run_py("cache", "purge", "--config", str(config), "--path-regex", "(")
     assert bad.returncode == 2
     assert "--path-regex is not a regex" in bad.stderr
 
@@ -267,23 +235,13 @@ def test_an_unusable_disk_dir_is_named_at_start(tmp_path: Path) -> None:
         "[public]\nenabled = true\nuser = 'public'\npassword = 'x'\n"
         f"[cache]\nenabled = true\ndisk_dir = '{blocker}/cache'\n"
     )
-    found = subprocess.run(
-        [sys.executable, str(ROOT / "run.py"), "serve", "--config", str(config)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    found = run_py("serve", "--config", str(config))
     assert found.returncode == 2
     assert "cache.disk_dir" in found.stderr
     assert "cannot be opened" in found.stderr
     relative = tmp_path / "r.toml"
     relative.write_text("[cache]\ndisk_dir = 'cache'\n")
-    found = subprocess.run(
-        [sys.executable, str(ROOT / "run.py"), "check", "--config", str(relative)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    found = run_py("check", "--config", str(relative))
     assert found.returncode == 2
     assert "cache.disk_dir" in found.stderr
 
