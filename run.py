@@ -30,7 +30,7 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
         port=args.port if args.port is not None else proxy.port,
     )
     settings = replace(settings, proxy=proxy)
-    listener = configure_logging(proxy.log_level)
+    listener = configure_logging(proxy.log_level, settings.log.format)
     try:
         serve(settings)
     except ConfigError as exc:

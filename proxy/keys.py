@@ -102,5 +102,9 @@ TARGET = web.RequestKey("target", str)
 # Set when the request needs no access line of porter's (a granted forward-auth decision:
 # the front proxy logs the request itself).
 QUIET = web.RequestKey("quiet", bool)
+# Seconds OMERO.web took to send its response headers (the access log's upstream time).
+UPSTREAM_SECONDS = web.RequestKey("upstream_seconds", float)
+# HIT, MISS or STALE when the public cache answered (the access log's cache field).
+CACHE_STATE = web.RequestKey("cache_state", str)
 # Set when the response must clear porter's session cookie (a stale cookie was sent).
 CLEAR_COOKIE = web.RequestKey("clear_cookie", bool)

@@ -6,8 +6,6 @@ import asyncio
 import contextlib
 import gc
 import logging
-import logging.handlers
-import queue
 from http import HTTPStatus
 from typing import Any
 
@@ -19,31 +17,12 @@ from aiohttp.web_server import Server
 
 from proxy.app import create_app
 from proxy.finish import SERVER
+from proxy.log import configure_logging
 from proxy.settings import Settings
 
 log = logging.getLogger("porter.proxy")
 
-
-class _DeferredQueueHandler(logging.handlers.QueueHandler):
-    """Puts records on the queue as they are: formatting (and writing) happen on the
-    listener's thread, never on the event loop. Porter's log arguments are plain values."""
-
-    def prepare(self, record: logging.LogRecord) -> logging.LogRecord:
-        return record
-
-
-def configure_logging(level: str) -> logging.handlers.QueueListener:
-    """Log lines go through a queue to a thread that formats and writes them; the listener
-    returned is started (stop it to flush at exit)."""
-    output = logging.StreamHandler()
-    output.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
-    records: queue.SimpleQueue[logging.LogRecord] = queue.SimpleQueue()
-    root = logging.getLogger()
-    root.handlers[:] = [_DeferredQueueHandler(records)]
-    root.setLevel(getattr(logging, level.upper()))
-    listener = logging.handlers.QueueListener(records, output, respect_handler_level=True)
-    listener.start()
-    return listener
+__all__ = ["configure_logging", "serve"]
 
 
 def new_event_loop() -> asyncio.AbstractEventLoop:

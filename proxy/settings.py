@@ -28,6 +28,7 @@ __all__ = [
     "DEFAULT_CONFIG",
     "ConfigError",
     "ForwardAuthSettings",
+    "LogSettings",
     "LoginSettings",
     "ProxySettings",
     "Settings",
@@ -219,6 +220,31 @@ class ForwardAuthSettings:
         return []
 
 
+def _check_log_paths(value: tuple[str, ...]) -> None:
+    for path in value:
+        _check_path(path)
+
+
+@dataclass(frozen=True)
+class LogSettings:
+    """``[log]``: the format of porter's log lines (the access line and its own)."""
+
+    format: str = field(
+        default="text",
+        metadata={
+            "doc": "text (combined-log-like access lines) or json (one object per line)",
+            "choices": ("text", "json"),
+        },
+    )
+    exclude_paths: tuple[str, ...] = field(
+        default=("/porter/healthz", "/porter/readyz"),
+        metadata={
+            "doc": "Paths (below the prefix, exact) that get no access line, e.g. probes",
+            "check": _check_log_paths,
+        },
+    )
+
+
 @dataclass(frozen=True)
 class LoginSettings:
     """Porter's login and logout pages and the session handoff to OMERO.web."""
@@ -273,6 +299,7 @@ class Settings:
     session: SessionSettings = field(default_factory=SessionSettings)
     login: LoginSettings = field(default_factory=LoginSettings)
     forward_auth: ForwardAuthSettings = field(default_factory=ForwardAuthSettings)
+    log: LogSettings = field(default_factory=LogSettings)
     # [public] has two owners: the URL rules (filters) and the public user (auth).
     public: PublicRuleSettings = field(
         default_factory=PublicRuleSettings, metadata={"section": "public"}

@@ -32,6 +32,7 @@ from proxy.forwarding.headers import end_to_end
 from proxy.forwarding.renewal import forward_renewing, logged_out_upstream
 from proxy.keys import (
     CACHE_FLIGHTS,
+    CACHE_STATE,
     CLIENT_SESSION,
     COOKIE_NAMES,
     DECISION,
@@ -39,6 +40,7 @@ from proxy.keys import (
     REQUEST_ID,
     SCOPE,
     SETTINGS,
+    UPSTREAM_SECONDS,
 )
 from proxy.principal import Principal
 from proxy.reporting import report_exception, report_unavailable, report_upstream_error
@@ -186,6 +188,7 @@ def _left(entry: Entry, now: float) -> int:
 
 
 def _serve(request: web.Request, entry: Entry, now: float, state: str, detail: str) -> web.Response:
+    request[CACHE_STATE] = state
     headers = [
         *entry.headers,
         (hdrs.CACHE_CONTROL, f"public, max-age={max(0, _left(entry, now))}"),
@@ -274,10 +277,12 @@ async def _fetch(
             headers = _fetch_headers(request, cookies)
             rewrite_cookies(headers, frozenset(), cookies)
             cache.counters.fetches += 1
+            started = time.perf_counter()
             try:
                 upstream = await app[CLIENT_SESSION].request(
                     hdrs.METH_GET, url, headers=headers, allow_redirects=False
                 )
+                request[UPSTREAM_SECONDS] = time.perf_counter() - started
             except asyncio.TimeoutError:
                 return _unavailable(request, 504)
             except (aiohttp.ClientError, OSError):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import AsyncIterator, Mapping
 
 import aiohttp
@@ -16,7 +17,15 @@ from proxy.errors import error_response
 from proxy.finish import finish
 from proxy.forwarding.cookies import rewrite_cookies, take_set_cookies
 from proxy.forwarding.headers import end_to_end, skip_set
-from proxy.keys import CLIENT_SESSION, COOKIE_NAMES, REQUEST_ID, SCOPE, SETTINGS, TARGET
+from proxy.keys import (
+    CLIENT_SESSION,
+    COOKIE_NAMES,
+    REQUEST_ID,
+    SCOPE,
+    SETTINGS,
+    TARGET,
+    UPSTREAM_SECONDS,
+)
 from proxy.principal import Capture
 from proxy.reporting import report_unavailable, report_upstream_error
 
@@ -97,14 +106,17 @@ async def send(
         return error_response(request, 413, headers={hdrs.CONNECTION: "close"})
     body = LimitedBody(request.content, limit) if _has_body(request) else None
     session = request.app[CLIENT_SESSION]
+    started = time.perf_counter()
     try:
-        return await session.request(
+        upstream = await session.request(
             request.method,
             upstream_url(request),
             headers=upstream_headers(request, cookies),
             data=body.__aiter__() if body is not None else None,
             allow_redirects=False,
         )
+        request[UPSTREAM_SECONDS] = time.perf_counter() - started
+        return upstream
     except asyncio.TimeoutError:
         log.warning("upstream timed out rid=%s", request[SCOPE].request_id)
         return unavailable(request, 504)

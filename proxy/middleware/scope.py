@@ -15,13 +15,18 @@ from proxy.errors import error_response
 from proxy.finish import finish
 from proxy.keys import (
     ALLOWED_HOSTS,
+    CACHE_STATE,
+    DECISION,
+    PRINCIPAL,
     QUIET,
     REQUEST_ID,
     SCOPE,
     SETTINGS,
     TRUSTED_PROXIES,
+    UPSTREAM_SECONDS,
     RequestScope,
 )
+from proxy.log import AccessLine
 
 log = logging.getLogger("porter.proxy")
 access_log = logging.getLogger("porter.access")
@@ -70,7 +75,7 @@ async def request_scope(request: web.Request, handler: Handler) -> web.StreamRes
     scope = _scope_for(request)
     request[SCOPE] = scope
     status = 500
-    response: web.StreamResponse
+    response: web.StreamResponse | None = None
     try:
         if _host_refused(request, scope):
             response = error_response(request, 400, "The Host header is malformed or not served.")
@@ -81,21 +86,71 @@ async def request_scope(request: web.Request, handler: Handler) -> web.StreamRes
         status = exc.status
         raise
     finally:
-        if request.app[SETTINGS].proxy.access_log and not request.get(QUIET):
-            # The path only: a query string can carry tokens.
-            access_log.info(
-                "%s %s %s %d %.1fms rid=%s",
-                scope.client.address,
-                request.method,
-                request.raw_path.split("?", 1)[0],
-                status,
-                (time.perf_counter() - started) * 1000,
-                scope.request_id,
-            )
+        settings = request.app[SETTINGS]
+        if (
+            settings.proxy.access_log
+            and not request.get(QUIET)
+            and scope.path not in settings.log.exclude_paths
+        ):
+            _log_access(request, scope, status, response, started)
     if not response.prepared:
         response.headers[REQUEST_ID] = scope.request_id
         finish(request, response)
     return response
+
+
+def request_kind(request: web.Request, status: int) -> str:
+    """What the request was, for the access log and the metrics: the principal's kind (user,
+    token, public), else porter (its own pages), denied (login required, deny) or
+    bad_request."""
+    principal = request.get(PRINCIPAL)
+    if principal is not None and principal.kind != "anonymous":
+        return str(principal.kind)
+    decision = request.get(DECISION)
+    if decision is None:
+        return "bad_request" if status == 400 else "porter"
+    if decision.kind == "bad_request" or status == 400:
+        return "bad_request"
+    return "denied"
+
+
+def _body_bytes(response: web.StreamResponse | None) -> int | None:
+    if response is None:
+        return None
+    if response.prepared:
+        return response.body_length
+    body = getattr(response, "body", None)
+    return len(body) if isinstance(body, (bytes, bytearray)) else None
+
+
+def _log_access(
+    request: web.Request,
+    scope: RequestScope,
+    status: int,
+    response: web.StreamResponse | None,
+    started: float,
+) -> None:
+    """One access line: the path only (a query string can carry tokens), no header value."""
+    principal = request.get(PRINCIPAL)
+    decision = request.get(DECISION)
+    upstream = request.get(UPSTREAM_SECONDS)
+    access_log.info(
+        "%s",
+        AccessLine(
+            scope.request_id,
+            scope.client.address,
+            request.method,
+            request.raw_path.split("?", 1)[0],
+            status,
+            _body_bytes(response),
+            (time.perf_counter() - started) * 1000,
+            None if upstream is None else upstream * 1000,
+            request_kind(request, status),
+            principal.user if principal is not None and principal.kind != "anonymous" else None,
+            decision.rule if decision is not None else None,
+            request.get(CACHE_STATE),
+        ),
+    )
 
 
 def _host_refused(request: web.Request, scope: RequestScope) -> bool:
