@@ -22,17 +22,27 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
     from dataclasses import replace
 
     from proxy.server import configure_logging, serve
+    from proxy.settings import cross_section_problems
 
     proxy = settings.proxy
     proxy = replace(
         proxy,
         host=args.host if args.host is not None else proxy.host,
         port=args.port if args.port is not None else proxy.port,
+        workers=args.workers if args.workers is not None else proxy.workers,
     )
     settings = replace(settings, proxy=proxy)
+    problems = cross_section_problems(settings)
+    if problems:
+        print(ConfigError(str(args.config), problems), file=sys.stderr)
+        return EXIT_USAGE
     listener = configure_logging(proxy.log_level, settings.log.format)
     try:
-        serve(settings)
+        if proxy.workers > 1 and not args.worker:
+            from proxy.workers import supervise
+
+            return supervise(settings, args.config, proxy.workers)
+        serve(settings, worker=args.worker)
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return EXIT_USAGE
@@ -233,6 +243,10 @@ def parser() -> tuple[argparse.ArgumentParser, dict[str, Command]]:
     serve = sub.add_parser("serve", parents=[config], help="run the gateway (default)")
     serve.add_argument("--host", help="listen address (overrides proxy.host)")
     serve.add_argument("--port", type=int, help="listen port (overrides proxy.port)")
+    serve.add_argument(
+        "--workers", type=int, help="porter processes sharing the port (overrides proxy.workers)"
+    )
+    serve.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     commands["serve"] = _serve
 
     sub.add_parser("check", parents=[config], help="validate the configuration and print it")

@@ -27,6 +27,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
 from jwt.algorithms import ECAlgorithm, OKPAlgorithm, RSAAlgorithm
 from jwt.exceptions import PyJWTError
 
+import metrics
 from auth.single_flight import SingleFlight
 
 __all__ = [
@@ -380,9 +381,11 @@ class JwksCache:
         ) as exc:
             self._error = _describe(exc)
             log.warning("JWKS %s unavailable: %s", self.url, self._error)
+            metrics.JWKS_FETCHES.labels("error").inc()
             return False
         self._keys, self._fetched_at, self._error = keys, self._clock(), None
         log.info("JWKS %s: %d key(s) loaded", self.url, len(keys))
+        metrics.JWKS_FETCHES.labels("ok").inc()
         return True
 
     async def _download(self) -> bytes:

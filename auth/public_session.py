@@ -34,6 +34,7 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+import metrics
 from auth.errors import HandoffFailed, OmeroError, ServerUnavailable, SessionGone
 from auth.omero_backend import OmeroBackend
 from auth.public_settings import PublicSessionSettings
@@ -267,6 +268,7 @@ class PublicSession:
                 ) from None
             raise
         log.info("public session created on server %d as %s", server_id, login.user_name)
+        metrics.OMERO_SESSIONS_CREATED.labels("public").inc()
         return PublicLogin(server_id, login.session_key, MappingProxyType(cookies))
 
     async def _fly_shared(self, shared: _SharedEntries, server_id: int) -> PublicLogin:
@@ -369,6 +371,7 @@ class PublicSession:
         server_id = self._server_id(server)
         if await self._drop_everywhere(server_id, session_key):
             log.info("public session of server %d invalidated", server_id)
+            metrics.PUBLIC_RECREATIONS.inc()
             # OMERO.web may have lost only its cookie: end the OMERO session too, off the
             # request path
             task = asyncio.create_task(self._close_quietly(server_id, session_key))
@@ -403,10 +406,12 @@ class PublicSession:
                 self._settings.user,
             )
             if await self._drop_everywhere(server_id, session_key):
+                metrics.PUBLIC_RECREATIONS.inc()
                 await self._close_quietly(server_id, session_key)
             return
         if not alive and await self._drop_everywhere(server_id, session_key):
             log.info("public session of server %d ended on the server; will re-create", server_id)
+            metrics.PUBLIC_RECREATIONS.inc()
 
     async def close(self) -> None:
         """Stop creating, and close the held sessions on their servers. With Redis, only the
@@ -431,5 +436,6 @@ class PublicSession:
     async def _close_quietly(self, server_id: int, session_key: str) -> None:
         try:
             await self._backend.close(server_id, session_key)
+            metrics.OMERO_SESSIONS_CLOSED.labels("public").inc()
         except OmeroError as exc:
             log.info("public session of server %d: close failed (%s)", server_id, exc)

@@ -19,6 +19,7 @@ from types import MappingProxyType
 
 from cachetools import TTLCache
 
+import metrics
 from auth.errors import AdminRefused, OmeroError
 from auth.omero_backend import OmeroBackend
 from auth.omero_ice import OmeroLogin
@@ -96,6 +97,7 @@ class SsoSessions:
     async def _close_quietly(self, login: OmeroLogin | SsoLogin) -> None:
         with contextlib.suppress(OmeroError):
             await self._backend.close(login.server_id, login.session_key)
+            metrics.OMERO_SESSIONS_CLOSED.labels("sso").inc()
 
     async def _create(self, server_id: int, user_name: str, client_ip: str | None) -> SsoLogin:
         login = await self.new_session(server_id, user_name, client_ip)
@@ -110,6 +112,7 @@ class SsoSessions:
         )
         self._held[(server_id, user_name)] = made
         log.info("SSO session created user=%s server=%d", user_name, server_id)
+        metrics.OMERO_SESSIONS_CREATED.labels("sso").inc()
         return made
 
     def invalidate(self, login: SsoLogin) -> None:
@@ -134,3 +137,4 @@ class SsoSessions:
         for login in held:
             with contextlib.suppress(OmeroError):
                 await self._backend.close(login.server_id, login.session_key)
+                metrics.OMERO_SESSIONS_CLOSED.labels("sso").inc()

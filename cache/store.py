@@ -156,6 +156,13 @@ class PublicCache:
             log.info("cache disk tier works again")
         return result
 
+    async def disk_stats(self) -> dict[str, int] | None:
+        """The disk tier's entries and bytes (None: no disk tier, or it failed)."""
+        if self.disk is None:
+            return None
+        found = await self._on_disk(self.disk.stats)
+        return found if isinstance(found, dict) else None
+
     async def check_disk(self) -> tuple[bool, str]:
         """Readiness of the disk tier."""
         if self.disk is None:

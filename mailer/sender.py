@@ -25,6 +25,7 @@ from email.message import EmailMessage
 from pathlib import Path
 from types import TracebackType
 
+import metrics
 from mailer.compose import digest_message, report_message
 from mailer.dedup import Clock, Decision, Deduplicator, Digest
 from mailer.report import Report
@@ -112,10 +113,12 @@ class MailSender:
             return False
         if self._stopping:
             c.lost_shutdown += 1
+            metrics.MAILS.labels("dropped").inc()
             log.warning("admin mail lost: sender stopped (request %s)", report.request_id)
             return False
         decision = self._dedup.observe(report)
         if decision is Decision.FOLDED:
+            metrics.MAILS.labels("deduplicated").inc()
             c.folded += 1
             return True
         if decision is Decision.CAPPED:
@@ -128,6 +131,7 @@ class MailSender:
             self._queue.put_nowait(item)
         except asyncio.QueueFull:
             self._counters.lost_queue_full += 1
+            metrics.MAILS.labels("dropped").inc()
             log.warning(
                 "admin mail lost: queue full (%d waiting) for %s", self._queue.qsize(), label
             )
@@ -140,6 +144,7 @@ class MailSender:
                 self._enqueue(digest, f"digest of {digest.fingerprint}")
             else:
                 self._counters.lost_rate_limited += 1
+                metrics.MAILS.labels("dropped").inc()
                 log.warning(
                     "admin mail lost: hourly cap reached, digest of %d for %s dropped",
                     digest.count,
@@ -204,9 +209,11 @@ class MailSender:
             except asyncio.CancelledError:
                 if not self._keep(item, "interrupted at shutdown"):
                     self._counters.lost_shutdown += 1  # stopped mid-delivery: lost
+                    metrics.MAILS.labels("dropped").inc()
                 raise
             except Exception as exc:  # a bug must not end the sender; no details: secrets
                 self._counters.lost_undeliverable += 1
+                metrics.MAILS.labels("dropped").inc()
                 log.error("admin mail lost: unexpected %s while delivering", type(exc).__name__)
             finally:
                 self._queue.task_done()
@@ -222,6 +229,7 @@ class MailSender:
             message = self._compose(item)
         except Exception as exc:  # a bug here must not stop the sender; no details: secrets
             self._counters.lost_undeliverable += 1
+            metrics.MAILS.labels("dropped").inc()
             log.error("admin mail lost: cannot compose mail for %s (%s)", label, type(exc).__name__)
             return
         if self._smtp_down and self._spool is not None:
@@ -239,6 +247,7 @@ class MailSender:
                     return
                 if not exc.transient or attempt == retries:
                     self._counters.lost_undeliverable += 1
+                    metrics.MAILS.labels("dropped").inc()
                     log.error(
                         "admin mail lost for %s after %d attempt(s): %s",
                         label,
@@ -262,6 +271,7 @@ class MailSender:
                         "admin mail for %s refused for %s", label, ", ".join(delivered.refused)
                     )
                 self._counters.sent += 1
+                metrics.MAILS.labels("sent").inc()
                 self._counters.digests_sent += isinstance(item, Digest)
                 return
 
@@ -288,6 +298,7 @@ class MailSender:
             )
             return True
         self._counters.lost_spool_full += 1
+        metrics.MAILS.labels("dropped").inc()
         log.error("admin mail lost for %s: the spool %s is full", label, self._spool.directory)
         return False
 
@@ -307,9 +318,11 @@ class MailSender:
                     self._smtp_down = True
                     return
                 self._counters.lost_undeliverable += 1
+                metrics.MAILS.labels("dropped").inc()
                 log.error("spooled admin mail %s refused for good: %s", path.name, exc.reason)
             else:
                 self._smtp_down = False
                 self._counters.spool_delivered += 1
                 self._counters.sent += 1
+                metrics.MAILS.labels("sent").inc()
             self._spool.remove(path)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import replace
@@ -12,6 +13,7 @@ import jinja2
 from aiohttp import web
 from cachetools import TTLCache
 
+import metrics
 from auth.jwt_verify import JwtVerifier
 from auth.lifecycle import PeriodicJob, keepalive_job, purge_job
 from auth.omero_backend import OmeroBackend
@@ -20,6 +22,7 @@ from auth.public_session import PublicSession
 from auth.sessions import SessionRecord
 from auth.sso_identity import SsoIdentityMapper
 from auth.sso_sessions import SsoSessions
+from auth.store import SessionStoreError
 from auth.stores import create_store
 from auth.verified_tokens import VerifiedTokens
 from cache.disk import DiskError
@@ -30,6 +33,7 @@ from filters.hosts import AllowedHosts
 from filters.rules import PublicRules, RuleMatcher
 from filters.throttle import LoginThrottle
 from mailer import MailSender
+from proxy import metrics_http
 from proxy.config import ConfigError, Problem
 from proxy.csrf import Csrf
 from proxy.errors import error_response
@@ -48,6 +52,7 @@ from proxy.keys import (
     CSRF,
     JWT_VERIFIER,
     MAILER,
+    METRICS_ON,
     OMERO,
     PORTER_TOKENS,
     PUBLIC,
@@ -136,6 +141,8 @@ def create_app(settings: Settings) -> web.Application:
     sso.add_routes(app, proxy.prefix)
     forward_auth.add_routes(app, proxy.prefix)
     cache_admin.add_routes(app, proxy.prefix)
+    if settings.metrics.enabled:
+        _add_metrics(app)
     if settings.forward_auth.enabled and settings.forward_auth.decision_cache_ttl > 0:
         app[forward_auth.DECISIONS] = TTLCache(
             settings.forward_auth.decision_cache_size, settings.forward_auth.decision_cache_ttl
@@ -143,6 +150,44 @@ def create_app(settings: Settings) -> web.Application:
     # [\s\S]: a decoded path may hold any character (even a newline): gate() judges it.
     app.router.add_route("*", r"/{tail:[\s\S]*}", _dispatch)
     return app
+
+
+GAUGES_INTERVAL = 15.0  # seconds between readings of the gauges Prometheus shows
+
+
+def _add_metrics(app: web.Application) -> None:
+    """Count every request, read the gauges periodically, serve /porter/metrics."""
+    app[METRICS_ON] = True
+    metrics.build_info(_version())
+    metrics_http.add_routes(app, app[SETTINGS].proxy.prefix)
+
+    async def read_gauges() -> None:
+        metrics.SESSIONS.set(await app[SESSION_STORE].count())
+        cache = app.get(PUBLIC_CACHE)
+        if cache is not None:
+            metrics.CACHE_MEMORY_BYTES.set(cache.memory_bytes)
+            disk = await cache.disk_stats()
+            if disk is not None:
+                metrics.CACHE_DISK_BYTES.set(disk["bytes"])
+
+    job = PeriodicJob("metrics gauges", GAUGES_INTERVAL, read_gauges)
+
+    async def gauges(app: web.Application) -> AsyncIterator[None]:
+        with contextlib.suppress(SessionStoreError):  # Redis down at start: read later
+            await read_gauges()
+        async for _ in job.cleanup_ctx(app):
+            yield
+
+    app.cleanup_ctx.append(gauges)
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("omero-porter")
+    except PackageNotFoundError:
+        return "unknown"
 
 
 CACHE_PURGE_POLL = 2.0  # seconds between reads of the disk tier's purge log

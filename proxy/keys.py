@@ -90,6 +90,8 @@ VERIFIED_TOKENS = web.AppKey("verified_tokens", VerifiedTokens)
 CSRF = web.AppKey("csrf", Csrf)
 WEBSOCKETS = web.AppKey("websockets", set[web.WebSocketResponse])
 PUBLIC_CACHE = web.AppKey("public_cache", PublicCache)
+# Set when [metrics] is on: the request scope counts every request.
+METRICS_ON = web.AppKey("metrics_on", bool)
 # The one fetch in progress per cache key (proxy/forwarding/cached.py).
 CACHE_FLIGHTS = web.AppKey("cache_flights", dict[str, asyncio.Future[Any]])
 

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import gc
 import logging
+import os
 from http import HTTPStatus
 from typing import Any
 
@@ -17,7 +18,9 @@ from aiohttp.web_server import Server
 
 from proxy.app import create_app
 from proxy.finish import SERVER
+from proxy.keys import SETTINGS
 from proxy.log import configure_logging
+from proxy.metrics_http import start_listener
 from proxy.settings import Settings
 
 log = logging.getLogger("porter.proxy")
@@ -85,27 +88,47 @@ class PorterRunner(web.AppRunner):
         )
 
 
-async def run(app: web.Application, host: str, port: int, shutdown_grace: float) -> None:
-    """Serve `app` until SIGTERM/SIGINT, then give in-flight requests `shutdown_grace`."""
+async def run(
+    app: web.Application, host: str, port: int, shutdown_grace: float, worker: bool = False
+) -> None:
+    """Serve `app` until SIGTERM/SIGINT, then give in-flight requests `shutdown_grace`. A
+    worker shares the port with its siblings (SO_REUSEPORT) and stops when its parent goes."""
     runner = PorterRunner(
         app, handle_signals=True, access_log=None, shutdown_timeout=shutdown_grace
     )
     await runner.setup()
+    # a single process serves its own metrics listener; workers' parent serves their sum
+    metrics_runner = None if worker else await start_listener(app[SETTINGS].metrics)
     try:
-        await web.TCPSite(runner, host, port).start()
-        await asyncio.Event().wait()  # until a signal raises GracefulExit
+        await web.TCPSite(runner, host, port, reuse_port=worker).start()
+        if worker:
+            await _until_orphaned(os.getppid())
+        else:
+            await asyncio.Event().wait()  # until a signal raises GracefulExit
     finally:
         await runner.cleanup()
+        if metrics_runner is not None:
+            await metrics_runner.cleanup()
 
 
-def serve(settings: Settings) -> None:
+async def _until_orphaned(parent: int) -> None:
+    """Return when the supervising parent is gone (this worker was re-parented)."""
+    while True:
+        await asyncio.sleep(1.0)
+        if os.getppid() != parent:
+            break
+    log.warning("the supervising parent %d is gone: stopping", parent)
+
+
+def serve(settings: Settings, worker: bool = False) -> None:
     """Serve until SIGTERM/SIGINT, then let in-flight requests finish for the grace period."""
     proxy = settings.proxy
     app = create_app(settings)
     app.on_startup.append(_freeze_heap)
     loop = new_event_loop()
     log.info(
-        "porter listening on http://%s:%d%s/ -> %s (loop: %s)",
+        "porter %s on http://%s:%d%s/ -> %s (loop: %s)",
+        f"worker {os.getpid()} listening" if worker else "listening",
         proxy.host,
         proxy.port,
         proxy.prefix,
@@ -113,7 +136,7 @@ def serve(settings: Settings) -> None:
         type(loop).__module__.split(".")[0],
     )
     asyncio.set_event_loop(loop)
-    main = loop.create_task(run(app, proxy.host, proxy.port, proxy.shutdown_grace))
+    main = loop.create_task(run(app, proxy.host, proxy.port, proxy.shutdown_grace, worker))
     try:
         loop.run_until_complete(main)
     except (GracefulExit, KeyboardInterrupt):

@@ -30,6 +30,7 @@ __all__ = [
     "ForwardAuthSettings",
     "LogSettings",
     "LoginSettings",
+    "MetricsSettings",
     "ProxySettings",
     "Settings",
     "load_settings",
@@ -146,6 +147,15 @@ class ProxySettings:
         metadata={"doc": "Logging level", "choices": ("debug", "info", "warning", "error")},
     )
     access_log: bool = field(default=True, metadata={"doc": "Log one line per request"})
+    workers: int = field(
+        default=1,
+        metadata={
+            "doc": "Porter processes sharing the port (SO_REUSEPORT), supervised and replaced "
+            "if they die; more than 1 needs session.store = 'redis'",
+            "min": 1,
+            "max": 64,
+        },
+    )
     templates_dir: str = field(
         default="",
         metadata={"doc": "Directory of templates that replace porter's own (error.html, ...)"},
@@ -245,6 +255,45 @@ class LogSettings:
     )
 
 
+def _check_listen(value: str) -> None:
+    if value:
+        split_listen(value)
+
+
+def split_listen(value: str) -> tuple[str, int]:
+    """ "host:port" or "[v6]:port" -> (host, port); ValueError otherwise."""
+    host, sep, port = value.rpartition(":")
+    host = host.strip("[]")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError('must be "host:port", e.g. "127.0.0.1:9090" (empty: off)')
+    return host, int(port)
+
+
+@dataclass(frozen=True)
+class MetricsSettings:
+    """``[metrics]``: Prometheus metrics, off unless an address or a client list is given."""
+
+    listen: str = field(
+        default="",
+        metadata={
+            "doc": 'Address of a separate metrics listener, e.g. "127.0.0.1:9090" (GET '
+            "/metrics; with workers, the supervising parent serves their sum); empty: off",
+            "check": _check_listen,
+        },
+    )
+    allow_from: tuple[str, ...] = field(
+        default=(),
+        metadata={
+            "doc": "CIDRs that may GET /porter/metrics on porter's own port; empty: off",
+            "check": _check_cidrs,
+        },
+    )
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.listen or self.allow_from)
+
+
 @dataclass(frozen=True)
 class LoginSettings:
     """Porter's login and logout pages and the session handoff to OMERO.web."""
@@ -300,6 +349,7 @@ class Settings:
     login: LoginSettings = field(default_factory=LoginSettings)
     forward_auth: ForwardAuthSettings = field(default_factory=ForwardAuthSettings)
     log: LogSettings = field(default_factory=LogSettings)
+    metrics: MetricsSettings = field(default_factory=MetricsSettings)
     # [public] has two owners: the URL rules (filters) and the public user (auth).
     public: PublicRuleSettings = field(
         default_factory=PublicRuleSettings, metadata={"section": "public"}
@@ -318,6 +368,21 @@ def _name_source(problem: Problem, sources: Mapping[str, str]) -> Problem:
         if problem.key == key or problem.key.startswith((key + ".", key + "[")):
             return Problem(f"{problem.key} (from {variable})", problem.message)
     return problem
+
+
+def cross_section_problems(settings: Settings, workers: int | None = None) -> list[Problem]:
+    """Settings each valid alone that cannot work together."""
+    problems = []
+    workers = settings.proxy.workers if workers is None else workers
+    if workers > 1 and settings.session.store == "memory":
+        problems.append(
+            Problem(
+                "proxy.workers",
+                f"{workers} workers need session.store = 'redis': the memory store lives in "
+                "one process, so a session made by one worker would be unknown to the others",
+            )
+        )
+    return problems
 
 
 def load_settings(
@@ -340,6 +405,8 @@ def load_settings(
         raise ConfigError(str(source), [Problem("syntax", str(exc))]) from None
     overrides, sources, problems = env_overrides(environ)
     settings = build(Settings, merge(table, overrides), "", problems)
+    if not problems:
+        problems.extend(cross_section_problems(typing.cast(Settings, settings)))
     if problems:
         raise ConfigError(str(source), [_name_source(p, sources) for p in problems])
     return typing.cast(Settings, settings)

@@ -21,6 +21,7 @@ from aiohttp import hdrs, web
 from multidict import CIMultiDict
 from yarl import URL
 
+import metrics
 from auth.errors import HandoffFailed, OmeroError
 from auth.store import SessionStoreError
 from cache.entry import Entry
@@ -133,9 +134,11 @@ async def forward_cached(
     if entry is not None:
         if entry.fresh(now):
             cache.counters.hits += 1
+            metrics.CACHE_HIT.inc()
             return _serve(request, entry, now, "HIT", f"hit; ttl={_left(entry, now)}")
         if entry.age(now) < entry.ttl + cache.settings.stale_while_revalidate:
             cache.counters.stale += 1
+            metrics.CACHE_STALE.inc()
             _refresh(request, principal, key, path, query, ttl)
             return _serve(request, entry, now, "STALE", f"hit; fwd=stale; ttl={_left(entry, now)}")
     flights = request.app[CACHE_FLIGHTS]
@@ -167,6 +170,7 @@ async def forward_cached(
         now = time.time()
         if entry is not None and entry.age(now) < entry.ttl + cache.settings.stale_if_error:
             cache.counters.stale_if_error += 1
+            metrics.CACHE_STALE_IF_ERROR.inc()
             detail = f"hit; ttl={_left(entry, now)}; fwd=uri-miss; fwd-status={outcome.status}"
             return _serve(request, entry, now, "STALE", detail + "; detail=stale-if-error")
         if outcome.error is not None:
@@ -346,8 +350,10 @@ async def _take(
         entry = Entry(stored, body, time.time(), ttl)
         cache.put(key, entry)
         cache.counters.misses += 1
+        metrics.CACHE_MISS.inc()
         return Fresh(entry)
     cache.counters.passes += 1
+    metrics.CACHE_PASS.inc()
     headers.popall(hdrs.CONTENT_LENGTH, None)
     return Passed(status, upstream.reason, headers, body)
 

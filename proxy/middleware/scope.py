@@ -11,12 +11,14 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import hdrs, web
 
+import metrics
 from proxy.errors import error_response
 from proxy.finish import finish
 from proxy.keys import (
     ALLOWED_HOSTS,
     CACHE_STATE,
     DECISION,
+    METRICS_ON,
     PRINCIPAL,
     QUIET,
     REQUEST_ID,
@@ -76,6 +78,9 @@ async def request_scope(request: web.Request, handler: Handler) -> web.StreamRes
     request[SCOPE] = scope
     status = 500
     response: web.StreamResponse | None = None
+    counted = request.app.get(METRICS_ON, False)
+    if counted:
+        metrics.IN_FLIGHT.inc()
     try:
         if _host_refused(request, scope):
             response = error_response(request, 400, "The Host header is malformed or not served.")
@@ -86,6 +91,8 @@ async def request_scope(request: web.Request, handler: Handler) -> web.StreamRes
         status = exc.status
         raise
     finally:
+        if counted:
+            _count(request, status, started)
         settings = request.app[SETTINGS]
         if (
             settings.proxy.access_log
@@ -112,6 +119,16 @@ def request_kind(request: web.Request, status: int) -> str:
     if decision.kind == "bad_request" or status == 400:
         return "bad_request"
     return "denied"
+
+
+def _count(request: web.Request, status: int, started: float) -> None:
+    kind = request_kind(request, status)
+    metrics.IN_FLIGHT.dec()
+    metrics.REQUESTS.labels(kind, metrics.status_class(status)).inc()
+    metrics.REQUEST_SECONDS.labels(kind).observe(time.perf_counter() - started)
+    upstream = request.get(UPSTREAM_SECONDS)
+    if upstream is not None:
+        metrics.UPSTREAM_SECONDS.observe(upstream)
 
 
 def _body_bytes(response: web.StreamResponse | None) -> int | None:

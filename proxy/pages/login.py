@@ -15,6 +15,7 @@ from typing import Any
 from aiohttp import hdrs, web
 from yarl import URL
 
+import metrics
 from auth.errors import (
     HandoffFailed,
     InvalidCredentials,
@@ -189,6 +190,7 @@ async def authenticate(
         raise LoginFailed(400, "Please enter your user name and password.")
     retry_after = throttle.retry_after(client, username)
     if retry_after is not None:
+        metrics.LOGINS.labels("throttled").inc()
         raise LoginFailed(
             429,
             "Too many failed attempts. Please wait and try again.",
@@ -198,6 +200,7 @@ async def authenticate(
         login = await app[OMERO].login(server or 1, username, password, client_ip=client)
     except InvalidCredentials:
         throttle.failed(client, username)
+        metrics.LOGINS.labels("failure").inc()
         raise LoginFailed(401, "Wrong user name or password.") from None
     except UnknownServer:
         raise LoginFailed(400, "Please choose a server from the list.") from None
@@ -207,6 +210,8 @@ async def authenticate(
         log.warning("login failed on server %s: %s", server, exc)
         raise LoginFailed(502, "The OMERO server could not log you in.") from None
     throttle.succeeded(client, username)
+    metrics.LOGINS.labels("success").inc()
+    metrics.OMERO_SESSIONS_CREATED.labels("login").inc()
     return login
 
 
@@ -258,6 +263,7 @@ async def start_session(
 async def _close_quietly(request: web.Request, server_id: int, key: str) -> None:
     try:
         await request.app[OMERO].close(server_id, key)
+        metrics.OMERO_SESSIONS_CLOSED.labels("logout").inc()
     except OmeroError as exc:
         log.warning("could not close an OMERO session on server %d: %s", server_id, exc)
 
