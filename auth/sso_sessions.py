@@ -13,17 +13,22 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import secrets
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
+from typing import Any
 
 from cachetools import TTLCache
+from redis.asyncio import Redis
 
 import metrics
-from auth.errors import AdminRefused, OmeroError
+from auth.errors import AdminRefused, OmeroError, ServerUnavailable
 from auth.omero_backend import OmeroBackend
 from auth.omero_ice import OmeroLogin
 from auth.single_flight import SingleFlight
+from auth.store import SessionStoreUnavailable, redis_errors
 
 log = logging.getLogger("porter.auth.sso")
 
@@ -40,6 +45,79 @@ class SsoLogin:
     cookies: Mapping[str, str] = field(repr=False, default_factory=dict)
 
 
+_COOKIE = "c:"
+# Delete the entry / the lock only if it is still ours.
+_DROP = """
+if redis.call('HGET', KEYS[1], 'key') == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+_UNLOCK = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+_MAX_POLL = 0.2
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+class SharedSsoSessions:
+    """The SSO sessions in Redis, shared by every porter process: the entry of each (server,
+    user) with its OMERO.web cookies, and the lock its one creator holds."""
+
+    def __init__(self, redis: Redis, prefix: str, ttl: float, create_timeout: float) -> None:
+        self._redis = redis
+        self._prefix = prefix + "sso:"
+        self._ttl_ms = max(1000, int(ttl * 1000))
+        self.create_timeout = create_timeout
+        self._drop = redis.register_script(_DROP)
+        self._unlock = redis.register_script(_UNLOCK)
+
+    def _key(self, server_id: int, user: str, suffix: str = "") -> str:
+        return f"{self._prefix}{server_id}:{user}{suffix}"
+
+    async def read(self, server_id: int, user: str) -> SsoLogin | None:
+        with redis_errors("SSO sessions"):
+            raw = await self._redis.hgetall(self._key(server_id, user))
+        data = {_text(k): _text(v) for k, v in raw.items()}
+        if not data.get("key"):
+            return None
+        cookies = {k[len(_COOKIE) :]: v for k, v in data.items() if k.startswith(_COOKIE)}
+        return SsoLogin(server_id, user, data["key"], MappingProxyType(cookies))
+
+    async def write(self, login: SsoLogin) -> None:
+        key = self._key(login.server_id, login.user_name)
+        fields: dict[Any, Any] = {"key": login.session_key}
+        fields.update({_COOKIE + name: value for name, value in login.cookies.items()})
+        with redis_errors("SSO sessions"):
+            async with self._redis.pipeline(transaction=True) as pipe:
+                pipe.delete(key)
+                pipe.hset(key, mapping=fields)
+                pipe.pexpire(key, self._ttl_ms)
+                await pipe.execute()
+
+    async def lock(self, server_id: int, user: str, token: str) -> bool:
+        with redis_errors("SSO sessions"):
+            done = await self._redis.set(
+                self._key(server_id, user, ":lock"),
+                token,
+                nx=True,
+                px=int(self.create_timeout * 1000),
+            )
+        return bool(done)
+
+    async def unlock(self, server_id: int, user: str, token: str) -> None:
+        with redis_errors("SSO sessions"):
+            await self._unlock(keys=[self._key(server_id, user, ":lock")], args=[token])
+
+    async def drop(self, login: SsoLogin) -> bool:
+        """Delete the entry if it still names `login`'s session; True if it did."""
+        key = self._key(login.server_id, login.user_name)
+        with redis_errors("SSO sessions"):
+            return bool(await self._drop(keys=[key], args=[login.session_key]))
+
+
 class SsoSessions:
     def __init__(
         self,
@@ -50,9 +128,13 @@ class SsoSessions:
         tti: float,
         allowed_admins: frozenset[str] = frozenset(),
         max_users: int = 10_000,
+        shared: SharedSsoSessions | None = None,
+        recheck: float = 5.0,
     ) -> None:
         """`allowed_admins`: user names (casefolded) let in although OMERO says they are
-        admins; every other admin is refused."""
+        admins; every other admin is refused. With `shared` (the Redis store), every porter
+        process uses the same session of a user; this process keeps its copy `recheck`
+        seconds before reading the shared entry again."""
         self._backend = backend
         self._allowed_admins = frozenset(name.casefold() for name in allowed_admins)
         self._handoff = handoff
@@ -60,8 +142,10 @@ class SsoSessions:
         self._tti_ms = int(tti * 1000)
         # Forget a little before OMERO's time-to-live, so porter never hands out an ended one.
         self._held: TTLCache[tuple[int, str], SsoLogin] = TTLCache(
-            maxsize=max_users, ttl=max(1.0, ttl * 0.95)
+            maxsize=max_users, ttl=max(1.0, ttl * 0.95) if shared is None else recheck
         )
+        self._shared = shared
+        self._token = secrets.token_hex(16)  # this process, as lock owner
         self._creations: SingleFlight[tuple[int, str], SsoLogin] = SingleFlight("SSO session")
         self._closing: set[asyncio.Task[None]] = set()
         self.created = 0  # OMERO sessions made (for tests and benchmarks)
@@ -72,7 +156,42 @@ class SsoSessions:
         held = self._held.get(key)
         if held is not None:
             return held
+        if self._shared is not None:
+            shared = self._shared
+            return await self._creations.run(
+                key, lambda: self._get_shared(shared, server_id, user_name, client_ip)
+            )
         return await self._creations.run(key, lambda: self._create(server_id, user_name, client_ip))
+
+    async def _get_shared(
+        self, shared: SharedSsoSessions, server_id: int, user_name: str, client_ip: str | None
+    ) -> SsoLogin:
+        """The shared session of that user, or a new one made under the shared lock, or the
+        one another process is making (waited for)."""
+        deadline = time.monotonic() + shared.create_timeout
+        delay = 0.01
+        while True:
+            found = await shared.read(server_id, user_name)
+            if found is None and await shared.lock(server_id, user_name, self._token):
+                try:
+                    found = await shared.read(server_id, user_name)
+                    if found is None:
+                        found = await self._create(server_id, user_name, client_ip)
+                        await shared.write(found)
+                finally:
+                    with contextlib.suppress(SessionStoreUnavailable):
+                        await shared.unlock(server_id, user_name, self._token)
+            if found is not None:
+                self._held[(server_id, user_name)] = found
+                return found
+            if time.monotonic() >= deadline:
+                raise ServerUnavailable(
+                    f"server {server_id}: the SSO session of a user was not made within "
+                    f"{shared.create_timeout:g} s by another porter process",
+                    server_id=server_id,
+                )
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, _MAX_POLL)
 
     async def new_session(
         self, server_id: int, user_name: str, client_ip: str | None
@@ -115,12 +234,16 @@ class SsoSessions:
         metrics.OMERO_SESSIONS_CREATED.labels("sso").inc()
         return made
 
-    def invalidate(self, login: SsoLogin) -> None:
-        """Drop `login` if it is still the held one (OMERO.web or OMERO no longer knows it)."""
+    async def invalidate(self, login: SsoLogin) -> None:
+        """Drop `login` if it is still the held one (OMERO.web or OMERO no longer knows it);
+        with the shared entries, in every process."""
         key = (login.server_id, login.user_name)
         held = self._held.get(key)
         if held is not None and held.session_key == login.session_key:
             del self._held[key]
+        elif self._shared is None:
+            return
+        if self._shared is None or await self._shared.drop(login):
             # OMERO.web may only have lost its cookie: end the OMERO session too, off the
             # request path, so no session is left until its time-to-idle
             task = asyncio.create_task(self._close_quietly(login))
@@ -134,6 +257,8 @@ class SsoSessions:
         await asyncio.gather(*self._closing, return_exceptions=True)
         held = list(self._held.values())
         self._held.clear()
+        if self._shared is not None:
+            return  # shared with other processes: OMERO ends them at their time-to-idle
         for login in held:
             with contextlib.suppress(OmeroError):
                 await self._backend.close(login.server_id, login.session_key)

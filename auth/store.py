@@ -13,11 +13,14 @@ when full and hands it to `on_evict`.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
 
 from auth.sessions import SessionRecord
 
@@ -35,6 +38,15 @@ class SessionStoreError(Exception):
 
 class SessionStoreUnavailable(SessionStoreError):
     """The session store cannot be reached; porter answers 503 "session store unavailable"."""
+
+
+@contextlib.contextmanager
+def redis_errors(what: str) -> Iterator[None]:
+    """Redis failing becomes SessionStoreUnavailable: the error boundary answers 503."""
+    try:
+        yield
+    except (RedisError, OSError, asyncio.TimeoutError) as exc:
+        raise SessionStoreUnavailable(f"{what}: Redis unavailable ({type(exc).__name__})") from None
 
 
 @dataclass(frozen=True)

@@ -1,12 +1,23 @@
-"""Login throttling: too many failures from one address or for one user name → 429."""
+"""Login throttling: too many failures from one address or for one user name → 429.
+
+`LoginThrottle` counts in this process (the memory store); auth's `RedisLoginThrottle`
+counts in Redis, so every porter process and host sees the same counts (the Redis store).
+Both count a window from the first failure; a success clears that address's and name's."""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 from cachetools import TTLCache
+
+
+class Throttle(Protocol):
+    async def retry_after(self, address: str, user: str) -> int | None: ...
+    async def failed(self, address: str, user: str) -> None: ...
+    async def succeeded(self, address: str, user: str) -> None: ...
 
 
 @dataclass
@@ -44,7 +55,7 @@ class LoginThrottle:
             keys.append(("u", user.casefold()))
         return keys
 
-    def retry_after(self, address: str, user: str) -> int | None:
+    async def retry_after(self, address: str, user: str) -> int | None:
         """Seconds to wait when the address or the user name is throttled, else None."""
         now = self._clock()
         waits = [
@@ -55,7 +66,7 @@ class LoginThrottle:
         ]
         return max(1, int(max(waits)) + 1) if waits else None
 
-    def failed(self, address: str, user: str) -> None:
+    async def failed(self, address: str, user: str) -> None:
         now = self._clock()
         for key in self._keys(address, user):
             entry = self._failures.get(key)
@@ -64,6 +75,6 @@ class LoginThrottle:
             else:
                 entry.count += 1
 
-    def succeeded(self, address: str, user: str) -> None:
+    async def succeeded(self, address: str, user: str) -> None:
         for key in self._keys(address, user):
             self._failures.pop(key, None)

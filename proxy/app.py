@@ -16,13 +16,14 @@ from cachetools import TTLCache
 import metrics
 from auth.jwt_verify import JwtVerifier
 from auth.lifecycle import PeriodicJob, keepalive_job, purge_job
+from auth.login_throttle import RedisLoginThrottle
 from auth.omero_backend import OmeroBackend
 from auth.porter_tokens import PorterTokenIssuer
 from auth.public_session import PublicSession
 from auth.sessions import SessionRecord
 from auth.sso_identity import SsoIdentityMapper
-from auth.sso_sessions import SsoSessions
-from auth.store import SessionStoreError
+from auth.sso_sessions import SharedSsoSessions, SsoSessions
+from auth.store import SessionStore, SessionStoreError
 from auth.stores import create_store
 from auth.verified_tokens import VerifiedTokens
 from cache.disk import DiskError
@@ -31,7 +32,7 @@ from filters.cors import CorsPolicy
 from filters.forwarded import TrustedProxies
 from filters.hosts import AllowedHosts
 from filters.rules import PublicRules, RuleMatcher
-from filters.throttle import LoginThrottle
+from filters.throttle import LoginThrottle, Throttle
 from mailer import MailSender
 from proxy import metrics_http
 from proxy.config import ConfigError, Problem
@@ -112,11 +113,6 @@ def create_app(settings: Settings) -> web.Application:
         "session_store": health.session_store_check(app),
     }
     app[WEBSOCKETS] = set()
-    app[THROTTLE] = LoginThrottle(
-        max_per_address=settings.login.max_failures_per_address,
-        max_per_user=settings.login.max_failures_per_user,
-        window=settings.login.failure_window,
-    )
     app[OMERO] = OmeroBackend(settings.omero)
     app[PUBLIC_RULES] = RuleMatcher(public_rules(settings))
     app.on_cleanup.append(_close_rules)
@@ -303,9 +299,28 @@ def _add_session_store(app: web.Application) -> None:
 
     store = create_store(settings, on_evict=backend.close, end_web=end_web)
     app[SESSION_STORE] = store
+    app[THROTTLE] = _throttle(app[SETTINGS], store)
     app.cleanup_ctx.append(_closing(store.close))
     app.cleanup_ctx.append(purge_job(store, backend.close, settings, end_web).cleanup_ctx)
     app.cleanup_ctx.append(keepalive_job(store, backend.keep_alive, settings).cleanup_ctx)
+
+
+def _throttle(settings: Settings, store: SessionStore) -> Throttle:
+    """Failed logins counted where sessions live: in Redis, every process sees them."""
+    login = settings.login
+    if store.redis is not None:
+        return RedisLoginThrottle(
+            store.redis,
+            store.key_prefix,
+            max_per_address=login.max_failures_per_address,
+            max_per_user=login.max_failures_per_user,
+            window=login.failure_window,
+        )
+    return LoginThrottle(
+        max_per_address=login.max_failures_per_address,
+        max_per_user=login.max_failures_per_user,
+        window=login.failure_window,
+    )
 
 
 def _add_public_session(app: web.Application) -> None:
@@ -342,12 +357,23 @@ def _add_sso(app: web.Application) -> None:
     async def handoff_sso(server_id: int, key: str) -> dict[str, str]:
         return await handoff(app, server_id, key)
 
+    store = app[SESSION_STORE]
+    ttl = settings.sso.session_time_to_live
+    shared = (
+        SharedSsoSessions(
+            store.redis, store.key_prefix, ttl * 0.95, settings.public_session.create_timeout
+        )
+        if store.redis is not None
+        else None
+    )
     sessions = SsoSessions(
         backend,
         handoff_sso,
-        ttl=settings.sso.session_time_to_live,
+        ttl=ttl,
         tti=settings.sso.session_time_to_idle,
         allowed_admins=frozenset(settings.sso.allow_admin_accounts),
+        shared=shared,
+        recheck=settings.public_session.recheck_interval,
     )
     app[SSO_SESSIONS] = sessions
     app.cleanup_ctx.append(_jwt_verifier)

@@ -24,7 +24,7 @@ from filters.cors import CorsPolicy
 from filters.forwarded import Client, TrustedProxies
 from filters.hosts import AllowedHosts
 from filters.rules import Decision, RuleMatcher
-from filters.throttle import LoginThrottle
+from filters.throttle import Throttle
 from mailer import MailSender
 from proxy.csrf import COOKIE as CSRF_COOKIE
 from proxy.csrf import Csrf
@@ -78,7 +78,7 @@ READINESS_CHECKS = web.AppKey("readiness_checks", dict[str, ReadinessCheck])
 MAILER = web.AppKey("mailer", MailSender)
 OMERO = web.AppKey("omero", OmeroBackend)
 SESSION_STORE = web.AppKey("session_store", SessionStore)
-THROTTLE = web.AppKey("login_throttle", LoginThrottle)
+THROTTLE = web.AppKey("login_throttle", Throttle)
 PUBLIC_RULES = web.AppKey("public_rules", RuleMatcher)
 PUBLIC = web.AppKey("public_session", PublicSession)
 CORS = web.AppKey("cors", CorsPolicy)

@@ -53,7 +53,7 @@ async def test_concurrent_first_requests_of_a_user_make_one_session(
     assert {login.session_key for login in logins} == {logins[0].session_key}
     assert users(omero_sim).count("bob") == 1
     assert sessions.created == 1
-    sessions.invalidate(logins[0])
+    await sessions.invalidate(logins[0])
     again = await sessions.get(1, "bob", None)
     assert again.session_key != logins[0].session_key
     await sessions.close()

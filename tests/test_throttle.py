@@ -18,36 +18,36 @@ def throttle(clock: Clock, **limits: int) -> LoginThrottle:
     return LoginThrottle(clock=clock, **values)  # type: ignore[arg-type]
 
 
-def test_a_user_is_throttled_after_its_limit_from_any_address() -> None:
+async def test_a_user_is_throttled_after_its_limit_from_any_address() -> None:
     clock = Clock()
     limiter = throttle(clock)
     for n in range(3):
-        assert limiter.retry_after(f"10.0.0.{n}", "Alice") is None
-        limiter.failed(f"10.0.0.{n}", "Alice")
-    assert limiter.retry_after("10.0.0.99", "alice") == 61  # names compared casefolded
-    assert limiter.retry_after("10.0.0.99", "bob") is None
+        assert await limiter.retry_after(f"10.0.0.{n}", "Alice") is None
+        await limiter.failed(f"10.0.0.{n}", "Alice")
+    assert await limiter.retry_after("10.0.0.99", "alice") == 61  # names compared casefolded
+    assert await limiter.retry_after("10.0.0.99", "bob") is None
 
 
-def test_an_address_is_throttled_whatever_user_it_tries() -> None:
+async def test_an_address_is_throttled_whatever_user_it_tries() -> None:
     clock = Clock()
     limiter = throttle(clock, max_per_address=2, max_per_user=100)
-    limiter.failed("10.0.0.1", "a")
-    limiter.failed("10.0.0.1", "b")
-    assert limiter.retry_after("10.0.0.1", "c") is not None
-    assert limiter.retry_after("10.0.0.2", "c") is None
+    await limiter.failed("10.0.0.1", "a")
+    await limiter.failed("10.0.0.1", "b")
+    assert await limiter.retry_after("10.0.0.1", "c") is not None
+    assert await limiter.retry_after("10.0.0.2", "c") is None
 
 
-def test_the_window_ends_the_throttle_and_success_clears_it() -> None:
+async def test_the_window_ends_the_throttle_and_success_clears_it() -> None:
     clock = Clock()
     limiter = throttle(clock)
     for _ in range(3):
-        limiter.failed("10.0.0.1", "alice")
+        await limiter.failed("10.0.0.1", "alice")
     clock.now += 30
-    assert limiter.retry_after("10.0.0.1", "alice") == 31  # what is left of the window
+    assert await limiter.retry_after("10.0.0.1", "alice") == 31  # what is left of the window
     clock.now += 31
-    assert limiter.retry_after("10.0.0.1", "alice") is None
+    assert await limiter.retry_after("10.0.0.1", "alice") is None
     for _ in range(2):
-        limiter.failed("10.0.0.1", "alice")
-    limiter.succeeded("10.0.0.1", "alice")
-    limiter.failed("10.0.0.1", "alice")
-    assert limiter.retry_after("10.0.0.1", "alice") is None  # counting started again
+        await limiter.failed("10.0.0.1", "alice")
+    await limiter.succeeded("10.0.0.1", "alice")
+    await limiter.failed("10.0.0.1", "alice")
+    assert await limiter.retry_after("10.0.0.1", "alice") is None  # counting started again

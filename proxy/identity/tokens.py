@@ -59,7 +59,7 @@ async def token_principal(request: web.Request, token: str) -> Principal:
     login = await session_of(request, identity)
 
     async def renew() -> Mapping[str, str]:
-        request.app[SSO_SESSIONS].invalidate(login)
+        await request.app[SSO_SESSIONS].invalidate(login)
         return (await session_of(request, identity)).cookies
 
     return Principal(

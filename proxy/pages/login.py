@@ -188,7 +188,7 @@ async def authenticate(
     throttle = app[THROTTLE]
     if not username or not password:
         raise LoginFailed(400, "Please enter your user name and password.")
-    retry_after = throttle.retry_after(client, username)
+    retry_after = await throttle.retry_after(client, username)
     if retry_after is not None:
         metrics.LOGINS.labels("throttled").inc()
         raise LoginFailed(
@@ -199,7 +199,7 @@ async def authenticate(
     try:
         login = await app[OMERO].login(server or 1, username, password, client_ip=client)
     except InvalidCredentials:
-        throttle.failed(client, username)
+        await throttle.failed(client, username)
         metrics.LOGINS.labels("failure").inc()
         raise LoginFailed(401, "Wrong user name or password.") from None
     except UnknownServer:
@@ -209,7 +209,7 @@ async def authenticate(
     except OmeroError as exc:
         log.warning("login failed on server %s: %s", server, exc)
         raise LoginFailed(502, "The OMERO server could not log you in.") from None
-    throttle.succeeded(client, username)
+    await throttle.succeeded(client, username)
     metrics.LOGINS.labels("success").inc()
     metrics.OMERO_SESSIONS_CREATED.labels("login").inc()
     return login
