@@ -201,6 +201,7 @@ class SsoSessions:
         login = await self._backend.create_session_for(
             server_id, user_name, self._ttl_ms, self._tti_ms, client_ip=client_ip
         )
+        metrics.OMERO_SESSIONS_CREATED.labels("sso").inc()
         if login.is_admin and login.user_name.casefold() not in self._allowed_admins:
             await asyncio.shield(self._close_quietly(login))
             log.warning(
@@ -231,7 +232,6 @@ class SsoSessions:
         )
         self._held[(server_id, user_name)] = made
         log.info("SSO session created user=%s server=%d", user_name, server_id)
-        metrics.OMERO_SESSIONS_CREATED.labels("sso").inc()
         return made
 
     async def invalidate(self, login: SsoLogin) -> None:

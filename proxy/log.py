@@ -69,6 +69,7 @@ class _Json(logging.Formatter):
             + f".{int(record.msecs):03d}Z",
             "level": record.levelname,
             "logger": record.name,
+            "pid": record.process,  # which worker
         }
         args = record.args
         if isinstance(args, tuple) and len(args) == 1 and isinstance(args[0], AccessLine):

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -33,6 +34,7 @@ POLL = 0.2  # seconds between looks at the workers
 BACKOFF_MAX = 30.0  # seconds between restarts of a worker that keeps dying at once
 QUICK_DEATH = 5.0  # a worker that dies sooner than this after its start backs off
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+SECRET_KEY_ENV = "PORTER_PROXY__SECRET_KEY"
 
 
 class PortTaken(OSError):
@@ -152,6 +154,9 @@ def supervise(settings: Settings, config: Path, workers: int) -> int:
         "--worker",
     ]
     supervisor = Supervisor(argv, workers, proxy.shutdown_grace)
+    if not proxy.secret_key:
+        # porter's forms are signed with it: a page from one worker must post to another
+        supervisor.env[SECRET_KEY_ENV] = secrets.token_urlsafe(32)
     with tempfile.TemporaryDirectory(prefix="porter-metrics-") as directory:
         supervisor.env[MULTIPROC_ENV] = directory
         metrics = _serve_metrics(settings, directory)

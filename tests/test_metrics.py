@@ -1,0 +1,60 @@
+"""Prometheus metrics of one porter process: /porter/metrics for the configured clients only,
+and the separate listener. (Several workers summed: tests/test_workers.py.)"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import aiohttp
+
+from proxy.settings import MetricsSettings
+from tests.porter_fixtures import PorterFactory, PorterProcess, Upstream, free_port
+
+
+def sample(exposition: str, name: str) -> float:
+    """The sum of every sample of `name` (all label sets)."""
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in exposition.splitlines()
+        if line.startswith(name + "{") or line.startswith(name + " ")
+    )
+
+
+async def test_porter_metrics_counts_requests_for_allowed_clients_only(
+    echo_upstream: Upstream, porter: PorterFactory
+) -> None:
+    client = await porter(sections={"metrics": MetricsSettings(allow_from=("127.0.0.0/8",))})
+    before = await (await client.get("/porter/metrics")).text()
+    for _ in range(5):
+        assert (await client.get("/echo/x")).status == 200
+    assert (await client.get("/echo/x?bsession=stolen")).status == 400
+    resp = await client.get("/porter/metrics")
+    assert resp.headers["Content-Type"].startswith("text/plain")
+    after = await resp.text()
+    name = 'porter_requests_total{kind="user",status_class="2xx"}'
+    assert sample(after, name) - sample(before, name) == 5
+    assert sample(after, "porter_upstream_duration_seconds_count") >= 5
+    assert sample(after, "porter_requests_in_flight") == 1  # the scrape itself
+    assert "porter_build_info{" in after
+    others = await porter(sections={"metrics": MetricsSettings(allow_from=("10.0.0.0/8",))})
+    assert (await others.get("/porter/metrics")).status == 404
+    off = await porter()
+    assert (await off.get("/porter/metrics")).status == 404
+
+
+async def test_a_single_porter_serves_its_metrics_listener(
+    echo_upstream: Upstream, porter_process: Callable[..., PorterProcess]
+) -> None:
+    port = free_port()
+    handle = porter_process(
+        {"metrics": {"listen": f"127.0.0.1:{port}"}}, upstream=echo_upstream.url
+    )
+    async with aiohttp.ClientSession() as session:
+        for _ in range(3):
+            async with session.get(handle.url + "/porter/healthz") as resp:
+                assert resp.status == 200
+        async with session.get(f"http://127.0.0.1:{port}/metrics") as resp:
+            exposition: Any = await resp.text()
+    assert sample(exposition, 'porter_requests_total{kind="porter",status_class="2xx"}') == 3
+    assert handle.stop() == 0

@@ -1,0 +1,325 @@
+"""Several porter processes on one Redis: `run.py serve` with [proxy] workers = 3, as an admin
+runs it (real processes, SO_REUSEPORT, the OMERO test server, the echo upstream standing in
+for OMERO.web). Each new connection may land on any worker; the JSON log's pid says which."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import signal
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from tests.omero_sim.fixture import OmeroSim
+from tests.porter_fixtures import ROOT, PorterProcess, Upstream, free_port
+from tests.redis_fixture import RedisServer
+from tests.test_sso import ISSUER, Idp, bearer
+
+pytestmark = pytest.mark.slow
+WORKERS = 3
+
+
+def sections(
+    sim: OmeroSim, redis: RedisServer, idp: Idp, metrics_port: int
+) -> dict[str, dict[str, Any]]:
+    return {
+        "session": {
+            "store": "redis",
+            "redis_url": redis.url,
+            "redis_password": redis.password,
+            "redis_key_prefix": f"workers-{time.monotonic_ns()}:",
+        },
+        "omero": {
+            "server_list": [list(sim.server_list_entry())],
+            "admin_user": "root",
+            "admin_password": sim.users["root"],
+        },
+        "login": {"max_failures_per_user": 4},
+        "sso": {
+            "enabled": True,
+            "link_login": True,
+            "issuers": [
+                {
+                    "issuer": ISSUER,
+                    "audience": ["omero"],
+                    "algorithms": ["ES256"],
+                    "public_key_files": [str(idp.public_file)],
+                }
+            ],
+        },
+        "log": {"format": "json"},
+        "metrics": {"listen": f"127.0.0.1:{metrics_port}"},
+    }
+
+
+def log_lines(handle: PorterProcess) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in handle.log().splitlines() if line.startswith("{")]
+
+
+def worker_pids(handle: PorterProcess) -> list[int]:
+    return [
+        int(m.group(1))
+        for line in log_lines(handle)
+        if (m := re.match(r"porter worker (\d+) listening", line.get("message", "")))
+    ]
+
+
+def wait_workers(handle: PorterProcess, count: int, timeout: float = 30) -> list[int]:
+    deadline = time.monotonic() + timeout
+    while len(live := [p for p in worker_pids(handle) if _alive(p)]) < count:
+        assert time.monotonic() < deadline, handle.log()[-3000:]
+        time.sleep(0.1)
+    return live
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return False
+    return state != "Z"
+
+
+def connections_of(pid: int, port: int) -> set[int]:
+    """Socket inodes of the clients' connections to `port` that process `pid` holds."""
+    established = set()
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        local_port = int(fields[1].rsplit(":", 1)[1], 16)
+        if local_port == port and fields[3] == "01":  # ESTABLISHED
+            established.add(int(fields[9]))
+    held = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            target = os.readlink(fd)
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            held.add(int(target[8:-1]))
+    return established & held
+
+
+class Sent:
+    """Every HTTP request sent to porter, each on a new connection (any worker may take it)."""
+
+    def __init__(self, base: str) -> None:
+        self.base = base
+        self.count = 0
+
+    async def request(
+        self, method: str, path: str, cookies: dict[str, str] | None = None, **kwargs: Any
+    ) -> tuple[int, str, dict[str, str]]:
+        self.count += 1
+        connector = aiohttp.TCPConnector(force_close=True)
+        async with (
+            aiohttp.ClientSession(connector=connector, cookies=cookies or {}) as session,
+            session.request(method, self.base + path, allow_redirects=False, **kwargs) as resp,
+        ):
+            return resp.status, await resp.text(), {k: v for k, v in resp.headers.items()}
+
+
+def access(handle: PorterProcess, path: str) -> list[dict[str, Any]]:
+    return [
+        line
+        for line in log_lines(handle)
+        if line["logger"] == "porter.access" and line["path"] == path
+    ]
+
+
+async def test_workers_share_sessions_throttle_sso_links_and_metrics(
+    porter_process: Callable[..., PorterProcess],
+    echo_upstream: Upstream,
+    omero_sim: OmeroSim,
+    redis_server: RedisServer,
+    tmp_path: Path,
+) -> None:
+    idp = Idp(tmp_path)
+    metrics_port = free_port()
+    handle = porter_process(
+        sections(omero_sim, redis_server, idp, metrics_port),
+        upstream=echo_upstream.url,
+        workers=WORKERS,
+    )
+    pids = await asyncio.to_thread(wait_workers, handle, WORKERS)
+    sent = Sent(handle.url)
+
+    # log in on one worker, use the session on all of them
+    status, page, headers = await sent.request("GET", "/porter/login")
+    csrf = re.search(r'name="csrf_token" value="([^"]+)"', page)
+    assert csrf is not None
+    form_cookies = {"porter_csrf": headers["Set-Cookie"].split("=", 1)[1].split(";", 1)[0]}
+    form = {"csrf_token": csrf.group(1), "username": "alice", "password": "alice-pass"}
+    status, _, headers = await sent.request("POST", "/porter/login", form_cookies, data=form)
+    assert status == 303, headers
+    session = headers["Set-Cookie"].split("=", 1)[1].split(";", 1)[0]
+    for n in range(30):
+        status, body, _ = await sent.request("GET", f"/echo/alice/{n}", {"porter_session": session})
+        assert status == 200
+        assert "sessionid" in body  # forwarded with alice's held OMERO.web cookie
+    served_by = {line["pid"] for line in access(handle, "/echo/alice/0")} | {
+        line["pid"] for n in range(30) for line in access(handle, f"/echo/alice/{n}")
+    }
+    assert len(served_by) >= 2, "the kernel should spread 30 connections over 3 workers"
+    assert served_by <= set(pids)
+
+    # the throttle counts across processes: 4 failures for carol, then 429 on any worker
+    failures = 0
+    while failures < 4:
+        status, page, headers = await sent.request("GET", "/porter/login")
+        csrf = re.search(r'name="csrf_token" value="([^"]+)"', page)
+        assert csrf is not None
+        cookies = {"porter_csrf": headers["Set-Cookie"].split("=", 1)[1].split(";", 1)[0]}
+        wrong = {"csrf_token": csrf.group(1), "username": "carol", "password": f"wrong{failures}"}
+        status, _, _ = await sent.request("POST", "/porter/login", cookies, data=wrong)
+        assert status == 401
+        failures += 1
+    posts = access(handle, "/porter/login")
+    assert len({line["pid"] for line in posts if line["method"] == "POST"}) >= 2
+    for _ in range(4):
+        status, page, headers = await sent.request("GET", "/porter/login")
+        csrf = re.search(r'name="csrf_token" value="([^"]+)"', page)
+        assert csrf is not None
+        cookies = {"porter_csrf": headers["Set-Cookie"].split("=", 1)[1].split(";", 1)[0]}
+        right = {"csrf_token": csrf.group(1), "username": "carol", "password": "carol-pass"}
+        status, _, _ = await sent.request("POST", "/porter/login", cookies, data=right)
+        assert status == 429  # on whichever worker
+
+    # 1,000 bearer requests of one SSO user over all workers: one OMERO session of bob
+    token = bearer(idp.token("bob"))
+    semaphore = asyncio.Semaphore(50)
+
+    async def one(n: int) -> int:
+        async with semaphore:
+            return (await sent.request("GET", f"/echo/bob/{n}", headers=token))[0]
+
+    assert set(await asyncio.gather(*(one(n) for n in range(1000)))) == {200}
+    assert [s["user"] for s in omero_sim.sessions()].count("bob") == 1
+    bob_cookies = {
+        value
+        for r in echo_upstream.state.received
+        if r.raw_path.startswith("/echo/bob/")
+        for value in r.headers.getall("Cookie", ())
+    }
+    assert len(bob_cookies) == 1  # one OMERO.web session too
+    bob_pids = {line["pid"] for n in range(0, 1000, 7) for line in access(handle, f"/echo/bob/{n}")}
+    assert len(bob_pids) >= 2
+
+    # a link token logs in once, whichever worker gets it again
+    link = idp.token("carol", jti="workers-once")
+    status, _, _ = await sent.request("GET", f"/porter/sso?token={link}")
+    assert status == 303
+    for _ in range(6):
+        status, _, headers = await sent.request("GET", f"/porter/sso?token={link}")
+        assert status == 401
+        assert "replayed" in headers["WWW-Authenticate"]
+
+    # the parent's metrics listener sums every worker: every request sent is counted once
+    await asyncio.sleep(0.5)
+    async with (
+        aiohttp.ClientSession() as scraper,
+        scraper.get(f"http://127.0.0.1:{metrics_port}/metrics") as resp,
+    ):
+        exposition = await resp.text()
+    counted = sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in exposition.splitlines()
+        if line.startswith("porter_requests_total{")
+    )
+    assert counted == sent.count
+    assert 'porter_logins_total{result="throttled"} 4.0' in exposition
+    assert 'porter_logins_total{result="failure"} 4.0' in exposition
+    assert 'porter_omero_sessions_created_total{reason="sso"} 2.0' in exposition  # bob, carol
+    assert "porter_build_info{" in exposition
+    assert handle.stop() == 0
+    assert all(not _alive(pid) for pid in pids)
+
+
+async def test_a_killed_worker_is_replaced_and_its_requests_fail_cleanly(
+    porter_process: Callable[..., PorterProcess],
+    echo_upstream: Upstream,
+    omero_sim: OmeroSim,
+    redis_server: RedisServer,
+    tmp_path: Path,
+) -> None:
+    idp = Idp(tmp_path)
+    handle = porter_process(
+        sections(omero_sim, redis_server, idp, free_port()),
+        upstream=echo_upstream.url,
+        workers=WORKERS,
+    )
+    pids = await asyncio.to_thread(wait_workers, handle, WORKERS)
+    sent = Sent(handle.url)
+    token = bearer(idp.token("bob"))
+
+    port = int(handle.url.rsplit(":", 1)[1])
+
+    async def slow() -> int | str:
+        """One request on a raw connection (an HTTP client might retry it elsewhere)."""
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        request = (
+            f"GET /slow/3 HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+            f"Authorization: {token['Authorization']}\r\nConnection: close\r\n\r\n"
+        )
+        writer.write(request.encode())
+        try:
+            data = await reader.read()
+        except ConnectionResetError:
+            data = b""
+        finally:
+            writer.close()
+        return int(data.split(b" ", 2)[1]) if data.startswith(b"HTTP/1.1 ") else "closed"
+
+    requests = [asyncio.create_task(slow()) for _ in range(12)]
+    await asyncio.sleep(1.0)  # all in flight
+    victim = max(pids, key=lambda pid: len(connections_of(pid, port)))
+    assert connections_of(victim, port), "the requests are in flight on some worker"
+    os.kill(victim, signal.SIGKILL)
+    started = time.monotonic()
+    outcomes = await asyncio.gather(*requests)
+    took = time.monotonic() - started
+    assert took < 10  # nobody hangs
+    failed = [o for o in outcomes if o != 200]
+    assert failed, "the killed worker had requests in flight"
+    assert set(failed) == {"closed"}  # cut: no status line, never a 500 or a partial answer
+    assert 200 in outcomes  # the other workers finished theirs
+    live = await asyncio.to_thread(wait_workers, handle, WORKERS)
+    assert victim not in live
+    assert len(set(live) - set(pids)) == 1  # one new worker
+    assert any("died with signal 9" in line.get("message", "") for line in log_lines(handle))
+    for n in range(20):  # and porter serves on, on every worker
+        assert (await sent.request("GET", f"/echo/after/{n}", headers=token))[0] == 200
+    assert handle.stop() == 0
+
+
+def test_workers_need_the_redis_store(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    config = tmp_path / "c.toml"
+    config.write_text("[proxy]\nworkers = 2\n")
+    for command in (["check"], ["serve"]):
+        found = subprocess.run(
+            [sys.executable, str(ROOT / "run.py"), *command, "--config", str(config)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert found.returncode == 2
+        assert "proxy.workers" in found.stderr
+        assert "session.store = 'redis'" in found.stderr
+    config.write_text("[proxy]\nport = 1\n")
+    found = subprocess.run(
+        [sys.executable, str(ROOT / "run.py"), "serve", "--workers", "2", "--config", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert found.returncode == 2
+    assert "2 workers need session.store = 'redis'" in found.stderr
