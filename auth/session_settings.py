@@ -18,6 +18,12 @@ def _check_cookie_name(value: str) -> None:
         raise ValueError(f"{value!r} is not a cookie name (letters, digits and !#$%&'*+-.^_`|~)")
 
 
+def _check_sentinels(value: tuple[tuple[str, int], ...]) -> None:
+    for index, (host, port) in enumerate(value):
+        if not host or not 0 < int(port) < 65536:
+            raise ValueError(f"item {index}: must be [host, port] with a port in 1-65535")
+
+
 def _check_redis_url(value: str) -> None:
     parts = urlsplit(value)
     if parts.scheme not in ("redis", "rediss", "unix"):
@@ -97,6 +103,22 @@ class SessionSettings:
     )
     redis_password: str | None = field(
         default=None, metadata={"doc": "Password of the Redis server", "secret": True}
+    )
+    redis_sentinels: tuple[tuple[str, int], ...] = field(
+        default=(),
+        metadata={
+            "doc": "Redis Sentinels as [[host, port], ...]; set: porter asks them for the "
+            "primary of redis_sentinel_master (redis_url then gives only the database)",
+            "check": _check_sentinels,
+        },
+    )
+    redis_sentinel_master: str = field(
+        default="mymaster",
+        metadata={"doc": "Name of the primary the Sentinels watch"},
+    )
+    redis_sentinel_password: str | None = field(
+        default=None,
+        metadata={"doc": "Password of the Sentinels themselves, if they have one", "secret": True},
     )
     redis_key_prefix: str = field(
         default="porter:",

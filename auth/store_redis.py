@@ -23,10 +23,12 @@ import math
 import time
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from dataclasses import replace
-from typing import cast
+from typing import Any, cast
+from urllib.parse import urlsplit
 
 from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.retry import Retry
+from redis.asyncio.sentinel import Sentinel
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
@@ -144,6 +146,40 @@ def _decode(session_id: str, data: Mapping[str, str]) -> SessionRecord | None:
         return None  # empty (gone) or not a record porter wrote
 
 
+def redis_client(settings: SessionSettings) -> Redis:
+    """Porter's one Redis client (sessions, the public session, SSO sessions, the throttle,
+    one-time tokens): straight to `redis_url`, or to the primary the Sentinels name, found
+    again after a failover. Timeouts are bounded: a Redis that cannot answer is a 503."""
+    common: dict[str, Any] = {
+        "password": settings.redis_password,
+        "decode_responses": True,
+        "socket_connect_timeout": settings.redis_connect_timeout,
+        "socket_timeout": settings.redis_timeout,
+        "max_connections": settings.redis_max_connections,
+        # One immediate retry replaces a pooled connection that died with a restart.
+        "retry": Retry(NoBackoff(), 1, (RedisConnectionError,)),
+        "health_check_interval": 30,
+    }
+    if not settings.redis_sentinels:
+        pool = BlockingConnectionPool.from_url(
+            settings.redis_url,
+            timeout=settings.redis_timeout,  # wait for a free pooled connection
+            **common,
+        )
+        return Redis(connection_pool=pool)
+    sentinel = Sentinel(  # type: ignore[no-untyped-call]
+        [(host, int(port)) for host, port in settings.redis_sentinels],
+        sentinel_kwargs={
+            "password": settings.redis_sentinel_password,
+            "socket_connect_timeout": settings.redis_connect_timeout,
+            "socket_timeout": settings.redis_timeout,
+        },
+    )
+    database = int(urlsplit(settings.redis_url).path.strip("/") or 0)
+    client: Redis = sentinel.master_for(settings.redis_sentinel_master, db=database, **common)
+    return client
+
+
 class RedisSessionStore:
     """Sessions in Redis, shared by every porter process using the same server and prefix."""
 
@@ -175,20 +211,8 @@ class RedisSessionStore:
         cls, settings: SessionSettings, *, timeouts: SessionTimeouts, clock: Clock = time.time
     ) -> RedisSessionStore:
         """A store with its own connection pool, configured from `[session]`."""
-        pool = BlockingConnectionPool.from_url(
-            settings.redis_url,
-            password=settings.redis_password,
-            decode_responses=True,
-            socket_connect_timeout=settings.redis_connect_timeout,
-            socket_timeout=settings.redis_timeout,
-            max_connections=settings.redis_max_connections,
-            timeout=settings.redis_timeout,  # wait for a free pooled connection
-            # One immediate retry replaces a pooled connection that died with a restart.
-            retry=Retry(NoBackoff(), 1, (RedisConnectionError,)),
-            health_check_interval=30,
-        )
         return cls(
-            Redis(connection_pool=pool),
+            redis_client(settings),
             timeouts=timeouts,
             key_prefix=settings.redis_key_prefix,
             clock=clock,

@@ -34,7 +34,7 @@ POLL = 0.2  # seconds between looks at the workers
 BACKOFF_MAX = 30.0  # seconds between restarts of a worker that keeps dying at once
 QUICK_DEATH = 5.0  # a worker that dies sooner than this after its start backs off
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
-SECRET_KEY_ENV = "PORTER_PROXY__SECRET_KEY"
+SECRET_KEY_ENV = "PORTER_PROXY__SECRET_KEY"  # noqa: S105 (a variable name, not a secret)
 
 
 class PortTaken(OSError):

@@ -6,6 +6,7 @@ pytest_plugins = [
     "tests.porter_fixtures",
     "tests.smtp_fixture",
     "tests.redis_fixture",
+    "tests.sentinel_fixture",
     "tests.gateway_fixtures",
     "tests.browser_fixtures",
     "tests.session_fixtures",
