@@ -20,6 +20,7 @@ import argparse
 import asyncio
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 if __package__ in (None, ""):  # run as a script: import from the project, not from bench/
@@ -108,22 +109,33 @@ def measure(
             {"proxy": shipped, "omero": omero, "public": public, "session": QUIET_SESSION},
             log_level="info",
         )
+        redis_session = {
+            "store": "redis",
+            "redis_url": redis.url,
+            "redis_password": redis.password,
+            "redis_key_prefix": KEY_PREFIX,
+            **QUIET_SESSION,
+        }
         on_redis = start_porter(
             procs,
             "porter-redis",
             upstream,
+            {"proxy": shipped, "session": redis_session, "omero": omero, "public": public},
+            log_level="info",
+        )
+        two_workers = start_porter(
+            procs,
+            "porter-redis-w2",
+            upstream,
             {
-                "proxy": shipped,
-                "session": {
-                    "store": "redis",
-                    "redis_url": redis.url,
-                    "redis_password": redis.password,
-                    "redis_key_prefix": KEY_PREFIX,
-                    **QUIET_SESSION,
-                },
+                "proxy": {**shipped, "workers": 2},
+                "session": redis_session,
+                "omero": omero,
+                "public": public,
             },
             log_level="info",
         )
+        time.sleep(3)  # the second worker starts too
         user = asyncio.run(log_in(memory.url, "alice", sim.users["alice"]))
         session_id = asyncio.run(shared_session(redis.url, redis.password, KEY_PREFIX))
         nginx_port = free_port()
@@ -139,12 +151,19 @@ def measure(
             Target("porter-public", memory.url + PATH, {}),
             Target("porter-user", memory.url + PATH, {"Cookie": f"porter_session={user}"}),
             Target("porter-redis", on_redis.url + PATH, {"Cookie": f"porter_session={session_id}"}),
+            Target(
+                "porter-redis-w2",
+                two_workers.url + PATH,
+                {"Cookie": f"porter_session={session_id}"},
+            ),
+            Target("porter-redis-pub", on_redis.url + PATH, {}),
+            Target("porter-redis-w2-pub", two_workers.url + PATH, {}),
         ]
         if only:
             targets = [t for t in targets if t.name in only]
         for target in targets:
             expect(target.url, target.headers, 200, SMALL_BODY_START)
-        expect(on_redis.url + PATH, {}, 302, "")  # without the cookie: to the login page
+        expect(on_redis.url + "/webclient/x", {}, 302, "")  # without the cookie: to log in
         print(
             f"small GETs ({PATH}, ~220-byte answer), wrk on loopback, {rounds} rounds "
             f"of {duration:g} s per target and concurrency, 2 shared cores; porters with "
@@ -181,6 +200,7 @@ def main() -> None:
     pairs += [("bare-logged", "bare")]
     pairs += [(p, "bare-logged") for p in ("porter-public", "porter-user")]
     pairs += [("bare", "nginx"), ("porter-user", "nginx")]
+    pairs += [("porter-redis-w2", "porter-redis"), ("porter-redis-w2-pub", "porter-redis-pub")]
     pairs = [(a, b) for a, b in pairs if a in measured and b in measured]
     print_ratios(summaries, pairs, CONCURRENCIES)
 

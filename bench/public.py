@@ -19,6 +19,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 if __package__ in (None, ""):  # run as a script: import from the project, not from bench/
     sys.path[0] = str(Path(__file__).resolve().parent.parent)
@@ -37,6 +38,7 @@ from bench._common import (
     wrk_matrix,
 )
 from tests.omero_sim.fixture import OmeroSim, start_sim, stop_sim
+from tests.redis_fixture import RedisServer
 from tests.web_fixture import OmeroWeb, start_web, stop_web, web_config
 
 PATH = "/webclient/keepalive_ping/"
@@ -75,34 +77,57 @@ class Counted:
             for key in COUNTERS:
                 counts[key] += after[key] - before[key]
             created = after["sessions_created"] - before["sessions_created"]
-            if created and target.name == "porter":
+            if created and target.name.startswith("porter"):
                 print(f"  porter created {created} OMERO session(s) in this run", flush=True)
 
 
 def measure(
-    tmp: Path, sim: OmeroSim, plain: OmeroWeb, builtin: OmeroWeb, duration: float, rounds: int
+    tmp: Path,
+    sim: OmeroSim,
+    plain: OmeroWeb,
+    builtin: OmeroWeb,
+    redis: RedisServer,
+    duration: float,
+    rounds: int,
 ) -> tuple[dict[tuple[str, int], Summary], Counted]:
     host, port, name = sim.server_list_entry()
     with Processes(tmp) as procs:
+        sections: dict[str, Any] = {
+            "omero": {"server_list": [[host, port, name]]},
+            "session": QUIET_SESSION,
+            "public": {
+                "enabled": True,
+                "url_filter": f"^{PATH}$",
+                "user": "public",
+                "password": sim.users["public"],
+                "server_id": 1,
+            },
+        }
         porter = start_porter(
             procs,
             "porter",
             plain.base_url,
-            {
-                "omero": {"server_list": [[host, port, name]]},
-                "session": QUIET_SESSION,
-                "public": {
-                    "enabled": True,
-                    "url_filter": f"^{PATH}$",
-                    "user": "public",
-                    "password": sim.users["public"],
-                    "server_id": 1,
-                },
-            },
+            sections,
             log_level="info",  # the public session's life: created, invalidated, ...
         )
+        redis_session = {
+            "store": "redis",
+            "redis_url": redis.url,
+            "redis_password": redis.password,
+            "redis_key_prefix": "bench-public:",
+            **QUIET_SESSION,
+        }
+        two = start_porter(
+            procs,
+            "porter-w2",
+            plain.base_url,
+            {**sections, "proxy": {"workers": 2}, "session": redis_session},
+            log_level="info",
+        )
+        time.sleep(3)  # the second worker starts too
         targets = [
             Target("porter", porter.url + PATH, {}),
+            Target("porter-w2", two.url + PATH, {}),
             Target("omeroweb-public", builtin.url(PATH), {}),
         ]
         counted = Counted(sim)
@@ -134,20 +159,25 @@ def main() -> None:
     ensure_tools(("wrk",), ("wrk",))
     with tempfile.TemporaryDirectory() as tmp:
         sim = start_sim()
+        redis = RedisServer(Path(tmp))
+        redis.start()
         webs: list[OmeroWeb] = []
         try:
             webs.append(start_web(web_config(sim), Path(tmp)))
             webs.append(start_web(web_config(sim, public_user=True), Path(tmp)))
             plain, builtin = webs
-            summaries, counted = measure(Path(tmp), sim, plain, builtin, args.duration, args.rounds)
+            summaries, counted = measure(
+                Path(tmp), sim, plain, builtin, redis, args.duration, args.rounds
+            )
         finally:
             for web in webs:
                 stop_web(web)
+            redis.stop()
             stop_sim(sim)
     print("\nmedians over rounds")
     print_table(summaries)
     print()
-    print_ratios(summaries, [("porter", "omeroweb-public")], CONCURRENCIES)
+    print_ratios(summaries, [("porter", "omeroweb-public"), ("porter-w2", "porter")], CONCURRENCIES)
     print("\nOMERO test server counters over the whole run (checks included):")
     for name, counts in counted.by_target.items():
         served = sum(s.requests for (n, _), s in summaries.items() if n == name) + 2

@@ -58,3 +58,29 @@ async def test_a_single_porter_serves_its_metrics_listener(
             exposition: Any = await resp.text()
     assert sample(exposition, 'porter_requests_total{kind="porter",status_class="2xx"}') == 3
     assert handle.stop() == 0
+
+
+def test_the_grafana_dashboard_asks_only_for_metrics_porter_exports() -> None:
+    import json
+    import re
+    from pathlib import Path
+
+    from prometheus_client import REGISTRY
+
+    import metrics
+
+    dashboard = json.loads(
+        (Path(__file__).resolve().parent.parent / "docs" / "grafana-dashboard.json").read_text()
+    )
+    asked = {
+        re.sub(r"_(bucket|count|sum)$", "", name)
+        for panel in dashboard["panels"]
+        for target in panel["targets"]
+        for name in re.findall(r"porter_[a-z_]+", target["expr"])
+    }
+    assert metrics.REQUESTS is not None
+    exported = {family.name for family in REGISTRY.collect()}
+    # counters are exported without their _total in the family name
+    exported |= {name + "_total" for name in exported}
+    assert len(asked) >= 12
+    assert asked <= exported, asked - exported

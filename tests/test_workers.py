@@ -323,3 +323,32 @@ def test_workers_need_the_redis_store(tmp_path: Path) -> None:
     )
     assert found.returncode == 2
     assert "2 workers need session.store = 'redis'" in found.stderr
+
+
+async def test_sigterm_lets_every_workers_requests_finish(
+    porter_process: Callable[..., PorterProcess],
+    echo_upstream: Upstream,
+    omero_sim: OmeroSim,
+    redis_server: RedisServer,
+    tmp_path: Path,
+) -> None:
+    idp = Idp(tmp_path)
+    handle = porter_process(
+        sections(omero_sim, redis_server, idp, free_port()),
+        upstream=echo_upstream.url,
+        workers=2,
+    )
+    pids = await asyncio.to_thread(wait_workers, handle, 2)
+    sent = Sent(handle.url)
+    token = bearer(idp.token("bob"))
+    requests = [
+        asyncio.create_task(sent.request("GET", "/slow/2", headers=token)) for _ in range(8)
+    ]
+    await asyncio.sleep(0.8)  # in flight on both workers
+    port = int(handle.url.rsplit(":", 1)[1])
+    assert all(connections_of(pid, port) for pid in pids)
+    handle.process.send_signal(signal.SIGTERM)
+    outcomes = await asyncio.gather(*requests)
+    assert [status for status, _, _ in outcomes] == [200] * 8  # finished, not cut
+    assert await asyncio.to_thread(handle.process.wait, 30) == 0
+    assert all(not _alive(pid) for pid in pids)
