@@ -297,12 +297,25 @@ def _add_session_store(app: web.Application) -> None:
     async def end_web(record: SessionRecord) -> bool:  # no Django session left in OMERO.web
         return await web_logout(app[CLIENT_SESSION], app[SETTINGS], record.cookies)
 
-    store = create_store(settings, on_evict=backend.close, end_web=end_web)
+    store = create_store(settings, on_evict=_counted(backend.close, "evicted"), end_web=end_web)
     app[SESSION_STORE] = store
     app[THROTTLE] = _throttle(app[SETTINGS], store)
     app.cleanup_ctx.append(_closing(store.close))
-    app.cleanup_ctx.append(purge_job(store, backend.close, settings, end_web).cleanup_ctx)
+    expired = _counted(backend.close, "expired")
+    app.cleanup_ctx.append(purge_job(store, expired, settings, end_web).cleanup_ctx)
     app.cleanup_ctx.append(keepalive_job(store, backend.keep_alive, settings).cleanup_ctx)
+
+
+def _counted(
+    close: Callable[[int | str, str], Awaitable[None]], reason: str
+) -> Callable[[int | str, str], Awaitable[None]]:
+    """`close`, counted in porter_omero_sessions_closed_total{reason} when it succeeds."""
+
+    async def counted(server: int | str, key: str) -> None:
+        await close(server, key)
+        metrics.OMERO_SESSIONS_CLOSED.labels(reason).inc()
+
+    return counted
 
 
 def _throttle(settings: Settings, store: SessionStore) -> Throttle:

@@ -84,3 +84,33 @@ def test_the_grafana_dashboard_asks_only_for_metrics_porter_exports() -> None:
     exported |= {name + "_total" for name in exported}
     assert len(asked) >= 12
     assert asked <= exported, asked - exported
+
+
+async def test_omero_sessions_made_and_closed_are_counted_by_reason(
+    echo_upstream: Upstream, porter: PorterFactory, omero_sim: Any
+) -> None:
+    from tests.gateway_fixtures import form_token
+    from tests.session_fixtures import omero
+
+    sections = {"metrics": MetricsSettings(allow_from=("127.0.0.0/8",)), "omero": omero(omero_sim)}
+    client = await porter(logged_in=False, sections=sections)
+    before = await (await client.get("/porter/metrics")).text()
+    page = await (await client.get("/porter/login")).text()
+    form = {
+        "csrf_token": form_token(page),
+        "username": "alice",
+        "password": omero_sim.users["alice"],
+    }
+    assert (await client.post("/porter/login", data=form, allow_redirects=False)).status == 303
+    page = await (await client.get("/porter/logout")).text()
+    out = await client.post(
+        "/porter/logout", data={"csrf_token": form_token(page)}, allow_redirects=False
+    )
+    assert out.status in (302, 303)
+    after = await (await client.get("/porter/metrics")).text()
+    for name in (
+        'porter_omero_sessions_created_total{reason="login"}',
+        'porter_omero_sessions_closed_total{reason="logout"}',
+        'porter_logins_total{result="success"}',
+    ):
+        assert sample(after, name) - sample(before, name) == 1, name
