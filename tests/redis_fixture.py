@@ -50,7 +50,8 @@ def _answers_ping(port: int) -> bool:
 class RedisServer:
     """One redis-server process; `stop()` and `start()` keep its port."""
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, extra: tuple[str, ...] = ()) -> None:
+        """`extra`: more redis-server options, e.g. ("--replicaof", host, port)."""
         binary = shutil.which("redis-server")
         if binary is None:
             pytest.fail(
@@ -62,6 +63,7 @@ class RedisServer:
         self.directory = directory
         self.port = _free_port()
         self.password = REDIS_PASSWORD
+        self.extra = extra
         self._process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -87,6 +89,7 @@ class RedisServer:
                 str(self.directory),
                 "--requirepass",
                 self.password,
+                *self.extra,
             ],
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -102,6 +105,13 @@ class RedisServer:
                     pytrace=False,
                 )
             time.sleep(0.02)
+
+    def kill(self) -> None:
+        """SIGKILL, as a crash or a lost machine."""
+        process, self._process = self._process, None
+        if process is not None:
+            process.kill()
+            process.wait()
 
     def stop(self) -> None:
         """Stop the server (its data is gone: no persistence)."""

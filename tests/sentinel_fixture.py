@@ -8,12 +8,11 @@ import socket
 import subprocess
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 
-from tests.redis_fixture import REDIS_PASSWORD
+from tests.redis_fixture import REDIS_PASSWORD, RedisServer
 
 MASTER = "porter-primary"
 
@@ -33,49 +32,28 @@ def _command(port: int, *words: str, password: str | None = REDIS_PASSWORD) -> s
     return found.stdout
 
 
-@dataclass
 class Replicated:
-    directory: Path
-    primary: int = field(default_factory=_free_port)
-    replica: int = field(default_factory=_free_port)
-    sentinel: int = field(default_factory=_free_port)
-    password: str = REDIS_PASSWORD
-    processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    """A primary, its replica and a sentinel watching them (ports: .primary, .replica,
+    .sentinel)."""
 
-    def _start(self, name: str, argv: list[str]) -> None:
-        log = (self.directory / f"{name}.log").open("ab")
-        self.processes[name] = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
-        log.close()
-
-    def _server(self, name: str, port: int, *extra: str) -> None:
-        binary = shutil.which("redis-server") or "redis-server"
-        data = self.directory / name
-        data.mkdir(exist_ok=True)
-        self._start(
-            name,
-            [
-                binary,
-                "--port",
-                str(port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--dir",
-                str(data),
-                "--requirepass",
-                self.password,
-                "--masterauth",
-                self.password,
-                *extra,
-            ],
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.password = REDIS_PASSWORD
+        (directory / "primary").mkdir()
+        (directory / "replica").mkdir()
+        self._primary = RedisServer(directory / "primary", ("--masterauth", self.password))
+        self.primary = self._primary.port
+        self._replica = RedisServer(
+            directory / "replica",
+            ("--masterauth", self.password, "--replicaof", "127.0.0.1", str(self.primary)),
         )
+        self.replica = self._replica.port
+        self.sentinel = _free_port()
+        self._sentinel: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
-        self._server("primary", self.primary)
-        self._server("replica", self.replica, "--replicaof", "127.0.0.1", str(self.primary))
+        self._primary.start()
+        self._replica.start()
         conf = self.directory / "sentinel.conf"
         conf.write_text(
             f"port {self.sentinel}\nbind 127.0.0.1\ndir {self.directory}\n"
@@ -85,17 +63,15 @@ class Replicated:
             f"sentinel failover-timeout {MASTER} 5000\n"
             f"sentinel parallel-syncs {MASTER} 1\n"
         )
-        binary = shutil.which("redis-server") or "redis-server"
-        self._start("sentinel", [binary, str(conf), "--sentinel"])
+        with (self.directory / "sentinel.log").open("ab") as log:
+            self._sentinel = subprocess.Popen(
+                [self._primary.binary, str(conf), "--sentinel"],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
         self.wait(lambda: "master_link_status:up" in self.info(self.replica), "replication")
         self.wait(lambda: self.primary_port() == self.primary, "the sentinel")
-        self.wait(
-            lambda: (
-                "num-slaves" in _command(self.sentinel, "SENTINEL", "master", MASTER, password=None)
-                and self._sentinel_field("num-slaves") == "1"
-            ),
-            "the sentinel to see the replica",
-        )
+        self.wait(lambda: self._sentinel_field("num-slaves") == "1", "the sentinel's replica")
 
     def _sentinel_field(self, name: str) -> str:
         lines = _command(self.sentinel, "SENTINEL", "master", MASTER, password=None).split("\n")
@@ -118,9 +94,7 @@ class Replicated:
         assert _command(self.primary, "WAIT", "1", "5000").strip() == "1"
 
     def kill_primary(self) -> None:
-        process = self.processes.pop("primary")
-        process.kill()
-        process.wait()
+        self._primary.kill()
 
     @staticmethod
     def wait(check: object, what: str, timeout: float = 30) -> None:
@@ -131,14 +105,11 @@ class Replicated:
             time.sleep(0.1)
 
     def stop(self) -> None:
-        for process in self.processes.values():
-            if process.poll() is None:
-                process.terminate()
-                try:
-                    process.wait(timeout=10)
-                except subprocess.TimeoutExpired:
-                    process.kill()
-                    process.wait()
+        if self._sentinel is not None and self._sentinel.poll() is None:
+            self._sentinel.terminate()
+            self._sentinel.wait(timeout=10)
+        self._replica.stop()
+        self._primary.stop()
 
 
 @pytest.fixture

@@ -125,6 +125,15 @@ class Sent:
             return resp.status, await resp.text(), {k: v for k, v in resp.headers.items()}
 
 
+async def login_form(sent: Sent) -> tuple[dict[str, str], str]:
+    """porter's login page on some worker: its CSRF cookie and token."""
+    _, page, headers = await sent.request("GET", "/porter/login")
+    csrf = re.search(r'name="csrf_token" value="([^"]+)"', page)
+    assert csrf is not None
+    cookie = headers["Set-Cookie"].split("=", 1)[1].split(";", 1)[0]
+    return {"porter_csrf": cookie}, csrf.group(1)
+
+
 def access(handle: PorterProcess, path: str) -> list[dict[str, Any]]:
     return [
         line
@@ -151,11 +160,8 @@ async def test_workers_share_sessions_throttle_sso_links_and_metrics(
     sent = Sent(handle.url)
 
     # log in on one worker, use the session on all of them
-    status, page, headers = await sent.request("GET", "/porter/login")
-    csrf = re.search(r'name="csrf_token" value="([^"]+)"', page)
-    assert csrf is not None
-    form_cookies = {"porter_csrf": headers["Set-Cookie"].split("=", 1)[1].split(";", 1)[0]}
-    form = {"csrf_token": csrf.group(1), "username": "alice", "password": "alice-pass"}
+    form_cookies, csrf = await login_form(sent)
+    form = {"csrf_token": csrf, "username": "alice", "password": "alice-pass"}
     status, _, headers = await sent.request("POST", "/porter/login", form_cookies, data=form)
     assert status == 303, headers
     session = headers["Set-Cookie"].split("=", 1)[1].split(";", 1)[0]
@@ -172,22 +178,16 @@ async def test_workers_share_sessions_throttle_sso_links_and_metrics(
     # the throttle counts across processes: 4 failures for carol, then 429 on any worker
     failures = 0
     while failures < 4:
-        status, page, headers = await sent.request("GET", "/porter/login")
-        csrf = re.search(r'name="csrf_token" value="([^"]+)"', page)
-        assert csrf is not None
-        cookies = {"porter_csrf": headers["Set-Cookie"].split("=", 1)[1].split(";", 1)[0]}
-        wrong = {"csrf_token": csrf.group(1), "username": "carol", "password": f"wrong{failures}"}
+        cookies, csrf = await login_form(sent)
+        wrong = {"csrf_token": csrf, "username": "carol", "password": f"wrong{failures}"}
         status, _, _ = await sent.request("POST", "/porter/login", cookies, data=wrong)
         assert status == 401
         failures += 1
     posts = access(handle, "/porter/login")
     assert len({line["pid"] for line in posts if line["method"] == "POST"}) >= 2
     for _ in range(4):
-        status, page, headers = await sent.request("GET", "/porter/login")
-        csrf = re.search(r'name="csrf_token" value="([^"]+)"', page)
-        assert csrf is not None
-        cookies = {"porter_csrf": headers["Set-Cookie"].split("=", 1)[1].split(";", 1)[0]}
-        right = {"csrf_token": csrf.group(1), "username": "carol", "password": "carol-pass"}
+        cookies, csrf = await login_form(sent)
+        right = {"csrf_token": csrf, "username": "carol", "password": "carol-pass"}
         status, _, _ = await sent.request("POST", "/porter/login", cookies, data=right)
         assert status == 429  # on whichever worker
 
