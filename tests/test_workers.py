@@ -10,7 +10,8 @@ import os
 import re
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +58,41 @@ def sections(
         "log": {"format": "json"},
         "metrics": {"listen": f"127.0.0.1:{metrics_port}"},
     }
+
+
+@dataclass
+class Workers:
+    handle: PorterProcess
+    pids: list[int]
+    idp: Idp
+    metrics_port: int
+
+
+StartWorkers = Callable[[int], Awaitable[Workers]]
+
+
+@pytest.fixture
+def start_workers(
+    porter_process: Callable[..., PorterProcess],
+    echo_upstream: Upstream,
+    omero_sim: OmeroSim,
+    redis_server: RedisServer,
+    tmp_path: Path,
+) -> StartWorkers:
+    """`await start_workers(n)`: porter with n workers on Redis, once all of them listen."""
+
+    async def start(count: int) -> Workers:
+        idp = Idp(tmp_path)
+        metrics_port = free_port()
+        handle = porter_process(
+            sections(omero_sim, redis_server, idp, metrics_port),
+            upstream=echo_upstream.url,
+            workers=count,
+        )
+        pids = await asyncio.to_thread(wait_workers, handle, count)
+        return Workers(handle, pids, idp, metrics_port)
+
+    return start
 
 
 def log_lines(handle: PorterProcess) -> list[dict[str, Any]]:
@@ -143,20 +179,15 @@ def access(handle: PorterProcess, path: str) -> list[dict[str, Any]]:
 
 
 async def test_workers_share_sessions_throttle_sso_links_and_metrics(
-    porter_process: Callable[..., PorterProcess],
-    echo_upstream: Upstream,
-    omero_sim: OmeroSim,
-    redis_server: RedisServer,
-    tmp_path: Path,
+    start_workers: StartWorkers, echo_upstream: Upstream, omero_sim: OmeroSim
 ) -> None:
-    idp = Idp(tmp_path)
-    metrics_port = free_port()
-    handle = porter_process(
-        sections(omero_sim, redis_server, idp, metrics_port),
-        upstream=echo_upstream.url,
-        workers=WORKERS,
+    workers = await start_workers(WORKERS)
+    handle, pids, idp, metrics_port = (
+        workers.handle,
+        workers.pids,
+        workers.idp,
+        workers.metrics_port,
     )
-    pids = await asyncio.to_thread(wait_workers, handle, WORKERS)
     sent = Sent(handle.url)
 
     # log in on one worker, use the session on all of them
@@ -242,19 +273,10 @@ async def test_workers_share_sessions_throttle_sso_links_and_metrics(
 
 
 async def test_a_killed_worker_is_replaced_and_its_requests_fail_cleanly(
-    porter_process: Callable[..., PorterProcess],
-    echo_upstream: Upstream,
-    omero_sim: OmeroSim,
-    redis_server: RedisServer,
-    tmp_path: Path,
+    start_workers: StartWorkers,
 ) -> None:
-    idp = Idp(tmp_path)
-    handle = porter_process(
-        sections(omero_sim, redis_server, idp, free_port()),
-        upstream=echo_upstream.url,
-        workers=WORKERS,
-    )
-    pids = await asyncio.to_thread(wait_workers, handle, WORKERS)
+    workers = await start_workers(WORKERS)
+    handle, pids, idp = workers.handle, workers.pids, workers.idp
     sent = Sent(handle.url)
     token = bearer(idp.token("bob"))
 
@@ -325,20 +347,9 @@ def test_workers_need_the_redis_store(tmp_path: Path) -> None:
     assert "2 workers need session.store = 'redis'" in found.stderr
 
 
-async def test_sigterm_lets_every_workers_requests_finish(
-    porter_process: Callable[..., PorterProcess],
-    echo_upstream: Upstream,
-    omero_sim: OmeroSim,
-    redis_server: RedisServer,
-    tmp_path: Path,
-) -> None:
-    idp = Idp(tmp_path)
-    handle = porter_process(
-        sections(omero_sim, redis_server, idp, free_port()),
-        upstream=echo_upstream.url,
-        workers=2,
-    )
-    pids = await asyncio.to_thread(wait_workers, handle, 2)
+async def test_sigterm_lets_every_workers_requests_finish(start_workers: StartWorkers) -> None:
+    workers = await start_workers(2)
+    handle, pids, idp = workers.handle, workers.pids, workers.idp
     sent = Sent(handle.url)
     token = bearer(idp.token("bob"))
     requests = [
