@@ -96,6 +96,7 @@ def create_app(settings: Settings) -> web.Application:
         middlewares=[request_scope, error_boundary, cors_preflight], client_max_size=1024**2
     )
     app[SETTINGS] = settings
+    app[METRICS_ON] = False  # _add_metrics turns it on
     app[COOKIE_NAMES] = CookieNames.from_settings(settings)
     app[TRUSTED_PROXIES] = TrustedProxies(proxy.trusted_proxies)
     app[ALLOWED_HOSTS] = AllowedHosts(proxy.allowed_hosts)

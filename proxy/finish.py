@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from aiohttp import hdrs, web
 
-from proxy.keys import CLEAR_COOKIE, PRINCIPAL
+from proxy.keys import PRINCIPAL, SCOPE
 from proxy.session_cookie import clear_session_cookie
 
 SERVER = "omero-porter"
@@ -17,9 +17,9 @@ def finish(request: web.Request, response: web.StreamResponse) -> None:
     """Porter's last word on `response`'s headers (before `prepare`)."""
     headers = response.headers
     headers[hdrs.SERVER] = SERVER
-    principal = request.get(PRINCIPAL)
-    if principal is not None and principal.authenticated and hdrs.CACHE_CONTROL not in headers:
+    principal = request[PRINCIPAL]
+    if principal.authenticated and hdrs.CACHE_CONTROL not in headers:
         # One user's page must never be stored by a shared cache for another.
         headers[hdrs.CACHE_CONTROL] = "private"
-    if request.get(CLEAR_COOKIE):
+    if request[SCOPE].notes.clear_cookie:
         clear_session_cookie(request, response)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
@@ -34,11 +34,26 @@ from proxy.settings import Settings
 
 @dataclass(frozen=True)
 class RequestScope:
-    """What porter knows about a request before deciding anything."""
+    """What porter knows about a request before deciding anything, and `notes`: what its
+    handling tells the access log and the last headers (attributes, not request keys: most
+    requests never set them, and a missing key costs a raised KeyError)."""
 
     request_id: str
     client: Client
     path: str  # the path below the mount prefix, as received (still percent-encoded)
+    notes: Notes = field(default_factory=lambda: Notes())
+
+
+@dataclass(slots=True)
+class Notes:
+    # Seconds OMERO.web took to send its response headers (the access log's upstream time).
+    upstream_seconds: float | None = None
+    # HIT, MISS or STALE when the public cache answered (the access log's cache field).
+    cache_state: str | None = None
+    # No access line of porter's (a granted forward-auth decision: the front proxy logs it).
+    quiet: bool = False
+    # The response must clear porter's session cookie (a stale cookie was sent).
+    clear_cookie: bool = False
 
 
 @dataclass(frozen=True)
@@ -95,18 +110,10 @@ METRICS_ON = web.AppKey("metrics_on", bool)
 # The one fetch in progress per cache key (proxy/forwarding/cached.py).
 CACHE_FLIGHTS = web.AppKey("cache_flights", dict[str, asyncio.Future[Any]])
 
+
 SCOPE = web.RequestKey("scope", RequestScope)
 # The path's decision (filters.rules) and who the request runs as (identity chain).
 DECISION = web.RequestKey("decision", Decision)
 PRINCIPAL = web.RequestKey("principal", Principal)
 # The raw path and query to forward: the canonical path, re-encoded, and the query as sent.
 TARGET = web.RequestKey("target", str)
-# Set when the request needs no access line of porter's (a granted forward-auth decision:
-# the front proxy logs the request itself).
-QUIET = web.RequestKey("quiet", bool)
-# Seconds OMERO.web took to send its response headers (the access log's upstream time).
-UPSTREAM_SECONDS = web.RequestKey("upstream_seconds", float)
-# HIT, MISS or STALE when the public cache answered (the access log's cache field).
-CACHE_STATE = web.RequestKey("cache_state", str)
-# Set when the response must clear porter's session cookie (a stale cookie was sent).
-CLEAR_COOKIE = web.RequestKey("clear_cookie", bool)

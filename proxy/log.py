@@ -44,14 +44,13 @@ class AccessLine:
 
     def __str__(self) -> str:
         """Combined-log-like text: client user "METHOD path" status bytes, then porter's own
-        fields as key=value."""
-        f = self.fields()
-        upstream = "-" if f["upstream_ms"] is None else f"{f['upstream_ms']:.1f}ms"
+        fields as key=value (rendered on the log thread: kept cheap, it holds the GIL)."""
+        rid, client, method, path, status, size, ms, up, kind, user, rule, cache = self.values
+        upstream = "-" if up is None else f"{up:.1f}ms"
         return (
-            f'{f["client"]} {f["user"] or "-"} "{f["method"]} {f["path"]}" {f["status"]} '
-            f"{'-' if f['bytes'] is None else f['bytes']} {f['duration_ms']:.1f}ms "
-            f"up={upstream} kind={f['kind']} rule={f['rule'] or '-'} "
-            f"cache={f['cache'] or '-'} rid={f['rid']}"
+            f'{client} {user or "-"} "{method} {path}" {status} {"-" if size is None else size} '
+            f"{ms:.1f}ms up={upstream} kind={kind} rule={rule or '-'} cache={cache or '-'} "
+            f"rid={rid}"
         )
 
 

@@ -33,7 +33,6 @@ from proxy.forwarding.headers import end_to_end
 from proxy.forwarding.renewal import forward_renewing, logged_out_upstream
 from proxy.keys import (
     CACHE_FLIGHTS,
-    CACHE_STATE,
     CLIENT_SESSION,
     COOKIE_NAMES,
     DECISION,
@@ -41,7 +40,6 @@ from proxy.keys import (
     REQUEST_ID,
     SCOPE,
     SETTINGS,
-    UPSTREAM_SECONDS,
 )
 from proxy.principal import Principal
 from proxy.reporting import report_exception, report_unavailable, report_upstream_error
@@ -105,11 +103,11 @@ KNOWN_FAILURES = (OmeroError, HandoffFailed, SessionStoreError, Refused)
 
 def cache_ttl(request: web.Request) -> float | None:
     """Seconds the public answer to this request stays fresh; None: not cached."""
-    cache = request.app.get(PUBLIC_CACHE)
+    cache = request.app.get(PUBLIC_CACHE)  # Application.get: a dict lookup, no KeyError
+    if cache is None:
+        return None
     canonical = request[DECISION].canonical
-    return (
-        None if cache is None or canonical is None else cache.rules.ttl(request.method, canonical)
-    )
+    return None if canonical is None else cache.rules.ttl(request.method, canonical)
 
 
 async def forward_cached(
@@ -192,7 +190,7 @@ def _left(entry: Entry, now: float) -> int:
 
 
 def _serve(request: web.Request, entry: Entry, now: float, state: str, detail: str) -> web.Response:
-    request[CACHE_STATE] = state
+    request[SCOPE].notes.cache_state = state
     headers = [
         *entry.headers,
         (hdrs.CACHE_CONTROL, f"public, max-age={max(0, _left(entry, now))}"),
@@ -286,7 +284,7 @@ async def _fetch(
                 upstream = await app[CLIENT_SESSION].request(
                     hdrs.METH_GET, url, headers=headers, allow_redirects=False
                 )
-                request[UPSTREAM_SECONDS] = time.perf_counter() - started
+                request[SCOPE].notes.upstream_seconds = time.perf_counter() - started
             except asyncio.TimeoutError:
                 return _unavailable(request, 504)
             except (aiohttp.ClientError, OSError):

@@ -24,7 +24,6 @@ from proxy.keys import (
     SCOPE,
     SETTINGS,
     TARGET,
-    UPSTREAM_SECONDS,
 )
 from proxy.principal import Capture
 from proxy.reporting import report_unavailable, report_upstream_error
@@ -115,7 +114,7 @@ async def send(
             data=body.__aiter__() if body is not None else None,
             allow_redirects=False,
         )
-        request[UPSTREAM_SECONDS] = time.perf_counter() - started
+        request[SCOPE].notes.upstream_seconds = time.perf_counter() - started
         return upstream
     except asyncio.TimeoutError:
         log.warning("upstream timed out rid=%s", request[SCOPE].request_id)

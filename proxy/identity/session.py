@@ -11,7 +11,7 @@ from aiohttp import hdrs, web
 from auth.errors import SessionGone
 from auth.sessions import SessionRecord, is_session_id
 from proxy.forwarding.handoff import handoff
-from proxy.keys import CLEAR_COOKIE, OMERO, SCOPE, SESSION_STORE, SETTINGS
+from proxy.keys import OMERO, SCOPE, SESSION_STORE, SETTINGS
 from proxy.principal import Principal
 
 log = logging.getLogger("porter.proxy")
@@ -45,7 +45,7 @@ async def porter_session(request: web.Request) -> Principal | None:
     identity = await identify(request)
     if identity.record is None:
         if identity.stale:
-            request[CLEAR_COOKIE] = True
+            request[SCOPE].notes.clear_cookie = True
         return None
     return user_principal(request, identity.record)
 

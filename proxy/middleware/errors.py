@@ -25,7 +25,7 @@ from auth.errors import HandoffFailed, OmeroError, ServerUnavailable, SessionGon
 from auth.jwt_verify import SsoError
 from auth.store import SessionStoreUnavailable
 from proxy.errors import Refused, error_response, login_required
-from proxy.keys import CLEAR_COOKIE, SCOPE
+from proxy.keys import SCOPE
 from proxy.middleware.scope import Handler
 from proxy.reporting import report_exception
 
@@ -40,7 +40,7 @@ def _store_unavailable(request: web.Request, exc: Exception) -> web.StreamRespon
 
 
 def _log_in_again(request: web.Request, exc: Exception) -> web.StreamResponse:
-    request[CLEAR_COOKIE] = True
+    request[SCOPE].notes.clear_cookie = True
     return login_required(request)
 
 

@@ -16,19 +16,17 @@ from proxy.errors import error_response
 from proxy.finish import finish
 from proxy.keys import (
     ALLOWED_HOSTS,
-    CACHE_STATE,
     DECISION,
     METRICS_ON,
     PRINCIPAL,
-    QUIET,
     REQUEST_ID,
     SCOPE,
     SETTINGS,
     TRUSTED_PROXIES,
-    UPSTREAM_SECONDS,
     RequestScope,
 )
 from proxy.log import AccessLine
+from proxy.principal import ANONYMOUS
 
 log = logging.getLogger("porter.proxy")
 access_log = logging.getLogger("porter.access")
@@ -76,9 +74,10 @@ async def request_scope(request: web.Request, handler: Handler) -> web.StreamRes
     started = time.perf_counter()
     scope = _scope_for(request)
     request[SCOPE] = scope
+    request[PRINCIPAL] = ANONYMOUS  # until the identity chain says who (request.get raises)
     status = 500
     response: web.StreamResponse | None = None
-    counted = request.app.get(METRICS_ON, False)
+    counted = request.app[METRICS_ON]
     if counted:
         metrics.IN_FLIGHT.inc()
     try:
@@ -96,7 +95,7 @@ async def request_scope(request: web.Request, handler: Handler) -> web.StreamRes
         settings = request.app[SETTINGS]
         if (
             settings.proxy.access_log
-            and not request.get(QUIET)
+            and not scope.notes.quiet
             and scope.path not in settings.log.exclude_paths
         ):
             _log_access(request, scope, status, response, started)
@@ -110,8 +109,8 @@ def request_kind(request: web.Request, status: int) -> str:
     """What the request was, for the access log and the metrics: the principal's kind (user,
     token, public), else porter (its own pages), denied (login required, deny) or
     bad_request."""
-    principal = request.get(PRINCIPAL)
-    if principal is not None and principal.kind != "anonymous":
+    principal = request[PRINCIPAL]
+    if principal.kind != "anonymous":
         return str(principal.kind)
     decision = request.get(DECISION)
     if decision is None:
@@ -126,7 +125,7 @@ def _count(request: web.Request, status: int, started: float) -> None:
     metrics.IN_FLIGHT.dec()
     metrics.REQUESTS.labels(kind, metrics.status_class(status)).inc()
     metrics.REQUEST_SECONDS.labels(kind).observe(time.perf_counter() - started)
-    upstream = request.get(UPSTREAM_SECONDS)
+    upstream = request[SCOPE].notes.upstream_seconds
     if upstream is not None:
         metrics.UPSTREAM_SECONDS.observe(upstream)
 
@@ -148,9 +147,9 @@ def _log_access(
     started: float,
 ) -> None:
     """One access line: the path only (a query string can carry tokens), no header value."""
-    principal = request.get(PRINCIPAL)
+    principal = request[PRINCIPAL]
     decision = request.get(DECISION)
-    upstream = request.get(UPSTREAM_SECONDS)
+    upstream = scope.notes.upstream_seconds
     access_log.info(
         "%s",
         AccessLine(
@@ -163,9 +162,9 @@ def _log_access(
             (time.perf_counter() - started) * 1000,
             None if upstream is None else upstream * 1000,
             request_kind(request, status),
-            principal.user if principal is not None and principal.kind != "anonymous" else None,
+            None if principal.kind == "anonymous" else principal.user,
             decision.rule if decision is not None else None,
-            request.get(CACHE_STATE),
+            scope.notes.cache_state,
         ),
     )
 

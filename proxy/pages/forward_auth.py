@@ -36,12 +36,10 @@ from proxy.errors import NO_STORE, error_response, login_required, redirect
 from proxy.forwarding.cookies import parse_cookie_header
 from proxy.identity.chain import authenticate
 from proxy.keys import (
-    CLEAR_COOKIE,
     COOKIE_NAMES,
     DECISION,
     PRINCIPAL,
     PUBLIC_RULES,
-    QUIET,
     SCOPE,
     SETTINGS,
     TRUSTED_PROXIES,
@@ -104,7 +102,7 @@ async def auth(request: web.Request) -> web.StreamResponse:
     cache = request.app.get(DECISIONS)
     key = (method, path, *_credentials(request))
     if cache is not None and (hit := cache.get(key)) is not None:
-        request[QUIET] = hit[0] == 200
+        request[SCOPE].notes.quiet = hit[0] == 200
         return web.Response(status=hit[0], headers=hit[1])
     principal = await authenticate(request)
     if principal is None:
@@ -116,7 +114,7 @@ async def auth(request: web.Request) -> web.StreamResponse:
     if cache is not None:
         cache[key] = answer
     # Granted decisions are nginx's to log (it logs every request); refusals are porter's.
-    request[QUIET] = answer[0] == 200
+    request[SCOPE].notes.quiet = answer[0] == 200
     return web.Response(status=answer[0], headers=answer[1])
 
 
@@ -172,7 +170,7 @@ async def renew(request: web.Request) -> web.StreamResponse:
     try:
         await principal.renew()  # other failures are the error boundary's (503, 502)
     except SessionGone:  # the OMERO session itself ended: log in again, back to this URL
-        request[CLEAR_COOKIE] = True
+        request[SCOPE].notes.clear_cookie = True
         return login_required(request, method=method, target=uri)
     return redirect(uri, 307)
 
