@@ -74,7 +74,7 @@ from proxy.keys import (
     CookieNames,
 )
 from proxy.middleware.errors import error_boundary
-from proxy.middleware.responses import cors_preflight, on_response_prepare
+from proxy.middleware.responses import on_response_prepare
 from proxy.middleware.scope import request_scope
 from proxy.pages import cache_admin, forward_auth, health, login, sso
 from proxy.pages.feedback import feedback
@@ -92,9 +92,7 @@ def create_app(settings: Settings) -> web.Application:
     proxy = settings.proxy
     # Porter's body limit is enforced while streaming (413), not by aiohttp's read() cap.
     cors = CorsPolicy.from_settings(settings.cors)
-    app = web.Application(
-        middlewares=[request_scope, error_boundary, cors_preflight], client_max_size=1024**2
-    )
+    app = web.Application(middlewares=[request_scope, error_boundary], client_max_size=1024**2)
     app[SETTINGS] = settings
     app[METRICS_ON] = False  # _add_metrics turns it on
     app[COOKIE_NAMES] = CookieNames.from_settings(settings)

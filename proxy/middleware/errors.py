@@ -26,6 +26,7 @@ from auth.jwt_verify import SsoError
 from auth.store import SessionStoreUnavailable
 from proxy.errors import Refused, error_response, login_required
 from proxy.keys import SCOPE
+from proxy.middleware.responses import cors_preflight
 from proxy.middleware.scope import Handler
 from proxy.reporting import report_exception
 
@@ -99,7 +100,12 @@ def answer_for(request: web.Request, exc: Exception) -> web.StreamResponse:
 
 @web.middleware
 async def error_boundary(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Every exception a handler raises becomes its answer from the table."""
+    """Every exception a handler raises becomes its answer from the table. CORS preflights
+    are answered first, by porter itself."""
+    if request.method == hdrs.METH_OPTIONS:
+        preflight = cors_preflight(request)
+        if preflight is not None:
+            return preflight
     try:
         return await handler(request)
     except web.HTTPException as exc:
