@@ -17,6 +17,7 @@ from cachetools import LRUCache, TTLCache
 from cache.disk import DiskError, DiskTier
 from cache.entry import Entry
 from cache.key import key_path
+from cache.purges import RedisPurgeLog
 from cache.rules import CacheRules
 from cache.settings import CacheSettings
 
@@ -44,7 +45,8 @@ class PublicCache:
     """Public answers by key. Memory lookups are synchronous; the disk tier runs in a thread
     of its own, and a failing disk is a miss (counted, logged once), never an error."""
 
-    def __init__(self, settings: CacheSettings) -> None:
+    def __init__(self, settings: CacheSettings, shared: RedisPurgeLog | None = None) -> None:
+        """`shared`: where other porter processes hear of purges (the Redis store)."""
         self.settings = settings
         self.rules = CacheRules(settings.rules)
         self.counters = Counters()
@@ -57,6 +59,7 @@ class PublicCache:
         self._writes: set[asyncio.Future[Any]] = set()
         self._refreshes: set[asyncio.Task[Any]] = set()
         self._purges_seen = time.time()
+        self.shared = shared
         # Keys whose answer was past max_object_size: streamed without a fetch of their own.
         self.too_large: TTLCache[str, bool] = TTLCache(10000, TOO_LARGE_MEMORY)
 
@@ -102,6 +105,8 @@ class PublicCache:
         if self.disk is not None:
             await self.flush()
             removed += await self._on_disk(self.disk.purge, pattern) or 0
+        if self.shared is not None:
+            await self.shared.note(None if pattern is None else pattern.pattern)
         self.counters.purged += removed
         return removed
 
@@ -116,10 +121,14 @@ class PublicCache:
         return len(doomed)
 
     async def apply_purges(self) -> int:
-        """Purges another process wrote in the shared disk tier, applied to this memory."""
-        if self.disk is None:
-            return 0
-        purge_log = await self._on_disk(self.disk.purge_log) or []
+        """Purges another process noted (in the shared disk tier, in Redis), applied to this
+        memory tier."""
+        purge_log: list[tuple[float, str | None]] = []
+        if self.disk is not None:
+            purge_log += await self._on_disk(self.disk.purge_log) or []
+        if self.shared is not None:
+            purge_log += await self.shared.read()
+        purge_log.sort()
         removed = 0
         for when, source in purge_log:
             if when > self._purges_seen:

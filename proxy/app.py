@@ -27,6 +27,7 @@ from auth.store import SessionStore, SessionStoreError
 from auth.stores import create_store
 from auth.verified_tokens import VerifiedTokens
 from cache.disk import DiskError
+from cache.purges import RedisPurgeLog
 from cache.store import PublicCache
 from filters.cors import CorsPolicy
 from filters.forwarded import TrustedProxies
@@ -191,8 +192,10 @@ CACHE_PURGE_POLL = 2.0  # seconds between reads of the disk tier's purge log
 def _add_public_cache(app: web.Application) -> None:
     """The public answer cache (proxy/forwarding/cached.py serves from it)."""
     settings = app[SETTINGS].cache
+    store = app[SESSION_STORE]
+    shared = RedisPurgeLog(store.redis, store.key_prefix) if store.redis is not None else None
     try:
-        cache = PublicCache(settings)
+        cache = PublicCache(settings, shared)
     except DiskError as exc:
         raise ConfigError(
             "[cache]", [Problem("cache.disk_dir", f"cannot be opened: {exc}")]
@@ -201,10 +204,10 @@ def _add_public_cache(app: web.Application) -> None:
     app[CACHE_FLIGHTS] = {}
     if cache.disk is not None:
         app[READINESS_CHECKS]["cache_disk"] = cache.check_disk
-        # purges another porter process made in the shared disk tier reach this memory tier
-        app.cleanup_ctx.append(
-            PeriodicJob("cache purges", CACHE_PURGE_POLL, cache.apply_purges).cleanup_ctx
-        )
+    if cache.disk is not None or shared is not None:
+        # purges another porter process noted reach this memory tier
+        job = PeriodicJob("cache purges", CACHE_PURGE_POLL, cache.apply_purges)
+        app.cleanup_ctx.append(job.cleanup_ctx)
 
     async def close(app: web.Application) -> None:
         await cache.close()  # background refreshes cancelled, disk writes landed

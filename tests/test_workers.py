@@ -9,6 +9,8 @@ import json
 import os
 import re
 import signal
+import subprocess
+import sys
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -69,7 +71,7 @@ class Workers:
     metrics_port: int
 
 
-StartWorkers = Callable[[int], Awaitable[Workers]]
+StartWorkers = Callable[..., Awaitable[Workers]]
 
 
 @pytest.fixture
@@ -82,11 +84,11 @@ def start_workers(
 ) -> StartWorkers:
     """`await start_workers(n)`: porter with n workers on Redis, once all of them listen."""
 
-    async def start(count: int) -> Workers:
+    async def start(count: int, **extra: dict[str, Any]) -> Workers:
         idp = Idp(tmp_path)
         metrics_port = free_port()
         handle = porter_process(
-            sections(omero_sim, redis_server, idp, metrics_port),
+            {**sections(omero_sim, redis_server, idp, metrics_port), **extra},
             upstream=echo_upstream.url,
             workers=count,
         )
@@ -367,3 +369,45 @@ async def test_sigterm_lets_every_workers_requests_finish(start_workers: StartWo
     assert [status for status, _, _ in outcomes] == [200] * len(requests)  # finished, not cut
     assert await asyncio.to_thread(handle.process.wait, 30) == 0
     assert all(not _alive(pid) for pid in pids)
+
+
+async def test_a_cache_purge_reaches_every_workers_memory(
+    start_workers: StartWorkers, omero_sim: OmeroSim, tmp_path: Path
+) -> None:
+    public = {
+        "enabled": True,
+        "url_filter": "^/webgateway/.*",
+        "user": "public",
+        "password": omero_sim.users["public"],
+    }
+    workers = await start_workers(2, public=public, cache={"enabled": True})
+    handle = workers.handle
+    sent = Sent(handle.url)
+    path = "/webgateway/render_thumbnail/7/"
+
+    def number(body: str) -> int:
+        return int(body.split("#", 1)[1].split("|", 1)[0])
+
+    # until both workers hold the tile in memory (each fetched it once)
+    before: list[int] = []
+    for _ in range(60):
+        status, body, _ = await sent.request("GET", path + "?tile=1")
+        assert status == 200
+        before.append(number(body))
+        hits = {line["pid"] for line in access(handle, path) if line["cache"] == "HIT"}
+        if len(hits) == 2:
+            break
+    assert len(hits) == 2
+    config = next(tmp_path.glob(f"porter-{handle.url.rsplit(':', 1)[1]}.toml"))
+    purge = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, str(ROOT / "run.py"), "cache", "purge", "--config", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert purge.returncode == 0, purge.stderr  # it reached one worker over HTTP
+    await asyncio.sleep(3)  # the other reads the purge from Redis within 2 s
+    after = [number((await sent.request("GET", path + "?tile=1"))[1]) for _ in range(20)]
+    assert min(after) > max(before)  # no worker answered from before the purge
+    assert len({line["pid"] for line in access(handle, path)}) == 2
