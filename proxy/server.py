@@ -101,6 +101,16 @@ async def run(
     metrics_runner = None if worker else await start_listener(app[SETTINGS].metrics)
     try:
         await web.TCPSite(runner, host, port, reuse_port=worker).start()
+        proxy = app[SETTINGS].proxy
+        log.info(  # said once the socket listens: tests and supervisors wait for this line
+            "porter %s on http://%s:%d%s/ -> %s (loop: %s)",
+            f"worker {os.getpid()} listening" if worker else "listening",
+            host,
+            port,
+            proxy.prefix,
+            proxy.upstream,
+            type(asyncio.get_running_loop()).__module__.split(".")[0],
+        )
         if worker:
             await _until_orphaned(os.getppid())
         else:
@@ -126,15 +136,6 @@ def serve(settings: Settings, worker: bool = False) -> None:
     app = create_app(settings)
     app.on_startup.append(_freeze_heap)
     loop = new_event_loop()
-    log.info(
-        "porter %s on http://%s:%d%s/ -> %s (loop: %s)",
-        f"worker {os.getpid()} listening" if worker else "listening",
-        proxy.host,
-        proxy.port,
-        proxy.prefix,
-        proxy.upstream,
-        type(loop).__module__.split(".")[0],
-    )
     asyncio.set_event_loop(loop)
     main = loop.create_task(run(app, proxy.host, proxy.port, proxy.shutdown_grace, worker))
     try:
