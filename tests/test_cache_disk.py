@@ -179,7 +179,14 @@ async def test_two_porter_processes_share_the_disk_tier_and_its_purges(
     second = porter_process(sections, upstream=echo_upstream.url)
     _, body, headers = await get(first.url + thumbnail(1))
     assert headers["X-Cache"] == "MISS"
-    await asyncio.sleep(0.3)  # the disk write runs after the answer
+    for _ in range(100):  # the disk write runs after the answer
+        async with (
+            aiohttp.ClientSession() as session,
+            session.get(first.url + "/porter/cache") as resp,
+        ):
+            if (await resp.json())["disk"]["entries"] == 1:
+                break
+        await asyncio.sleep(0.05)
     _, other, headers = await get(second.url + thumbnail(1))
     assert (other, headers["X-Cache"]) == (body, "HIT")  # the other process's fetch, from disk
     for n in (2, 3):
