@@ -26,20 +26,19 @@ import copy
 import logging
 import secrets
 import time
-from collections.abc import Awaitable, Callable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any
 
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
 
 import metrics
 from auth.errors import HandoffFailed, OmeroError, ServerUnavailable, SessionGone
 from auth.omero_backend import OmeroBackend
 from auth.public_settings import PublicSessionSettings
+from auth.shared_slots import SharedSlots, text
 from auth.single_flight import SingleFlight
-from auth.store import SessionStoreUnavailable
+from auth.store import SessionStoreUnavailable, redis_errors
 
 __all__ = ["Handoff", "PublicLogin", "PublicSession"]
 
@@ -48,19 +47,8 @@ log = logging.getLogger("porter.auth.public")
 Handoff = Callable[[int, str], Awaitable[Mapping[str, str]]]
 """`handoff(server_id, omero_key)`: has OMERO.web join the session; returns its cookies."""
 
-_COOKIE = "c:"
 _MAX_POLL = 0.25  # seconds between looks at Redis while another process creates the session
 _MAX_DEAD = 64  # keys remembered per server as dropped while Redis was unreachable
-
-_UNLOCK = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
-"""
-
-_DROP = """
-if redis.call('HGET', KEYS[1], 'key') == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
-"""
 
 _LEAVE = """
 redis.call('SREM', KEYS[2], ARGV[1])
@@ -101,80 +89,47 @@ def _again(error: OmeroError | HandoffFailed) -> OmeroError | HandoffFailed:
     return fresh
 
 
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
-@contextlib.contextmanager
-def _redis_errors() -> Iterator[None]:
-    """The one boundary where Redis errors become SessionStoreUnavailable."""
-    try:
-        yield
-    except (RedisError, OSError, asyncio.TimeoutError) as exc:
-        raise SessionStoreUnavailable(
-            f"public session store unavailable ({type(exc).__name__})"
-        ) from None
-
-
 class _SharedEntries:
-    """The Redis side: the shared entry, its creation lock, its holders."""
+    """The Redis side: the shared entry and its creation lock (auth/shared_slots.py), and
+    the set of processes holding it."""
 
     def __init__(self, redis: Redis, prefix: str) -> None:
+        self._slots = SharedSlots(redis, "public session store")
         self._redis = redis
         self._prefix = prefix
-        self._unlock = redis.register_script(_UNLOCK)
-        self._drop = redis.register_script(_DROP)
         self._leave = redis.register_script(_LEAVE)
 
     def _key(self, server_id: int, suffix: str = "") -> str:
         return f"{self._prefix}public:{server_id}{suffix}"
 
     async def read(self, server_id: int) -> PublicLogin | None:
-        with _redis_errors():
-            raw = await self._redis.hgetall(self._key(server_id))
-        data = {_text(k): _text(v) for k, v in raw.items()}
-        if not data.get("key"):
-            return None
-        cookies = {k[len(_COOKIE) :]: v for k, v in data.items() if k.startswith(_COOKIE)}
-        return PublicLogin(server_id, data["key"], MappingProxyType(cookies))
+        found = await self._slots.read(self._key(server_id))
+        return None if found is None else PublicLogin(server_id, found[0], found[1])
 
     async def write(self, login: PublicLogin) -> None:
-        key = self._key(login.server_id)
-        fields: dict[Any, Any] = {"key": login.session_key}
-        fields.update({_COOKIE + name: value for name, value in login.cookies.items()})
-        with _redis_errors():
-            async with self._redis.pipeline(transaction=True) as pipe:
-                pipe.delete(key)
-                pipe.hset(key, mapping=fields)
-                await pipe.execute()
+        await self._slots.write(self._key(login.server_id), login.session_key, login.cookies)
 
     async def lock(self, server_id: int, token: str, seconds: float) -> bool:
-        with _redis_errors():
-            done = await self._redis.set(
-                self._key(server_id, ":lock"), token, nx=True, px=int(seconds * 1000)
-            )
-        return bool(done)
+        return await self._slots.lock(self._key(server_id), token, seconds)
 
     async def unlock(self, server_id: int, token: str) -> None:
-        with _redis_errors():
-            await self._unlock(keys=[self._key(server_id, ":lock")], args=[token])
+        await self._slots.unlock(self._key(server_id), token)
 
     async def drop(self, server_id: int, session_key: str) -> bool:
         """Delete the entry only if it still holds `session_key`."""
-        with _redis_errors():
-            return bool(await self._drop(keys=[self._key(server_id)], args=[session_key]))
+        return await self._slots.drop(self._key(server_id), session_key)
 
     async def join(self, server_id: int, token: str) -> None:
-        with _redis_errors():
+        with redis_errors("public session store"):
             await self._redis.sadd(self._key(server_id, ":holders"), token)
 
     async def leave(self, server_id: int, token: str) -> str | None:
         """Stop holding; the last holder gets the shared key (entry deleted) to close."""
-        with _redis_errors():
+        with redis_errors("public session store"):
             key = await self._leave(
                 keys=[self._key(server_id), self._key(server_id, ":holders")], args=[token]
             )
-        return _text(key) if key else None
+        return text(key) if key else None
 
 
 class PublicSession:

@@ -18,7 +18,6 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any
 
 from cachetools import TTLCache
 from redis.asyncio import Redis
@@ -27,8 +26,9 @@ import metrics
 from auth.errors import AdminRefused, OmeroError, ServerUnavailable
 from auth.omero_backend import OmeroBackend
 from auth.omero_ice import OmeroLogin
+from auth.shared_slots import SharedSlots
 from auth.single_flight import SingleFlight
-from auth.store import SessionStoreUnavailable, redis_errors
+from auth.store import SessionStoreUnavailable
 
 log = logging.getLogger("porter.auth.sso")
 
@@ -45,77 +45,40 @@ class SsoLogin:
     cookies: Mapping[str, str] = field(repr=False, default_factory=dict)
 
 
-_COOKIE = "c:"
-# Delete the entry / the lock only if it is still ours.
-_DROP = """
-if redis.call('HGET', KEYS[1], 'key') == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
-"""
-_UNLOCK = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
-"""
 _MAX_POLL = 0.2
 
 
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
 class SharedSsoSessions:
-    """The SSO sessions in Redis, shared by every porter process: the entry of each (server,
+    """The SSO sessions in Redis, shared by every porter process: one slot per (server,
     user) with its OMERO.web cookies, and the lock its one creator holds."""
 
     def __init__(self, redis: Redis, prefix: str, ttl: float, create_timeout: float) -> None:
-        self._redis = redis
+        self._slots = SharedSlots(redis, "SSO sessions")
         self._prefix = prefix + "sso:"
-        self._ttl_ms = max(1000, int(ttl * 1000))
+        self._ttl = ttl
         self.create_timeout = create_timeout
-        self._drop = redis.register_script(_DROP)
-        self._unlock = redis.register_script(_UNLOCK)
 
-    def _key(self, server_id: int, user: str, suffix: str = "") -> str:
-        return f"{self._prefix}{server_id}:{user}{suffix}"
+    def _key(self, server_id: int, user: str) -> str:
+        return f"{self._prefix}{server_id}:{user}"
 
     async def read(self, server_id: int, user: str) -> SsoLogin | None:
-        with redis_errors("SSO sessions"):
-            raw = await self._redis.hgetall(self._key(server_id, user))
-        data = {_text(k): _text(v) for k, v in raw.items()}
-        if not data.get("key"):
-            return None
-        cookies = {k[len(_COOKIE) :]: v for k, v in data.items() if k.startswith(_COOKIE)}
-        return SsoLogin(server_id, user, data["key"], MappingProxyType(cookies))
+        found = await self._slots.read(self._key(server_id, user))
+        return None if found is None else SsoLogin(server_id, user, found[0], found[1])
 
     async def write(self, login: SsoLogin) -> None:
         key = self._key(login.server_id, login.user_name)
-        fields: dict[Any, Any] = {"key": login.session_key}
-        fields.update({_COOKIE + name: value for name, value in login.cookies.items()})
-        with redis_errors("SSO sessions"):
-            async with self._redis.pipeline(transaction=True) as pipe:
-                pipe.delete(key)
-                pipe.hset(key, mapping=fields)
-                pipe.pexpire(key, self._ttl_ms)
-                await pipe.execute()
+        await self._slots.write(key, login.session_key, login.cookies, self._ttl)
 
     async def lock(self, server_id: int, user: str, token: str) -> bool:
-        with redis_errors("SSO sessions"):
-            done = await self._redis.set(
-                self._key(server_id, user, ":lock"),
-                token,
-                nx=True,
-                px=int(self.create_timeout * 1000),
-            )
-        return bool(done)
+        return await self._slots.lock(self._key(server_id, user), token, self.create_timeout)
 
     async def unlock(self, server_id: int, user: str, token: str) -> None:
-        with redis_errors("SSO sessions"):
-            await self._unlock(keys=[self._key(server_id, user, ":lock")], args=[token])
+        await self._slots.unlock(self._key(server_id, user), token)
 
     async def drop(self, login: SsoLogin) -> bool:
-        """Delete the entry if it still names `login`'s session; True if it did."""
+        """Delete the slot if it still names `login`'s session; True if it did."""
         key = self._key(login.server_id, login.user_name)
-        with redis_errors("SSO sessions"):
-            return bool(await self._drop(keys=[key], args=[login.session_key]))
+        return await self._slots.drop(key, login.session_key)
 
 
 class SsoSessions:
