@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,6 +31,7 @@ from proxy.errors import Refused, error_response
 from proxy.forwarding.cookies import rewrite_cookies, take_set_cookies
 from proxy.forwarding.headers import end_to_end
 from proxy.forwarding.renewal import forward_renewing, logged_out_upstream
+from proxy.forwarding.send import set_forwarding
 from proxy.keys import (
     CACHE_FLIGHTS,
     CLIENT_SESSION,
@@ -248,16 +249,12 @@ def _refresh(
         request.app[PUBLIC_CACHE].run_in_background(refresh)
 
 
-def _fetch_headers(request: web.Request, cookies: object) -> CIMultiDict[str]:
-    scope = request[SCOPE]
-    headers: CIMultiDict[str] = CIMultiDict()
-    headers[hdrs.HOST] = request.host
-    headers[hdrs.X_FORWARDED_FOR] = ", ".join(scope.client.forwarded_for)
-    headers[hdrs.X_FORWARDED_PROTO] = scope.client.scheme
-    if scope.client.host:
-        headers[hdrs.X_FORWARDED_HOST] = scope.client.host
+def _fetch_headers(request: web.Request, cookies: Mapping[str, str]) -> CIMultiDict[str]:
+    """Porter's request for a public answer: nothing of the visitor's but the Host."""
+    headers: CIMultiDict[str] = CIMultiDict({hdrs.HOST: request.host})
     headers[hdrs.ACCEPT_ENCODING] = "identity"
-    headers[REQUEST_ID] = scope.request_id
+    set_forwarding(request, headers)
+    rewrite_cookies(headers, frozenset(), cookies)
     return headers
 
 
@@ -277,7 +274,6 @@ async def _fetch(
             cookies = await principal.renew()
         for attempt in range(2):
             headers = _fetch_headers(request, cookies)
-            rewrite_cookies(headers, frozenset(), cookies)
             cache.counters.fetches += 1
             started = time.perf_counter()
             try:

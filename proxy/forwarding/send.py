@@ -69,19 +69,24 @@ def upstream_headers(
     Porter's cookies and browser cookies named like the ones porter holds for OMERO.web are
     dropped; `cookies` (the held ones of this request's session) are added.
     """
-    scope = request[SCOPE]
     headers = end_to_end(request.headers, _REQUEST_SKIP)
-    headers[hdrs.X_FORWARDED_FOR] = ", ".join(scope.client.forwarded_for)
-    headers[hdrs.X_FORWARDED_PROTO] = scope.client.scheme
-    if scope.client.host:
-        headers[hdrs.X_FORWARDED_HOST] = scope.client.host
-    headers[REQUEST_ID] = scope.request_id
+    set_forwarding(request, headers)
     app = request.app
     sso = app[SETTINGS].sso
     if sso.enabled and sso.bearer:  # porter consumes bearer tokens; OMERO.web never sees one
         headers.popall(hdrs.AUTHORIZATION, None)
     rewrite_cookies(headers, app[COOKIE_NAMES].dropped, cookies)
     return headers
+
+
+def set_forwarding(request: web.Request, headers: CIMultiDict[str]) -> None:
+    """Porter's own X-Forwarded-* (the client as porter believes it) and request id."""
+    scope = request[SCOPE]
+    headers[hdrs.X_FORWARDED_FOR] = ", ".join(scope.client.forwarded_for)
+    headers[hdrs.X_FORWARDED_PROTO] = scope.client.scheme
+    if scope.client.host:
+        headers[hdrs.X_FORWARDED_HOST] = scope.client.host
+    headers[REQUEST_ID] = scope.request_id
 
 
 def upstream_url(request: web.Request) -> URL:
