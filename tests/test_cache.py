@@ -388,6 +388,12 @@ async def test_stats_and_purge_over_http_only_for_status_detail_clients(
     assert headers["X-Cache"] == "MISS"
     _, _, headers = await anonymous(client, "/webgateway/render_thumbnail/2/?tile=1")
     assert headers["X-Cache"] == "HIT"
+    # a visitor relayed by a local proxy porter was not told about (trusted_proxies empty)
+    # arrives from 127.0.0.1 too: its relayed request is not the operator's
+    for relayed in ({"X-Forwarded-For": "203.0.113.9"}, {"Forwarded": "for=203.0.113.9"}):
+        assert (await client.get("/porter/cache", headers=relayed)).status == 404
+        refused = await client.post("/porter/cache/purge", json={}, headers=relayed)
+        assert refused.status == 404
     purged = await client.post("/porter/cache/purge", json={})
     assert await purged.json() == {"removed": 3}
     # anyone not in status_detail_from does not even learn the endpoints exist

@@ -202,6 +202,8 @@ async def test_healthz_and_readyz(
         "omero": True,
         "session_store": True,
     }
+    relayed = await client.get("/porter/readyz", headers={"X-Forwarded-For": "203.0.113.9"})
+    assert await relayed.json() == {"status": "ready"}  # no details for a relayed visitor
 
 
 async def test_readyz_reports_a_dead_omero_server(

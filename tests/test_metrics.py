@@ -37,6 +37,8 @@ async def test_porter_metrics_counts_requests_for_allowed_clients_only(
     assert sample(after, "porter_upstream_duration_seconds_count") >= 5
     assert sample(after, "porter_requests_in_flight") == 1  # the scrape itself
     assert "porter_build_info{" in after
+    relayed = await client.get("/porter/metrics", headers={"X-Forwarded-For": "203.0.113.9"})
+    assert relayed.status == 404
     others = await porter(sections={"metrics": MetricsSettings(allow_from=("10.0.0.0/8",))})
     assert (await others.get("/porter/metrics")).status == 404
     off = await porter()

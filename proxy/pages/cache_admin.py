@@ -13,11 +13,12 @@ import re
 from aiohttp import web
 
 from proxy.errors import NO_STORE, error_response
-from proxy.keys import PUBLIC_CACHE, SCOPE, STATUS_DETAIL
+from proxy.keys import PUBLIC_CACHE, STATUS_DETAIL
+from proxy.pages.health import operator
 
 
 def _allowed(request: web.Request) -> bool:
-    return request.app[STATUS_DETAIL].trusts_text(request[SCOPE].client.address)
+    return operator(request, request.app[STATUS_DETAIL])
 
 
 async def cache_stats(request: web.Request) -> web.Response:

@@ -11,6 +11,7 @@ from yarl import URL
 
 from auth.servers import Server
 from auth.store import SessionStoreUnavailable
+from filters.forwarded import FORWARDING_HEADERS, TrustedProxies
 from proxy.errors import NO_STORE
 from proxy.keys import (
     CLIENT_SESSION,
@@ -24,6 +25,19 @@ from proxy.keys import (
 )
 
 RESERVED = "/porter/"
+
+
+def operator(request: web.Request, allowed: TrustedProxies) -> bool:
+    """A caller of porter's operator endpoints (readyz details, cache stats and purge,
+    metrics): its address is in `allowed`, and it is that address's own request. A request
+    a proxy relayed without being in trusted_proxies is not: behind a local nginx that porter
+    was not told about, every visitor would come from 127.0.0.1."""
+    client = request[SCOPE].client
+    if len(client.forwarded_for) == 1 and any(h in request.headers for h in FORWARDING_HEADERS):
+        return False
+    return allowed.trusts_text(client.address)
+
+
 # Shown, but porter is ready without them: it serves on (the cache disk tier: from memory
 # and OMERO.web), so a load balancer should not take it out of rotation for them.
 ADVISORY = frozenset({"cache_disk"})
@@ -51,7 +65,7 @@ async def readyz(request: web.Request) -> web.Response:
     degraded = sorted(name for name, r in report.items() if name in ADVISORY and not r["ok"])
     if ready and degraded:
         body["degraded"] = degraded
-    if request.app[STATUS_DETAIL].trusts_text(request[SCOPE].client.address):
+    if operator(request, request.app[STATUS_DETAIL]):
         body["checks"] = report  # session counts and server names: not for everyone
     return web.json_response(
         body,
