@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Mapping
+from pathlib import Path
 
 import aiohttp
 import pytest
@@ -13,8 +14,11 @@ from auth.errors import AdminRefused, InvalidCredentials
 from auth.omero_backend import OmeroBackend
 from auth.omero_settings import OmeroSettings
 from auth.sso_sessions import SsoSessions
+from tests.gateway_fixtures import form_token
 from tests.omero_sim.fixture import OmeroSim
-from tests.porter_fixtures import Upstream
+from tests.porter_fixtures import PorterFactory, Upstream
+from tests.redis_fixture import RedisServer, redis_sessions, stopped
+from tests.test_sso import Idp, bearer, sso_sections
 
 
 @pytest.fixture
@@ -90,3 +94,32 @@ async def test_admins_and_unknown_users_get_no_session(
     assert (await allowing.get(1, "sysop", None)).user_name == "sysop"
     await allowing.close()
     await sessions.close()
+
+
+async def test_shared_sso_sessions_and_the_throttle_answer_503_while_redis_hangs_then_recover(
+    omero_sim: OmeroSim,
+    echo_upstream: Upstream,
+    porter: PorterFactory,
+    redis_server: RedisServer,
+    tmp_path: Path,
+) -> None:
+    """With the Redis store, SSO sessions and failed logins live in Redis: Redis hanging is
+    a 503 for what needs it (never a 500), and everything works again without a restart."""
+    idp = Idp(tmp_path)
+    sections = {**sso_sections(omero_sim, idp), "session": redis_sessions(redis_server)}
+    client = await porter(logged_in=False, sections=sections)
+    assert (await client.get("/echo/a", headers=bearer(idp.token("bob")))).status == 200
+    with stopped(redis_server):
+        carol = await client.get("/echo/b", headers=bearer(idp.token("carol")))
+        assert carol.status == 503  # her session would be made under a Redis lock
+        page = await client.get("/porter/login")
+        assert page.status == 200
+        form = {
+            "csrf_token": form_token(await page.text()),
+            "username": "carol",
+            "password": "wrong",
+        }
+        login = await client.post("/porter/login", data=form, allow_redirects=False)
+        assert login.status == 503  # the throttle is in Redis too
+    assert (await client.get("/echo/c", headers=bearer(idp.token("carol")))).status == 200
+    assert [s["user"] for s in omero_sim.sessions()].count("carol") == 1
