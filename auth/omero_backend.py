@@ -113,9 +113,11 @@ class OmeroBackend:
         ttl_ms: int,
         tti_ms: int,
         client_ip: str | None = None,
+        group: str | None = None,
     ) -> OmeroLogin:
         """As the configured admin_user, a new session for `username` (no password) with
-        time-to-live and time-to-idle in milliseconds (0: the server's default). For SSO.
+        time-to-live and time-to-idle in milliseconds (0: the server's default), in OMERO
+        group `group` (None: the user's default group). For SSO.
 
         The admin's own session is held, one per server (created with single-flight, kept
         alive by `keep_admin_alive`, re-created once when it has ended)."""
@@ -140,6 +142,7 @@ class OmeroBackend:
                     tti_ms,
                     client_ip,
                     abandoned,
+                    group,
                     abandoned=abandoned,
                 )
             except SessionGone:

@@ -163,9 +163,11 @@ def create_session_for(
     tti_ms: int,
     ip: str | None,
     abandoned: threading.Event,
+    group: str | None = None,
 ) -> OmeroLogin:
     """Through the admin's held session `admin_key`, a new session for `username` without
-    its password. _AdminGone when the admin session has ended."""
+    its password, in `group` when given (None: the user's default group). _AdminGone when
+    the admin session has ended."""
     context = {omero.constants.AGENT: config.agent}
     if ip:
         context[omero.constants.IP] = ip
@@ -177,6 +179,8 @@ def create_session_for(
         principal = omero.sys.Principal()
         principal.name = username
         principal.eventType = "User"
+        if group:
+            principal.group = group
         created = admin_session.getSessionService().createSessionWithTimeouts(
             principal, ttl_ms, tti_ms, context
         )

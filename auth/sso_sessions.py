@@ -23,7 +23,7 @@ from cachetools import TTLCache
 from redis.asyncio import Redis
 
 import metrics
-from auth.errors import AdminRefused, OmeroError, ServerUnavailable
+from auth.errors import AdminRefused, OmeroError, PermissionDenied, ServerUnavailable
 from auth.omero_backend import OmeroBackend
 from auth.omero_ice import OmeroLogin
 from auth.shared_slots import SharedSlots
@@ -43,6 +43,7 @@ class SsoLogin:
     user_name: str
     session_key: str = field(repr=False)
     cookies: Mapping[str, str] = field(repr=False, default_factory=dict)
+    group: str | None = None  # the OMERO group asked for (None: the user's default)
 
 
 _MAX_POLL = 0.2
@@ -58,27 +59,39 @@ class SharedSsoSessions:
         self._ttl = ttl
         self.create_timeout = create_timeout
 
-    def _key(self, server_id: int, user: str) -> str:
-        return f"{self._prefix}{server_id}:{user}"
+    def _key(self, key: SlotKey) -> str:
+        server_id, user, group = key
+        # a user's session in another group is another session
+        return f"{self._prefix}{server_id}:{user}" + (f"\x00{group}" if group else "")
 
-    async def read(self, server_id: int, user: str) -> SsoLogin | None:
-        found = await self._slots.read(self._key(server_id, user))
-        return None if found is None else SsoLogin(server_id, user, found[0], found[1])
+    async def read(self, key: SlotKey) -> SsoLogin | None:
+        found = await self._slots.read(self._key(key))
+        return None if found is None else SsoLogin(key[0], key[1], found[0], found[1], key[2])
 
     async def write(self, login: SsoLogin) -> None:
-        key = self._key(login.server_id, login.user_name)
+        key = self._key(_slot(login))
         await self._slots.write(key, login.session_key, login.cookies, self._ttl)
 
-    async def lock(self, server_id: int, user: str, token: str) -> bool:
-        return await self._slots.lock(self._key(server_id, user), token, self.create_timeout)
+    async def lock(self, key: SlotKey, token: str) -> bool:
+        return await self._slots.lock(self._key(key), token, self.create_timeout)
 
-    async def unlock(self, server_id: int, user: str, token: str) -> None:
-        await self._slots.unlock(self._key(server_id, user), token)
+    async def unlock(self, key: SlotKey, token: str) -> None:
+        await self._slots.unlock(self._key(key), token)
 
     async def drop(self, login: SsoLogin) -> bool:
         """Delete the slot if it still names `login`'s session; True if it did."""
-        key = self._key(login.server_id, login.user_name)
-        return await self._slots.drop(key, login.session_key)
+        return await self._slots.drop(self._key(_slot(login)), login.session_key)
+
+
+SlotKey = tuple[int, str, str | None]  # server id, user name, group
+
+
+def _slot(login: SsoLogin) -> SlotKey:
+    return (login.server_id, login.user_name, login.group)
+
+
+class GroupRefused(OmeroError):
+    """The user is not a member of the OMERO group their claims name (no session made)."""
 
 
 class SsoSessions:
@@ -104,67 +117,85 @@ class SsoSessions:
         self._ttl_ms = int(ttl * 1000)
         self._tti_ms = int(tti * 1000)
         # Forget a little before OMERO's time-to-live, so porter never hands out an ended one.
-        self._held: TTLCache[tuple[int, str], SsoLogin] = TTLCache(
+        self._held: TTLCache[SlotKey, SsoLogin] = TTLCache(
             maxsize=max_users, ttl=max(1.0, ttl * 0.95) if shared is None else recheck
         )
         self._shared = shared
         self._token = secrets.token_hex(16)  # this process, as lock owner
-        self._creations: SingleFlight[tuple[int, str], SsoLogin] = SingleFlight("SSO session")
+        self._creations: SingleFlight[SlotKey, SsoLogin] = SingleFlight("SSO session")
         self._closing: set[asyncio.Task[None]] = set()
         self.created = 0  # OMERO sessions made (for tests and benchmarks)
 
-    async def get(self, server_id: int, user_name: str, client_ip: str | None) -> SsoLogin:
-        """The held session of that user, or a new one (one creation at a time per user)."""
-        key = (server_id, user_name)
+    async def get(
+        self, server_id: int, user_name: str, client_ip: str | None, group: str | None = None
+    ) -> SsoLogin:
+        """The held session of that user in that group (None: the user's default group), or
+        a new one (one creation at a time per user and group)."""
+        key = (server_id, user_name, group)
         held = self._held.get(key)
         if held is not None:
             return held
         if self._shared is not None:
             shared = self._shared
-            return await self._creations.run(
-                key, lambda: self._get_shared(shared, server_id, user_name, client_ip)
-            )
-        return await self._creations.run(key, lambda: self._create(server_id, user_name, client_ip))
+            return await self._creations.run(key, lambda: self._get_shared(shared, key, client_ip))
+        return await self._creations.run(key, lambda: self._create(key, client_ip))
 
     async def _get_shared(
-        self, shared: SharedSsoSessions, server_id: int, user_name: str, client_ip: str | None
+        self, shared: SharedSsoSessions, key: SlotKey, client_ip: str | None
     ) -> SsoLogin:
         """The shared session of that user, or a new one made under the shared lock, or the
         one another process is making (waited for)."""
         deadline = time.monotonic() + shared.create_timeout
         delay = 0.01
         while True:
-            found = await shared.read(server_id, user_name)
-            if found is None and await shared.lock(server_id, user_name, self._token):
+            found = await shared.read(key)
+            if found is None and await shared.lock(key, self._token):
                 try:
-                    found = await shared.read(server_id, user_name)
+                    found = await shared.read(key)
                     if found is None:
-                        found = await self._create(server_id, user_name, client_ip)
+                        found = await self._create(key, client_ip)
                         await shared.write(found)
                 finally:
                     with contextlib.suppress(SessionStoreUnavailable):
-                        await shared.unlock(server_id, user_name, self._token)
+                        await shared.unlock(key, self._token)
             if found is not None:
-                self._held[(server_id, user_name)] = found
+                self._held[key] = found
                 return found
             if time.monotonic() >= deadline:
                 raise ServerUnavailable(
-                    f"server {server_id}: the SSO session of a user was not made within "
+                    f"server {key[0]}: the SSO session of a user was not made within "
                     f"{shared.create_timeout:g} s by another porter process",
-                    server_id=server_id,
+                    server_id=key[0],
                 )
             await asyncio.sleep(delay)
             delay = min(delay * 2, _MAX_POLL)
 
     async def new_session(
-        self, server_id: int, user_name: str, client_ip: str | None
+        self, server_id: int, user_name: str, client_ip: str | None, group: str | None = None
     ) -> OmeroLogin:
-        """A new OMERO session of `user_name` (not held), unless OMERO says that user has
-        admin privileges and is not allowed by name: then it is closed and AdminRefused."""
-        login = await self._backend.create_session_for(
-            server_id, user_name, self._ttl_ms, self._tti_ms, client_ip=client_ip
-        )
+        """A new OMERO session of `user_name` (not held) in `group` (None: the user's
+        default group). AdminRefused when OMERO says that user has admin privileges and is
+        not allowed by name, GroupRefused when the user is not a member of `group`; a session
+        made is closed then."""
+        try:
+            login = await self._backend.create_session_for(
+                server_id, user_name, self._ttl_ms, self._tti_ms, client_ip=client_ip, group=group
+            )
+        except PermissionDenied:
+            if group is None:
+                raise
+            # OMERO refuses a group the user is not in; or the admin may not make sessions:
+            # without the group, that second refusal is raised as it is
+            plain = await self._backend.create_session_for(
+                server_id, user_name, self._ttl_ms, self._tti_ms, client_ip=client_ip
+            )
+            await asyncio.shield(self._close_quietly(plain))
+            raise self._group_refused(server_id, user_name, group) from None
         metrics.OMERO_SESSIONS_CREATED.labels("sso").inc()
+        if group is not None and login.group_name != group:
+            # a server may also fall back to the default group: that is not what was asked
+            await asyncio.shield(self._close_quietly(login))
+            raise self._group_refused(server_id, user_name, group)
         if login.is_admin and login.user_name.casefold() not in self._allowed_admins:
             await asyncio.shield(self._close_quietly(login))
             log.warning(
@@ -177,13 +208,23 @@ class SsoSessions:
             )
         return login
 
+    @staticmethod
+    def _group_refused(server_id: int, user_name: str, group: str) -> GroupRefused:
+        log.warning(
+            "SSO refused user=%s server=%d: not a member of group %s", user_name, server_id, group
+        )
+        return GroupRefused(
+            f"server {server_id}: the user is not a member of that group", server_id=server_id
+        )
+
     async def _close_quietly(self, login: OmeroLogin | SsoLogin) -> None:
         with contextlib.suppress(OmeroError):
             await self._backend.close(login.server_id, login.session_key)
             metrics.OMERO_SESSIONS_CLOSED.labels("sso").inc()
 
-    async def _create(self, server_id: int, user_name: str, client_ip: str | None) -> SsoLogin:
-        login = await self.new_session(server_id, user_name, client_ip)
+    async def _create(self, key: SlotKey, client_ip: str | None) -> SsoLogin:
+        server_id, user_name, group = key
+        login = await self.new_session(server_id, user_name, client_ip, group)
         try:
             cookies = await self._handoff(login.server_id, login.session_key)
         except BaseException:  # cancelled at shutdown too: the session made is still closed
@@ -191,16 +232,20 @@ class SsoSessions:
             raise
         self.created += 1
         made = SsoLogin(
-            login.server_id, login.user_name, login.session_key, MappingProxyType(dict(cookies))
+            login.server_id,
+            login.user_name,
+            login.session_key,
+            MappingProxyType(dict(cookies)),
+            group,
         )
-        self._held[(server_id, user_name)] = made
+        self._held[key] = made
         log.info("SSO session created user=%s server=%d", user_name, server_id)
         return made
 
     async def invalidate(self, login: SsoLogin) -> None:
         """Drop `login` if it is still the held one (OMERO.web or OMERO no longer knows it);
         with the shared entries, in every process."""
-        key = (login.server_id, login.user_name)
+        key = _slot(login)
         held = self._held.get(key)
         if held is not None and held.session_key == login.session_key:
             del self._held[key]

@@ -20,7 +20,7 @@ from aiohttp import hdrs, web
 from auth.errors import AdminRefused, InvalidCredentials, PermissionDenied
 from auth.jwt_verify import SsoError, TokenRejected, VerifiedToken
 from auth.sso_identity import SsoIdentity
-from auth.sso_sessions import SsoLogin
+from auth.sso_sessions import GroupRefused, SsoLogin
 from proxy.keys import (
     JWT_VERIFIER,
     SCOPE,
@@ -35,6 +35,9 @@ log = logging.getLogger("porter.sso")
 
 ADMIN_REFUSED = "OMERO administrators cannot sign in this way. Please use the login form."
 UNKNOWN_USER = "Your account is not known to OMERO. Please ask its administrators."
+NOT_IN_GROUP = (
+    "You are not a member of the OMERO group your account names. Please ask its administrators."
+)
 SSO_UNAVAILABLE = "Single sign-on is not available at the moment."
 
 
@@ -104,6 +107,8 @@ def sso_meanings() -> Iterator[None]:
         raise SsoError("unknown_user", UNKNOWN_USER, status=403) from None
     except AdminRefused:
         raise SsoError("admin_account", ADMIN_REFUSED, status=403) from None
+    except GroupRefused:
+        raise SsoError("not_in_group", NOT_IN_GROUP, status=403) from None
     except PermissionDenied as exc:
         log.error("SSO cannot create OMERO sessions: %s", exc)
         raise SsoError("sso_unavailable", SSO_UNAVAILABLE, status=503) from None
@@ -113,5 +118,8 @@ async def session_of(request: web.Request, identity: SsoIdentity) -> SsoLogin:
     """The one OMERO session of that user (made when needed)."""
     with sso_meanings():
         return await request.app[SSO_SESSIONS].get(
-            server_of(request, identity), identity.username, request[SCOPE].client.address
+            server_of(request, identity),
+            identity.username,
+            request[SCOPE].client.address,
+            identity.group,
         )

@@ -44,7 +44,10 @@ async def link_login(request: web.Request) -> web.StreamResponse:
     try:
         with sso_meanings():
             login = await request.app[SSO_SESSIONS].new_session(
-                server_of(request, identity), identity.username, request[SCOPE].client.address
+                server_of(request, identity),
+                identity.username,
+                request[SCOPE].client.address,
+                identity.group,
             )
     except OmeroError as exc:
         log.warning("SSO link login failed rid=%s: %s", request[SCOPE].request_id, exc)
