@@ -157,6 +157,16 @@ class SessionStore(Protocol):
         False while it is remembered (a replay), and False when it cannot be remembered."""
         ...
 
+    async def link(self, name: str, session_id: str, until: float) -> None:
+        """Index session `session_id` under `name` (e.g. an OpenID provider's sid) until
+        epoch time `until` (the session's absolute deadline)."""
+        ...
+
+    async def linked(self, name: str) -> list[str]:
+        """The ids indexed under `name` and not past their `until` (sessions may have ended
+        since: `delete` answers None for those)."""
+        ...
+
     async def close(self) -> None:
         """Release connections and wait for scheduled eviction closes."""
         ...

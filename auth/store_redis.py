@@ -364,6 +364,25 @@ class RedisSessionStore:
         with _unavailable_on_error():
             return bool(await self._redis.set(key, "1", nx=True, px=ms))
 
+    def _link_key(self, name: str) -> str:
+        return self._prefix + "link:" + hashlib.sha256(name.encode()).hexdigest()
+
+    async def link(self, name: str, session_id: str, until: float) -> None:
+        key = self._link_key(name)
+        now = self._clock()
+        with _unavailable_on_error():
+            async with self._redis.pipeline(transaction=True) as pipe:
+                pipe.zadd(key, {session_id: until})
+                pipe.zremrangebyscore(key, "-inf", now)
+                pipe.expire(key, max(1, int(until - now) + 1), gt=True)
+                pipe.expire(key, max(1, int(until - now) + 1), nx=True)
+                await pipe.execute()
+
+    async def linked(self, name: str) -> list[str]:
+        with _unavailable_on_error():
+            found = await self._redis.zrangebyscore(self._link_key(name), self._clock(), "+inf")
+        return [i.decode() if isinstance(i, bytes) else str(i) for i in found]
+
     async def count(self) -> int:
         with _unavailable_on_error():
             return int(await self._redis.zcard(self._expiry))
