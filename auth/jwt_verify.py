@@ -82,6 +82,9 @@ class TokenRejected(SsoError):
         super().__init__(reason, message, status=503 if reason == "jwks_unavailable" else 401)
 
 
+REQUIRED = ("exp", "iss", "aud", "sub")
+
+
 @dataclass(frozen=True)
 class TrustedIssuer:
     """An issuer's settings and where its keys come from (tried in order)."""
@@ -153,8 +156,9 @@ class JwtVerifier:
             for source in issuer.sources:
                 await source.aclose()
 
-    async def verify(self, token: str) -> VerifiedToken:
-        """The verified token, or TokenRejected saying why not."""
+    async def verify(self, token: str, *, require: Sequence[str] = REQUIRED) -> VerifiedToken:
+        """The verified token, or TokenRejected saying why not. `require`: the claims that
+        must be present (a back-channel logout token may have no sub, but must have iat)."""
         if len(token) > self._max_size:  # before any decoding: a str is at least len bytes
             raise TokenRejected("too_large", f"token longer than {self._max_size} bytes")
         if not token.isascii():
@@ -175,7 +179,7 @@ class JwtVerifier:
         if not keys:
             raise TokenRejected("unknown_kid", "no key of the issuer fits the token's kid")
         for key in keys:
-            claims = _decode(token, key, alg, trusted.settings)
+            claims = _decode(token, key, alg, trusted.settings, require)
             if claims is not None:
                 return VerifiedToken(trusted.settings, claims, alg, kid)
         raise TokenRejected("bad_signature", "token signature does not verify")
@@ -206,7 +210,9 @@ async def _candidates(trusted: TrustedIssuer, kid: str | None, alg: str) -> list
 _TIME_CLAIMS = ("exp", "nbf", "iat")
 
 
-def _decode(token: str, key: VerifyKey, alg: str, issuer: IssuerSettings) -> dict[str, Any] | None:
+def _decode(
+    token: str, key: VerifyKey, alg: str, issuer: IssuerSettings, require: Sequence[str]
+) -> dict[str, Any] | None:
     """The verified claims; None when this key's signature check fails."""
     try:
         claims = jwt.decode(
@@ -216,7 +222,7 @@ def _decode(token: str, key: VerifyKey, alg: str, issuer: IssuerSettings) -> dic
             audience=list(issuer.audience),
             issuer=issuer.issuer,
             leeway=issuer.leeway,
-            options={"require": ["exp", "iss", "aud", "sub"]},
+            options={"require": list(require)},
         )
     except jwt.InvalidSignatureError:
         return None

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
+import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import replace
 from pathlib import Path
@@ -17,6 +19,7 @@ import metrics
 from auth.jwt_verify import JwtVerifier
 from auth.lifecycle import PeriodicJob, keepalive_job, purge_job
 from auth.login_throttle import RedisLoginThrottle
+from auth.oidc import OidcError, OidcProvider, PreLoginSealer
 from auth.omero_backend import OmeroBackend
 from auth.porter_tokens import PorterTokenIssuer
 from auth.public_session import PublicSession
@@ -55,8 +58,10 @@ from proxy.keys import (
     JWT_VERIFIER,
     MAILER,
     METRICS_ON,
+    OIDC_PROVIDERS,
     OMERO,
     PORTER_TOKENS,
+    PRELOGIN,
     PUBLIC,
     PUBLIC_CACHE,
     PUBLIC_RULES,
@@ -73,11 +78,12 @@ from proxy.keys import (
     VERIFIED_TOKENS,
     WEBSOCKETS,
     CookieNames,
+    ReadinessCheck,
 )
 from proxy.middleware.errors import error_boundary
 from proxy.middleware.responses import on_response_prepare
 from proxy.middleware.scope import request_scope
-from proxy.pages import cache_admin, forward_auth, health, login, sso
+from proxy.pages import cache_admin, forward_auth, health, login, oidc, sso
 from proxy.pages.feedback import feedback
 from proxy.settings import Settings
 
@@ -127,14 +133,17 @@ def create_app(settings: Settings) -> web.Application:
         _add_public_session(app)
         if settings.cache.enabled:
             _add_public_cache(app)
-    if settings.sso.enabled or settings.sso.porter_tokens.enabled:
+    if settings.sso.enabled or settings.sso.porter_tokens.enabled or settings.oidc.enabled:
         _add_sso(app)
+    if settings.oidc.enabled:
+        _add_oidc(app)
     app[AUTHENTICATORS] = authenticators(settings)
     app.on_shutdown.append(_close_websockets)
     health.add_routes(app, proxy.prefix)
     app.router.add_post(proxy.prefix + "/porter/feedback", feedback)
     login.add_routes(app, proxy.prefix)
     sso.add_routes(app, proxy.prefix)
+    oidc.add_routes(app, proxy.prefix)
     forward_auth.add_routes(app, proxy.prefix)
     cache_admin.add_routes(app, proxy.prefix)
     if settings.metrics.enabled:
@@ -396,6 +405,41 @@ def _add_sso(app: web.Application) -> None:
     interval = settings.session.ping_interval / 1000
     admin = PeriodicJob("SSO admin session keepalive", interval, backend.keep_admin_alive)
     app.cleanup_ctx.append(admin.cleanup_ctx)
+
+
+def _add_oidc(app: web.Application) -> None:
+    """The OpenID providers (discovery at start-up) and the pre-login cookie's seal."""
+    settings = app[SETTINGS]
+    # workers share proxy.secret_key (set for them when unset): any worker finishes a login
+    app[PRELOGIN] = PreLoginSealer(settings.proxy.secret_key or secrets.token_urlsafe(32))
+    app[OIDC_PROVIDERS] = {
+        p.id: OidcProvider(p, settings.oidc, settings.sso, lambda: app[CLIENT_SESSION])
+        for p in settings.oidc.providers
+    }
+
+    async def providers(app: web.Application) -> AsyncIterator[None]:
+        found = await asyncio.gather(
+            *(p.discovery() for p in app[OIDC_PROVIDERS].values()), return_exceptions=True
+        )
+        for outcome in found:  # a provider down at start-up is retried on its next login
+            if isinstance(outcome, BaseException) and not isinstance(outcome, OidcError):
+                raise outcome
+        yield
+        for provider in app[OIDC_PROVIDERS].values():
+            await provider.aclose()
+
+    app.cleanup_ctx.append(providers)
+    app[READINESS_CHECKS]["oidc"] = _oidc_check(app)
+
+
+def _oidc_check(app: web.Application) -> ReadinessCheck:
+    """Advisory: password login and sessions work without the providers."""
+
+    async def check() -> tuple[bool, str]:
+        down = [f"{p.id}: {p.error}" for p in app[OIDC_PROVIDERS].values() if p.error]
+        return (False, "; ".join(down)) if down else (True, "ok")
+
+    return check
 
 
 async def _jwt_verifier(app: web.Application) -> AsyncIterator[None]:

@@ -12,6 +12,7 @@ import jinja2
 from aiohttp import web
 
 from auth.jwt_verify import JwtVerifier
+from auth.oidc import OidcProvider, PreLoginSealer
 from auth.omero_backend import OmeroBackend
 from auth.porter_tokens import PorterTokenIssuer
 from auth.public_session import PublicSession
@@ -103,6 +104,8 @@ SSO_SESSIONS = web.AppKey("sso_sessions", SsoSessions)
 PORTER_TOKENS = web.AppKey("porter_tokens", PorterTokenIssuer)
 VERIFIED_TOKENS = web.AppKey("verified_tokens", VerifiedTokens)
 CSRF = web.AppKey("csrf", Csrf)
+OIDC_PROVIDERS = web.AppKey("oidc_providers", dict[str, OidcProvider])
+PRELOGIN = web.AppKey("oidc_prelogin", PreLoginSealer)
 WEBSOCKETS = web.AppKey("websockets", set[web.WebSocketResponse])
 PUBLIC_CACHE = web.AppKey("public_cache", PublicCache)
 # Set when [metrics] is on: the request scope counts every request.

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from auth.oidc_settings import OidcSettings
 from auth.omero_settings import OmeroSettings
 from auth.public_settings import PublicSessionSettings
 from auth.session_settings import SessionSettings
@@ -310,6 +311,13 @@ class LoginSettings:
         metadata={"doc": "URL of a logo shown on the login page (omero.web.login_logo)"},
     )
     login_title: str = field(default="OMERO", metadata={"doc": "Heading of the login page"})
+    password_login: bool = field(
+        default=True,
+        metadata={
+            "doc": "Offer the user name and password form; false: single sign-on only "
+            "([[oidc.providers]] buttons; OMERO.web's API login refused too)"
+        },
+    )
     handoff_path: str = field(
         default="/webclient/keepalive_ping/",
         metadata={
@@ -360,6 +368,7 @@ class Settings:
     cors: CorsSettings = field(default_factory=CorsSettings)
     cache: CacheSettings = field(default_factory=CacheSettings)
     sso: SsoSettings = field(default_factory=SsoSettings)
+    oidc: OidcSettings = field(default_factory=OidcSettings)
     mail: MailSettings = field(default_factory=MailSettings)
 
 
@@ -380,6 +389,13 @@ def cross_section_problems(settings: Settings, workers: int | None = None) -> li
                 "proxy.workers",
                 f"{workers} workers need session.store = 'redis': the memory store lives in "
                 "one process, so a session made by one worker would be unknown to the others",
+            )
+        )
+    if not settings.login.password_login and not settings.oidc.enabled:
+        problems.append(
+            Problem(
+                "login.password_login",
+                "is false but no [[oidc.providers]] is configured: nobody could log in",
             )
         )
     return problems

@@ -49,6 +49,18 @@ case "$mode" in
   *) echo "usage: scripts/setup.sh run|test" >&2; exit 2 ;;
 esac
 
+# The tests' OpenID provider (panva's oidc-provider on Node), pinned by its lockfile.
+if [ "$mode" = test ]; then
+  command -v npm >/dev/null || apt_install nodejs npm
+  oidc=tests/oidc_provider
+  lock=$(sha256sum "$oidc/package-lock.json" | cut -d' ' -f1)
+  if [ "$(cat "$oidc/node_modules/.porter-lock" 2>/dev/null)" != "$lock" ]; then
+    say "installing the test OpenID provider (npm ci)"
+    (cd "$oidc" && quiet npm ci --no-audit --no-fund --cache "$HOME/.cache/omero-porter/npm")
+    echo "$lock" >"$oidc/node_modules/.porter-lock"
+  fi
+fi
+
 if [ ! -x .venv/bin/python ]; then
   say "creating .venv with $($python --version)"
   $python -m venv .venv

@@ -10,4 +10,5 @@ pytest_plugins = [
     "tests.gateway_fixtures",
     "tests.browser_fixtures",
     "tests.session_fixtures",
+    "tests.oidc_fixture",
 ]

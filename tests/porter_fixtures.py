@@ -155,8 +155,8 @@ def porter_process(tmp_path: Path) -> Iterator[Callable[..., PorterProcess]]:
     started: list[PorterProcess] = []
 
     def start(sections: dict[str, dict[str, Any]] | None = None, **proxy: Any) -> PorterProcess:
-        port = free_port()
-        proxy = {"host": "127.0.0.1", "port": port, **proxy}
+        proxy = {"host": "127.0.0.1", "port": free_port(), **proxy}
+        port = int(proxy["port"])
         config = write_config(
             tmp_path / f"porter-{port}.toml", {"proxy": proxy, **(sections or {})}
         )

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from aiohttp import hdrs, web
@@ -41,11 +42,16 @@ from proxy.keys import (
     TEMPLATES,
     THROTTLE,
 )
+from proxy.pages.oidc_links import end_session_location as oidc_end_session
+from proxy.pages.oidc_links import login_url as oidc_login_url
 from proxy.session_cookie import clear_session_cookie, set_session_cookie
 
 log = logging.getLogger("porter.login")
 
 MAX_FORM = 16 * 1024
+STYLESHEET = (Path(__file__).parent.parent / "assets" / "porter.css").read_bytes()
+STYLESHEET_PATH = "/porter/assets/porter.css"
+NO_PASSWORD_FORM = "Logging in with a user name and password is turned off on this site."  # noqa: S105
 
 
 class FormTooLarge(Exception):
@@ -92,15 +98,22 @@ def render_login(
         status=status, content_type="text/html", headers={**PAGE_HEADERS, **(headers or {})}
     )
     token = request.app[CSRF].token(request, response, "login")
+    target = landing(request, url)
     response.text = (
         request.app[TEMPLATES]
         .get_template("login.html")
         .render(
             title=settings.login.login_title,
             logo=settings.login.login_logo,
+            stylesheet=_prefix(request) + STYLESHEET_PATH,
+            providers=[
+                {"label": p.label, "url": oidc_login_url(request, p.id, target)}
+                for p in settings.oidc.providers
+            ],
+            password_login=settings.login.password_login,
             action=_prefix(request) + "/porter/login",
             csrf_token=token,
-            url=landing(request, url),
+            url=target,
             servers=list(request.app[OMERO].servers),
             selected_server=server,
             username=username,
@@ -118,7 +131,13 @@ async def login_page(request: web.Request) -> web.StreamResponse:
     if identity.record is not None:
         return redirect(landing(request, target), 302)
     notice = "You have been logged out." if "logged_out" in request.query else ""
-    response = render_login(request, url=target, notice=notice)
+    settings = request.app[SETTINGS]
+    providers = settings.oidc.providers
+    if not settings.login.password_login and len(providers) == 1 and not notice:
+        # single sign-on only, one provider: nothing to choose, straight there
+        response = redirect(oidc_login_url(request, providers[0].id, landing(request, target)))
+    else:
+        response = render_login(request, url=target, notice=notice)
     if identity.stale:
         clear_session_cookie(request, response)
     return response
@@ -133,6 +152,8 @@ async def login_submit(request: web.Request) -> web.StreamResponse:
     username = form.get("username", "").strip()
     target = form.get("url")
     server = _server_id(form.get("server"))
+    if not request.app[SETTINGS].login.password_login:
+        return render_login(request, status=403, error=NO_PASSWORD_FORM, url=target)
     if not request.app[CSRF].valid(request, form.get("csrf_token"), "login"):
         return render_login(
             request,
@@ -303,6 +324,8 @@ async def api_login(request: web.Request) -> web.StreamResponse:
     token = request.headers.get("X-CSRFToken") or form.get("csrfmiddlewaretoken")
     if not django_csrf_valid(cookie, token):
         return web.json_response({"message": "CSRF verification failed."}, status=403)
+    if not request.app[SETTINGS].login.password_login:
+        return web.json_response({"message": NO_PASSWORD_FORM}, status=403)
     try:
         record, login = await log_in(
             request,
@@ -359,12 +382,20 @@ async def logout_page(request: web.Request) -> web.StreamResponse:
         if identity.stale:
             clear_session_cookie(request, response)
         return response
-    response = web.Response(content_type="text/html", headers=PAGE_HEADERS)
+    headers = dict(PAGE_HEADERS)
+    destination = await oidc_end_session(request, identity.record)
+    if destination is not None:  # the form's redirect goes on to the provider
+        origin = URL(destination).origin()
+        headers["Content-Security-Policy"] = headers["Content-Security-Policy"].replace(
+            "form-action 'self'", f"form-action 'self' {origin}"
+        )
+    response = web.Response(content_type="text/html", headers=headers)
     token = request.app[CSRF].token(request, response, "logout")
     response.text = (
         request.app[TEMPLATES]
         .get_template("logout.html")
         .render(
+            stylesheet=_prefix(request) + STYLESHEET_PATH,
             user=identity.record.user_name,
             action=_prefix(request) + "/porter/logout",
             csrf_token=token,
@@ -407,15 +438,27 @@ def _same_origin(request: web.Request) -> bool:
 
 async def _log_out(request: web.Request) -> web.StreamResponse:
     identity = await identify(request)
+    location = _prefix(request) + "/porter/login?logged_out=1"
     if identity.record is not None:
+        destination = await oidc_end_session(request, identity.record)
         await end_session(request, identity.record)
         log.info("logout user=%s rid=%s", identity.record.user_name, request[SCOPE].request_id)
-    response = redirect(_prefix(request) + "/porter/login?logged_out=1")
+        location = destination or location  # RP-initiated logout at the OpenID provider
+    response = redirect(location)
     clear_session_cookie(request, response)
     return response
 
 
+async def stylesheet(request: web.Request) -> web.StreamResponse:
+    return web.Response(
+        body=STYLESHEET,
+        content_type="text/css",
+        headers={hdrs.CACHE_CONTROL: "public, max-age=3600", "X-Content-Type-Options": "nosniff"},
+    )
+
+
 def add_routes(app: web.Application, prefix: str) -> None:
+    app.router.add_get(prefix + STYLESHEET_PATH, stylesheet)
     app.router.add_get(prefix + "/porter/login", login_page)
     app.router.add_post(prefix + "/porter/login", login_submit)
     app.router.add_get(prefix + "/porter/logout", logout_page)

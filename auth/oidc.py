@@ -1,0 +1,451 @@
+"""OpenID Connect: one configured provider at run time, and the sealed pre-login state.
+
+`OidcProvider` reads the issuer's discovery document (at start-up, then cached; refetched
+after an hour, or after a failure at most every `RETRY` seconds), checks that it names the
+configured issuer, exchanges authorization codes at its token endpoint (PKCE S256, the
+client secret in HTTP Basic), and verifies ID tokens and back-channel logout tokens with the
+provider's JWKS through porter's own verifier (algorithms pinned per provider, never none,
+never an HMAC).
+
+`PreLoginSealer` seals what a login in progress must remember (state, nonce, PKCE verifier,
+provider, target) into one cookie: AES-GCM with a key derived from `proxy.secret_key`, so
+the browser can neither read nor change it, and any porter process with the same secret can
+finish the login. Nothing about a login in progress is kept in process memory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import hmac
+import json
+import logging
+import secrets
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+from aiohttp import hdrs
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from yarl import URL
+
+from auth.jwt_verify import (
+    JwtVerifier,
+    SsoError,
+    TokenRejected,
+    VerifiedToken,
+    trusted_issuer_from_settings,
+)
+from auth.oidc_settings import OidcProviderSettings, OidcSettings
+from auth.single_flight import SingleFlight
+from auth.sso_settings import SsoSettings
+
+log = logging.getLogger("porter.oidc")
+
+BACKCHANNEL_EVENT = "http://schemas.openid.net/event/backchannel-logout"
+MAX_DOCUMENT = 256 * 1024  # discovery document and token response
+REFRESH = 3600.0  # seconds a discovery document is used
+RETRY = 10.0  # seconds between two discovery attempts after a failure
+LOGOUT_TOKEN_MAX_AGE = 300  # seconds: an older logout token (by iat) is refused
+
+
+class OidcError(SsoError):
+    """An OpenID login or logout step that failed; `status` is what the browser gets.
+
+    Reasons: provider_unavailable (503), bad_state (400), login_expired (400), denied (403,
+    the provider said access_denied), exchange_failed (401: the code was refused, e.g.
+    replayed), bad_id_token (401), bad_nonce (401), bad_logout_token (400), replayed (400).
+    """
+
+
+@dataclass(frozen=True)
+class Discovery:
+    """The parts of a provider's discovery document porter uses."""
+
+    issuer: str
+    authorization_endpoint: str
+    token_endpoint: str
+    jwks_uri: str
+    end_session_endpoint: str | None
+    backchannel_logout: bool
+
+
+def parse_discovery(data: bytes, expected_issuer: str) -> Discovery:
+    """The document's endpoints; ValueError naming what is wrong."""
+    try:
+        doc = json.loads(data)
+    except (ValueError, UnicodeDecodeError):
+        raise ValueError("the discovery document is not JSON") from None
+    if not isinstance(doc, dict):
+        raise ValueError("the discovery document is not a JSON object")
+    if doc.get("issuer") != expected_issuer:
+        # OpenID Connect Discovery 1.0, 4.3: it MUST be exactly the configured issuer
+        raise ValueError(
+            f"the discovery document names issuer {doc.get('issuer')!r}, not {expected_issuer!r}"
+        )
+    found: dict[str, str] = {}
+    for name in ("authorization_endpoint", "token_endpoint", "jwks_uri"):
+        value = doc.get(name)
+        if not isinstance(value, str) or not _web_url(value):
+            raise ValueError(f"the discovery document has no usable {name}")
+        found[name] = value
+    end = doc.get("end_session_endpoint")
+    methods = doc.get("code_challenge_methods_supported")
+    if isinstance(methods, list) and "S256" not in methods:
+        raise ValueError("the provider does not support PKCE with S256")
+    return Discovery(
+        issuer=expected_issuer,
+        authorization_endpoint=found["authorization_endpoint"],
+        token_endpoint=found["token_endpoint"],
+        jwks_uri=found["jwks_uri"],
+        end_session_endpoint=end if isinstance(end, str) and _web_url(end) else None,
+        backchannel_logout=doc.get("backchannel_logout_supported") is True,
+    )
+
+
+def _web_url(value: str) -> bool:
+    try:
+        url = URL(value)
+    except (ValueError, TypeError):
+        return False
+    return url.scheme in ("https", "http") and bool(url.host) and url.user is None
+
+
+def pkce_challenge(verifier: str) -> str:
+    """RFC 7636 S256: BASE64URL(SHA256(verifier)) without padding."""
+    digest = hashlib.sha256(verifier.encode("ascii")).digest()
+    return base64.urlsafe_b64encode(digest).rstrip(b"=").decode("ascii")
+
+
+class OidcProvider:
+    """One `[[oidc.providers]]` entry at run time."""
+
+    def __init__(
+        self,
+        settings: OidcProviderSettings,
+        oidc: OidcSettings,
+        sso: SsoSettings,
+        session: Callable[[], aiohttp.ClientSession],
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        """`session()`: the app's HTTP client (made when the app starts)."""
+        self.settings = settings
+        self._oidc = oidc
+        self._sso = sso
+        self._session = session
+        self._clock = clock
+        self._discovery: Discovery | None = None
+        self._verifier: JwtVerifier | None = None
+        self._fetched_at = 0.0
+        self._attempted_at: float | None = None
+        self._error = "not fetched yet"
+        self._fetches: SingleFlight[str, Discovery] = SingleFlight("OIDC discovery")
+
+    @property
+    def id(self) -> str:
+        return self.settings.id
+
+    @property
+    def error(self) -> str | None:
+        """Why the provider is unusable now (None: its discovery document is held)."""
+        return None if self._discovery is not None else self._error
+
+    async def discovery(self) -> Discovery:
+        """The provider's endpoints; OidcError(provider_unavailable) when they cannot be had."""
+        now = self._clock()
+        held = self._discovery
+        if held is not None and now - self._fetched_at < REFRESH:
+            return held
+        if self._attempted_at is not None and now - self._attempted_at < RETRY:
+            if held is not None:
+                return held
+            raise self._unavailable()
+        try:
+            return await self._fetches.run(self.id, self._fetch)
+        except OidcError:
+            if held is not None:  # keep using the old document while the provider is down
+                return held
+            raise
+
+    def _unavailable(self) -> OidcError:
+        return OidcError(
+            "provider_unavailable",
+            f"{self.settings.label} is not available at the moment. Please try again later.",
+            status=503,
+        )
+
+    async def _fetch(self) -> Discovery:
+        self._attempted_at = self._clock()
+        url = self.settings.issuer.rstrip("/") + "/.well-known/openid-configuration"
+        try:
+            data = await self._get(url)
+            found = parse_discovery(data, self.settings.issuer)
+        except (aiohttp.ClientError, OSError, asyncio.TimeoutError, ValueError) as exc:
+            self._error = _describe(exc)
+            log.error("OIDC provider %s: discovery failed: %s", self.id, self._error)
+            raise self._unavailable() from None
+        if self._verifier is None or (
+            self._discovery is not None and self._discovery.jwks_uri != found.jwks_uri
+        ):
+            old = self._verifier
+            issuer = self.settings.issuer_settings(found.jwks_uri)
+            trusted = trusted_issuer_from_settings(issuer, self._sso, session=self._session())
+            self._verifier = JwtVerifier([trusted], max_token_size=self._sso.max_token_size)
+            if old is not None:
+                await old.aclose()
+        self._discovery, self._fetched_at = found, self._clock()
+        log.info("OIDC provider %s: discovery document loaded", self.id)
+        return found
+
+    async def _get(self, url: str) -> bytes:
+        timeout = aiohttp.ClientTimeout(total=self._oidc.timeout)
+        headers = {hdrs.ACCEPT: "application/json", hdrs.ACCEPT_ENCODING: "identity"}
+        async with self._session().get(
+            url, headers=headers, timeout=timeout, allow_redirects=False
+        ) as resp:
+            if resp.status != 200:
+                raise ValueError(f"HTTP status {resp.status} from {url}")
+            return await _read_limited(resp)
+
+    def authorization_url(
+        self, found: Discovery, redirect_uri: str, state: str, nonce: str, verifier: str
+    ) -> str:
+        query = {
+            "response_type": "code",
+            "client_id": self.settings.client_id,
+            "redirect_uri": redirect_uri,
+            "scope": " ".join(self.settings.scopes),
+            "state": state,
+            "nonce": nonce,
+            "code_challenge": pkce_challenge(verifier),
+            "code_challenge_method": "S256",
+        }
+        return str(URL(found.authorization_endpoint).update_query(query))
+
+    async def exchange(self, found: Discovery, code: str, verifier: str, redirect_uri: str) -> str:
+        """The ID token the token endpoint gives for `code`; OidcError when it refuses."""
+        form = {
+            "grant_type": "authorization_code",
+            "code": code,
+            "redirect_uri": redirect_uri,
+            "code_verifier": verifier,
+        }
+        headers = {hdrs.ACCEPT: "application/json", hdrs.ACCEPT_ENCODING: "identity"}
+        client = self.settings
+        if client.client_secret is not None:  # client_secret_basic (RFC 6749 2.3.1)
+            pair = f"{_form(client.client_id)}:{_form(client.client_secret)}"
+            headers[hdrs.AUTHORIZATION] = "Basic " + base64.b64encode(pair.encode()).decode()
+        else:
+            form["client_id"] = client.client_id
+        timeout = aiohttp.ClientTimeout(total=self._oidc.timeout)
+        try:
+            async with self._session().post(
+                found.token_endpoint,
+                data=form,
+                headers=headers,
+                timeout=timeout,
+                allow_redirects=False,
+            ) as resp:
+                status = resp.status
+                body = await _read_limited(resp)
+        except (aiohttp.ClientError, OSError, asyncio.TimeoutError, ValueError) as exc:
+            log.error("OIDC provider %s: token endpoint failed: %s", self.id, _describe(exc))
+            raise self._unavailable() from None
+        answer = _json_object(body)
+        if status != 200:
+            error = answer.get("error") if isinstance(answer.get("error"), str) else "?"
+            log.warning("OIDC provider %s: the code was refused (%d %s)", self.id, status, error)
+            if status >= 500:
+                raise self._unavailable()
+            raise OidcError(
+                "exchange_failed",
+                "The sign-in could not be completed. Please try again.",
+                status=401,
+            )
+        token = answer.get("id_token")
+        if not isinstance(token, str) or not token:
+            raise OidcError("bad_id_token", "The identity provider sent no ID token.", status=401)
+        return token
+
+    async def verify_id_token(self, token: str, nonce: str) -> VerifiedToken:
+        """Signature, iss, aud, azp, exp, iat and nonce checked; OidcError otherwise."""
+        try:
+            verified = await self._verifier_now().verify(
+                token, require=("exp", "iat", "iss", "aud", "sub")
+            )
+        except TokenRejected as exc:
+            log.warning("OIDC provider %s: ID token refused (%s)", self.id, exc.reason)
+            if exc.reason == "jwks_unavailable":
+                raise self._unavailable() from None
+            raise OidcError(
+                "bad_id_token",
+                "The identity provider's answer could not be verified.",
+                status=401,
+            ) from None
+        claims = verified.claims
+        aud = claims.get("aud")
+        azp = claims.get("azp")
+        several = isinstance(aud, list) and len(aud) > 1
+        if (several or azp is not None) and azp != self.settings.client_id:
+            log.warning("OIDC provider %s: ID token for another party (azp)", self.id)
+            raise OidcError(
+                "bad_id_token",
+                "The identity provider's answer was not meant for this site.",
+                status=401,
+            )
+        got = claims.get("nonce")
+        if not isinstance(got, str) or not hmac.compare_digest(got.encode(), nonce.encode()):
+            log.warning("OIDC provider %s: ID token with a wrong nonce", self.id)
+            raise OidcError(
+                "bad_nonce", "The sign-in could not be verified. Please try again.", status=401
+            )
+        return verified
+
+    async def verify_logout_token(self, token: str) -> VerifiedToken:
+        """OpenID Connect Back-Channel Logout 1.0, 2.6: signature, iss, aud, iat (and exp
+        when present), the back-channel event, sid or sub, no nonce. OidcError otherwise."""
+        try:
+            verified = await self._verifier_now().verify(token, require=("iss", "aud", "iat"))
+        except TokenRejected as exc:
+            if exc.reason == "jwks_unavailable":
+                raise self._unavailable() from None
+            raise _bad_logout(exc.reason) from None
+        claims = verified.claims
+        events = claims.get("events")
+        if not isinstance(events, Mapping) or not isinstance(
+            events.get(BACKCHANNEL_EVENT), Mapping
+        ):
+            raise _bad_logout("no back-channel logout event")
+        if "nonce" in claims:
+            raise _bad_logout("a nonce (an ID token, not a logout token)")
+        if not isinstance(claims.get("jti"), str) or not claims["jti"]:
+            raise _bad_logout("no jti")
+        sid, sub = claims.get("sid"), claims.get("sub")
+        if not (isinstance(sid, str) and sid) and not (isinstance(sub, str) and sub):
+            raise _bad_logout("neither sid nor sub")
+        iat = claims["iat"]
+        if time.time() - iat > LOGOUT_TOKEN_MAX_AGE + self.settings.leeway:
+            raise _bad_logout("issued too long ago")
+        return verified
+
+    def _verifier_now(self) -> JwtVerifier:
+        if self._verifier is None:
+            raise self._unavailable()
+        return self._verifier
+
+    def end_session_url(self, found: Discovery, post_logout_redirect_uri: str) -> str | None:
+        """Where to send the browser after porter's logout, or None.
+
+        `client_id` names porter, not `id_token_hint`: the ID token would otherwise sit in a
+        URL in the browser's history, and it is a credential for any relying party that
+        accepts ID tokens as bearer tokens."""
+        if not self.settings.end_session or found.end_session_endpoint is None:
+            return None
+        query = {
+            "client_id": self.settings.client_id,
+            "post_logout_redirect_uri": post_logout_redirect_uri,
+        }
+        return str(URL(found.end_session_endpoint).update_query(query))
+
+    async def aclose(self) -> None:
+        await self._fetches.close()
+        if self._verifier is not None:
+            await self._verifier.aclose()
+
+
+def _bad_logout(why: str) -> OidcError:
+    log.warning("back-channel logout token refused: %s", why)
+    return OidcError("bad_logout_token", "invalid logout token", status=400)
+
+
+def _form(value: str) -> str:
+    """application/x-www-form-urlencoded, as RFC 6749 2.3.1 asks for Basic credentials."""
+    return str(URL.build(query={"v": value}).raw_query_string)[2:]
+
+
+async def _read_limited(resp: aiohttp.ClientResponse) -> bytes:
+    body = bytearray()
+    async for chunk in resp.content.iter_chunked(64 * 1024):
+        body += chunk
+        if len(body) > MAX_DOCUMENT:
+            raise ValueError(f"answer larger than {MAX_DOCUMENT} bytes")
+    return bytes(body)
+
+
+def _json_object(body: bytes) -> dict[str, Any]:
+    try:
+        value = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, (TimeoutError, asyncio.TimeoutError)):
+        return "no answer in time"
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+# -- the pre-login cookie -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PreLogin:
+    """What a login in progress remembers between porter's redirect and the callback."""
+
+    provider: str
+    state: str
+    nonce: str
+    verifier: str
+    target: str
+    expires: float
+
+    @classmethod
+    def start(cls, provider: str, target: str, lifetime: float) -> PreLogin:
+        return cls(
+            provider=provider,
+            state=secrets.token_urlsafe(32),
+            nonce=secrets.token_urlsafe(32),
+            verifier=secrets.token_urlsafe(48),  # 64 characters: RFC 7636 allows 43-128
+            target=target,
+            expires=time.time() + lifetime,
+        )
+
+
+_AAD = b"omero-porter oidc pre-login v1"
+
+
+class PreLoginSealer:
+    """Seals a PreLogin into a cookie value and opens it again (None: forged, changed,
+    sealed with another secret, or expired)."""
+
+    def __init__(self, secret: str) -> None:
+        key = hmac.new(secret.encode(), b"omero-porter oidc pre-login", hashlib.sha256).digest()
+        self._aead = AESGCM(key)
+
+    def seal(self, pre: PreLogin) -> str:
+        plain = json.dumps(
+            [pre.provider, pre.state, pre.nonce, pre.verifier, pre.target, pre.expires]
+        ).encode()
+        iv = secrets.token_bytes(12)
+        sealed = iv + self._aead.encrypt(iv, plain, _AAD)
+        return base64.urlsafe_b64encode(sealed).rstrip(b"=").decode("ascii")
+
+    def open(self, value: str, now: float | None = None) -> PreLogin | None:
+        if not value or len(value) > 4096 or not value.isascii():
+            return None
+        try:
+            raw = base64.urlsafe_b64decode(value + "=" * (-len(value) % 4))
+            plain = self._aead.decrypt(raw[:12], raw[12:], _AAD)
+            provider, state, nonce, verifier, target, expires = json.loads(plain)
+        except (ValueError, InvalidTag, TypeError):
+            return None
+        pre = PreLogin(provider, state, nonce, verifier, target, float(expires))
+        if pre.expires < (time.time() if now is None else now):
+            return None
+        return pre

@@ -1,0 +1,211 @@
+"""The `[oidc]` section: OpenID Connect providers users log in with ("Log in with ...").
+
+Each `[[oidc.providers]]` table is one provider and porter's client there. Its endpoints and
+keys come from the issuer's discovery document; the claims map to OMERO users with the same
+templates, group map and `[sso]` allow/deny lists as bearer tokens do.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from auth.jwks import ASYMMETRIC_ALGORITHMS
+from auth.sso_settings import (
+    IssuerSettings,
+    _check_claim_path,
+    _check_group_map,
+    _check_template,
+    check_jwks_url,
+)
+
+_PROVIDER_ID = re.compile(r"[a-z0-9][a-z0-9_-]{0,31}\Z")
+
+
+def _check_provider_id(value: str) -> None:
+    if not _PROVIDER_ID.match(value):
+        raise ValueError("must be 1-32 lower-case letters, digits, - or _ (it appears in URLs)")
+
+
+def _check_algorithms(value: tuple[str, ...]) -> None:
+    if not value:
+        raise ValueError('list at least one algorithm, e.g. ["RS256"]')
+    for alg in value:
+        if alg not in ASYMMETRIC_ALGORITHMS:
+            raise ValueError(
+                f"{alg!r}: ID tokens are verified with the provider's public keys "
+                f"({', '.join(ASYMMETRIC_ALGORITHMS)}); never none or an HMAC"
+            )
+
+
+def _check_scopes(value: tuple[str, ...]) -> None:
+    if "openid" not in value:
+        raise ValueError('must include "openid"')
+    for scope in value:
+        if not scope or not scope.isprintable() or " " in scope:
+            raise ValueError(f"{scope!r} is not a scope")
+
+
+@dataclass(frozen=True)
+class OidcProviderSettings:
+    """One OpenID provider and porter's client registration there."""
+
+    id: str = field(
+        default="",
+        metadata={
+            "doc": "Short name used in porter's URLs, e.g. keycloak (required)",
+            "check": _check_provider_id,
+        },
+    )
+    display_name: str = field(
+        default="", metadata={"doc": 'Button text: "Log in with <display_name>" (default: id)'}
+    )
+    issuer: str = field(
+        default="",
+        metadata={
+            "doc": "The issuer URL; its /.well-known/openid-configuration must name it exactly",
+            "check": check_jwks_url,
+        },
+    )
+    client_id: str = field(default="", metadata={"doc": "Porter's client id (required)"})
+    client_secret: str | None = field(
+        default=None,
+        metadata={
+            "doc": "Porter's client secret (use client_secret_file); unset: a public client",
+            "secret": True,
+        },
+    )
+    scopes: tuple[str, ...] = field(
+        default=("openid", "profile", "email"),
+        metadata={"doc": "Scopes asked for (must include openid)", "check": _check_scopes},
+    )
+    algorithms: tuple[str, ...] = field(
+        default=("RS256",),
+        metadata={
+            "doc": "ID token signature algorithms accepted (asymmetric only)",
+            "check": _check_algorithms,
+        },
+    )
+    leeway: int = field(
+        default=30,
+        metadata={"doc": "Seconds of clock skew allowed on exp and iat", "min": 0, "max": 300},
+    )
+    username_template: str = field(
+        default="{preferred_username}",
+        metadata={
+            "doc": "OMERO username built from the ID token's claims",
+            "check": _check_template,
+        },
+    )
+    trust_unverified_email: bool = field(
+        default=False,
+        metadata={"doc": "Accept {email} in username_template without email_verified = true"},
+    )
+    group_claim: str | None = field(
+        default=None,
+        metadata={
+            "doc": 'Claim (or dotted path) holding the user\'s groups, e.g. "groups"',
+            "check": _check_claim_path,
+        },
+    )
+    group_map: tuple[tuple[str, str], ...] = field(
+        default=(),
+        metadata={
+            "doc": "[claim value, OMERO group] pairs; the first pair present wins",
+            "check": _check_group_map,
+        },
+    )
+    group_as_is: bool = field(
+        default=False,
+        metadata={"doc": "Use a group claim value as the OMERO group name when group_map has none"},
+    )
+    group_required: bool = field(
+        default=False, metadata={"doc": "Refuse a login whose groups map to no OMERO group"}
+    )
+    server_id: int = field(
+        default=0,
+        metadata={
+            "doc": "server_list id users of this provider log in to (0: the default)",
+            "min": 0,
+        },
+    )
+    end_session: bool = field(
+        default=True,
+        metadata={"doc": "On logout, send the browser to the provider's end_session_endpoint"},
+    )
+
+    @property
+    def label(self) -> str:
+        return self.display_name or self.id
+
+    def issuer_settings(self, jwks_uri: str | None = None) -> IssuerSettings:
+        """This provider as a token issuer: audience = client id, its mapping rules."""
+        return IssuerSettings(
+            issuer=self.issuer,
+            audience=(self.client_id,),
+            algorithms=self.algorithms,
+            jwks_url=jwks_uri,
+            leeway=self.leeway,
+            username_template=self.username_template,
+            trust_unverified_email=self.trust_unverified_email,
+            group_claim=self.group_claim,
+            group_map=self.group_map,
+            group_as_is=self.group_as_is,
+            group_required=self.group_required,
+        )
+
+    def problems(self) -> list[tuple[str, str]]:
+        found: list[tuple[str, str]] = []
+        if not self.id:
+            found.append(("id", "is required: a short name for porter's URLs"))
+        if not self.issuer:
+            found.append(("issuer", "is required: the provider's issuer URL"))
+        if not self.client_id:
+            found.append(("client_id", "is required: porter's client id at the provider"))
+        if self.group_required and not self.group_claim:
+            found.append(("group_required", "needs group_claim"))
+        return found
+
+
+@dataclass(frozen=True)
+class OidcSettings:
+    """OpenID Connect login: buttons on porter's login page, one per provider."""
+
+    providers: tuple[OidcProviderSettings, ...] = field(
+        default=(), metadata={"doc": "OpenID providers ([[oidc.providers]] tables)"}
+    )
+    timeout: float = field(
+        default=10.0,
+        metadata={
+            "doc": "Seconds the provider may take for discovery, keys and the token exchange",
+            "min": 0.5,
+            "max": 60,
+        },
+    )
+    login_lifetime: int = field(
+        default=600,
+        metadata={
+            "doc": "Seconds a user has at the provider before the login must restart",
+            "min": 60,
+            "max": 3600,
+        },
+    )
+    public_url: str | None = field(
+        default=None,
+        metadata={
+            "doc": "Porter's public base URL, e.g. https://omero.example.org (callback and "
+            "logout URLs); unset: from the request (scheme and Host, trusted proxies applied)",
+            "check": check_jwks_url,
+        },
+    )
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.providers)
+
+    def problems(self) -> list[tuple[str, str]]:
+        ids = [p.id for p in self.providers]
+        twice = sorted({i for i in ids if ids.count(i) > 1})
+        if twice:
+            return [("providers", f"provider id {twice[0]!r} is configured twice")]
+        return []

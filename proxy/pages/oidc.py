@@ -1,0 +1,296 @@
+"""OpenID Connect login, RP-initiated logout and back-channel logout.
+
+    GET  /porter/oidc/{provider}/login?url=   seal state, nonce and PKCE verifier into the
+                                               pre-login cookie; off to the provider
+    GET  /porter/oidc/callback?code=&state=   check, exchange, verify, map, one OMERO session,
+                                               a fresh porter session; on to the target
+    POST /porter/oidc/backchannel             a provider's logout_token ends every porter
+                                               session of that sid (or sub)
+
+The porter session of an OpenID login has kind "oidc:<provider id>" and is indexed in the
+session store under (issuer, sid) and (issuer, sub), so a back-channel logout reaches it from
+any porter process sharing the store. No code, token, state or secret is ever logged,
+forwarded or put in a URL the browser keeps: the callback URL is answered by a redirect at
+once, with no Referer leaving it.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import time
+from collections.abc import Mapping
+
+import jwt
+from aiohttp import web
+
+import metrics
+from auth.errors import OmeroError
+from auth.jwt_verify import SsoError, VerifiedToken
+from auth.oidc import LOGOUT_TOKEN_MAX_AGE, OidcError, OidcProvider, PreLogin
+from auth.sessions import SessionRecord
+from auth.store import SessionStore
+from proxy.errors import NO_STORE, error_response, redirect
+from proxy.forwarding.handoff import web_logout
+from proxy.identity.tokens import sso_meanings
+from proxy.keys import (
+    CLIENT_SESSION,
+    OIDC_PROVIDERS,
+    OMERO,
+    PRELOGIN,
+    PRINCIPAL,
+    SCOPE,
+    SESSION_STORE,
+    SETTINGS,
+    SSO_MAPPER,
+    SSO_SESSIONS,
+)
+from proxy.pages.login import LoginFailed, landing, render_login, start_session
+from proxy.pages.oidc_links import KIND_PREFIX, callback_url
+from proxy.principal import Principal
+from proxy.session_cookie import set_session_cookie
+
+log = logging.getLogger("porter.oidc")
+
+PRELOGIN_COOKIE = "porter_oidc"
+MAX_LOGOUT_FORM = 16 * 1024
+NO_REFERRER = {"Referrer-Policy": "no-referrer"}
+
+LOGIN_EXPIRED = "Your sign-in took too long or was started in another window. Please try again."
+PROVIDER_REFUSED = "The identity provider did not sign you in."
+
+
+def _prefix(request: web.Request) -> str:
+    return request.app[SETTINGS].proxy.prefix
+
+
+def _link_names(issuer: str, claims: Mapping[str, object]) -> list[str]:
+    names = []
+    if isinstance(claims.get("sid"), str) and claims["sid"]:
+        names.append(f"oidc-sid\x00{issuer}\x00{claims['sid']}")
+    if isinstance(claims.get("sub"), str) and claims["sub"]:
+        names.append(f"oidc-sub\x00{issuer}\x00{claims['sub']}")
+    return names
+
+
+# -- login ----------------------------------------------------------------------------------
+
+
+async def start(request: web.Request) -> web.StreamResponse:
+    """Seal a new login's state into the pre-login cookie and send the browser on."""
+    provider = request.app[OIDC_PROVIDERS].get(request.match_info["provider"])
+    if provider is None:
+        return error_response(request, 404)
+    target = landing(request, request.query.get("url"))
+    try:
+        found = await provider.discovery()
+    except OidcError as exc:
+        return _refused(request, exc, target)
+    settings = request.app[SETTINGS].oidc
+    pre = PreLogin.start(provider.id, target, settings.login_lifetime)
+    response = redirect(
+        provider.authorization_url(
+            found, callback_url(request), pre.state, pre.nonce, pre.verifier
+        ),
+        302,
+    )
+    response.set_cookie(
+        PRELOGIN_COOKIE,
+        request.app[PRELOGIN].seal(pre),
+        path=_prefix(request) + "/porter/oidc/callback",
+        max_age=settings.login_lifetime,
+        httponly=True,
+        secure=request[SCOPE].client.scheme == "https",
+        samesite="Lax",  # sent on the provider's top-level redirect back, not on cross-site POSTs
+    )
+    return response
+
+
+async def callback(request: web.Request) -> web.StreamResponse:
+    """The provider's redirect back: a porter session, or the login page with why not."""
+    sealed = request.cookies.get(PRELOGIN_COOKIE, "")
+    pre = request.app[PRELOGIN].open(sealed)
+    query = request.query
+    target = pre.target if pre is not None else None
+    try:
+        if pre is None:
+            raise OidcError("login_expired", LOGIN_EXPIRED, status=400)
+        state = query.get("state", "")
+        if not _same(state, pre.state):
+            log.warning("OIDC callback with a wrong or missing state rid=%s", _rid(request))
+            raise OidcError("bad_state", LOGIN_EXPIRED, status=400)
+        provider = request.app[OIDC_PROVIDERS].get(pre.provider)
+        if provider is None:  # the configuration changed meanwhile
+            raise OidcError("login_expired", LOGIN_EXPIRED, status=400)
+        if "error" in query:
+            log.info("OIDC provider %s answered %.40r", provider.id, query.get("error"))
+            raise OidcError("denied", PROVIDER_REFUSED, status=403)
+        if "iss" in query and query["iss"] != provider.settings.issuer:  # RFC 9207 mix-up
+            raise OidcError("bad_state", LOGIN_EXPIRED, status=400)
+        code = query.get("code", "")
+        if not code or len(code) > 4096:
+            raise OidcError("bad_state", LOGIN_EXPIRED, status=400)
+        record = await _log_in(request, provider, pre, code)
+    except SsoError as exc:
+        return _refused(request, exc, target)
+    except LoginFailed as failed:
+        response = render_login(
+            request, status=failed.status, error=failed.message, url=target, headers=NO_REFERRER
+        )
+        _clear_prelogin(request, response)
+        return response
+    response = redirect(pre.target, 303)
+    response.headers.update(NO_REFERRER)
+    set_session_cookie(request, response, record.id)
+    _clear_prelogin(request, response)
+    return response
+
+
+async def _log_in(
+    request: web.Request, provider: OidcProvider, pre: PreLogin, code: str
+) -> SessionRecord:
+    app = request.app
+    found = await provider.discovery()
+    token = await provider.exchange(found, code, pre.verifier, callback_url(request))
+    request[PRINCIPAL] = Principal("token", "unknown", secrets=frozenset({token, code}))
+    verified = await provider.verify_id_token(token, pre.nonce)
+    identity = app[SSO_MAPPER].map(verified)
+    request[PRINCIPAL] = Principal("token", identity.username, secrets=frozenset({token, code}))
+    server = provider.settings.server_id or app[SETTINGS].public_session.server_id
+    with sso_meanings():
+        login = await app[SSO_SESSIONS].new_session(
+            server, identity.username, request[SCOPE].client.address, identity.group
+        )
+    record = await start_session(request, login, kind=KIND_PREFIX + provider.id)
+    await _index(app[SESSION_STORE], record, verified)
+    metrics.LOGINS.labels("success").inc()
+    log.info(
+        "OIDC login user=%s provider=%s group=%s rid=%s",
+        identity.username,
+        provider.id,
+        identity.group or "-",
+        _rid(request),
+    )
+    return record
+
+
+async def _index(store: SessionStore, record: SessionRecord, verified: VerifiedToken) -> None:
+    until = record.created + store.timeouts.absolute
+    for name in _link_names(verified.issuer.issuer, verified.claims):
+        await store.link(name, record.id, until)
+
+
+def _refused(request: web.Request, exc: SsoError, target: str | None) -> web.StreamResponse:
+    if exc.status != 503:
+        metrics.LOGINS.labels("failure").inc()
+    log.info("OIDC login refused (%s) rid=%s", exc.reason, _rid(request))
+    response = render_login(
+        request, status=exc.status, error=exc.message, url=target, headers=NO_REFERRER
+    )
+    _clear_prelogin(request, response)
+    return response
+
+
+def _clear_prelogin(request: web.Request, response: web.StreamResponse) -> None:
+    if PRELOGIN_COOKIE in request.cookies:
+        response.del_cookie(
+            PRELOGIN_COOKIE,
+            path=_prefix(request) + "/porter/oidc/callback",
+            httponly=True,
+            secure=request[SCOPE].client.scheme == "https",
+            samesite="Lax",
+        )
+
+
+def _same(a: str, b: str) -> bool:
+    return bool(a) and hmac.compare_digest(a.encode(), b.encode())
+
+
+def _rid(request: web.Request) -> str:
+    return request[SCOPE].request_id
+
+
+# -- logout ---------------------------------------------------------------------------------
+
+
+async def backchannel(request: web.Request) -> web.StreamResponse:
+    """OpenID Connect Back-Channel Logout 1.0: end every session of the token's sid (or,
+    without a sid, of its sub), in every porter process sharing the store."""
+    if (request.content_length or 0) > MAX_LOGOUT_FORM:
+        return _logout_error(413, "request too large")
+    form = await request.post()
+    token = form.get("logout_token")
+    if not isinstance(token, str) or not token:
+        return _logout_error(400, "logout_token is required")
+    request[PRINCIPAL] = Principal("token", "unknown", secrets=frozenset({token}))
+    try:
+        unverified = jwt.decode(token, options={"verify_signature": False})
+    except jwt.PyJWTError:
+        return _logout_error(400, "invalid logout token")
+    iss, aud = unverified.get("iss"), unverified.get("aud")
+    audiences = aud if isinstance(aud, list) else [aud]
+    candidates = [
+        p
+        for p in request.app[OIDC_PROVIDERS].values()
+        if p.settings.issuer == iss and p.settings.client_id in audiences
+    ]
+    if not candidates:
+        log.warning("back-channel logout token of an unknown issuer or audience")
+        return _logout_error(400, "invalid logout token")
+    try:
+        provider = candidates[0]
+        await provider.discovery()
+        verified = await provider.verify_logout_token(token)
+    except OidcError as exc:
+        return _logout_error(exc.status, exc.message)
+    claims = verified.claims
+    store = request.app[SESSION_STORE]
+    until = time.time() + 2 * (LOGOUT_TOKEN_MAX_AGE + provider.settings.leeway)
+    if not await store.use_once(
+        f"oidc-jti\x00{provider.settings.issuer}\x00{claims['jti']}", until
+    ):
+        log.warning("back-channel logout token replayed (provider %s)", provider.id)
+        return _logout_error(400, "logout token already used")
+    names = _link_names(provider.settings.issuer, claims)
+    ended = await _end_linked(request, store, names[0], claims)
+    log.info(
+        "OIDC back-channel logout provider=%s by=%s sessions=%d rid=%s",
+        provider.id,
+        "sid" if names[0].startswith("oidc-sid") else "sub",
+        ended,
+        _rid(request),
+    )
+    return web.Response(status=200, headers=NO_STORE)
+
+
+async def _end_linked(
+    request: web.Request, store: SessionStore, name: str, claims: Mapping[str, object]
+) -> int:
+    app = request.app
+    ended = 0
+    for session_id in await store.linked(name):
+        record = await store.delete(session_id)
+        if record is None:
+            continue
+        ended += 1
+        await web_logout(app[CLIENT_SESSION], app[SETTINGS], record.cookies)
+        try:
+            await app[OMERO].close(record.server_id, record.omero_session_key)
+            metrics.OMERO_SESSIONS_CLOSED.labels("logout").inc()
+        except OmeroError as exc:  # the session is gone from porter already
+            log.warning("could not close an OMERO session on server %d: %s", record.server_id, exc)
+    return ended
+
+
+def _logout_error(status: int, message: str) -> web.Response:
+    return web.json_response(
+        {"error": "invalid_request", "error_description": message}, status=status, headers=NO_STORE
+    )
+
+
+def add_routes(app: web.Application, prefix: str) -> None:
+    if not app[SETTINGS].oidc.enabled:
+        return
+    app.router.add_get(prefix + "/porter/oidc/callback", callback)
+    app.router.add_post(prefix + "/porter/oidc/backchannel", backchannel)
+    app.router.add_get(prefix + "/porter/oidc/{provider}/login", start)

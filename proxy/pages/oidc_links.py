@@ -1,0 +1,53 @@
+"""Porter's OpenID URLs, shared by the login page and the OpenID pages: where a login starts,
+where the provider sends the browser back, and where a logout goes on to."""
+
+from __future__ import annotations
+
+from aiohttp import web
+from yarl import URL
+
+from auth.oidc import OidcError
+from auth.sessions import SessionRecord
+from proxy.keys import OIDC_PROVIDERS, SCOPE, SETTINGS
+
+KIND_PREFIX = "oidc:"  # a porter session's kind: "oidc:<provider id>"
+
+
+def _prefix(request: web.Request) -> str:
+    return request.app[SETTINGS].proxy.prefix
+
+
+def base_url(request: web.Request) -> str:
+    """Porter's public origin and prefix: `[oidc] public_url`, else the request's own."""
+    configured = request.app[SETTINGS].oidc.public_url
+    if configured:
+        return configured.rstrip("/") + _prefix(request)
+    client = request[SCOPE].client
+    return f"{client.scheme}://{client.host}{_prefix(request)}"
+
+
+def callback_url(request: web.Request) -> str:
+    return base_url(request) + "/porter/oidc/callback"
+
+
+def login_url(request: web.Request, provider: str, target: str | None) -> str:
+    """Porter's URL that starts a login with `provider` (relative)."""
+    url = URL(f"{_prefix(request)}/porter/oidc/{provider}/login")
+    return str(url.with_query(url=target)) if target else str(url)
+
+
+def provider_of(record: SessionRecord) -> str | None:
+    return record.kind[len(KIND_PREFIX) :] if record.kind.startswith(KIND_PREFIX) else None
+
+
+async def end_session_location(request: web.Request, record: SessionRecord) -> str | None:
+    """Where the browser goes after porter's logout of an OpenID session (the provider's
+    end_session_endpoint), or None (porter's own page)."""
+    provider = request.app.get(OIDC_PROVIDERS, {}).get(provider_of(record) or "")
+    if provider is None:
+        return None
+    try:
+        found = await provider.discovery()
+    except OidcError:
+        return None  # logged out of porter and OMERO all the same
+    return provider.end_session_url(found, base_url(request) + "/porter/login?logged_out=1")

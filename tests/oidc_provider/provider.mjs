@@ -1,0 +1,54 @@
+// The OpenID provider the tests run: panva's oidc-provider (certified), configured from the
+// JSON in $OIDC_CONFIG: {issuer, port, jwks, clients, accounts}. Its own development login
+// page takes any account id as the login (the password is not checked); accounts not listed
+// are refused by findAccount. Back-channel logout and RP-initiated logout are on; PKCE is
+// required. Prints "listening <port>" on stdout once it accepts connections.
+import Provider from 'oidc-provider';
+
+const config = JSON.parse(process.env.OIDC_CONFIG);
+const accounts = config.accounts;
+
+const provider = new Provider(config.issuer, {
+  clients: config.clients,
+  jwks: config.jwks,
+  cookies: { keys: ['porter-test-cookie-key'] },
+  async findAccount(ctx, id) {
+    const claims = accounts[id];
+    if (!claims) return undefined;
+    return { accountId: id, async claims() { return { sub: id, ...claims }; } };
+  },
+  claims: {
+    openid: ['sub'],
+    profile: ['preferred_username', 'name'],
+    email: ['email', 'email_verified'],
+    groups: ['groups'],
+  },
+  conformIdTokenClaims: false, // scope claims in the ID token, as Keycloak and Entra send them
+  features: {
+    devInteractions: { enabled: true },
+    backchannelLogout: { enabled: true },
+    rpInitiatedLogout: { enabled: true },
+  },
+  pkce: { required: () => true },
+  // HS256 for the client that tests an algorithm switch (porter pins RS256)
+  enabledJWA: { idTokenSigningAlgValues: ['RS256', 'HS256'] },
+  ttl: {
+    IdToken: (ctx, token, client) => (client && client.clientId === 'porter-short' ? 1 : 3600),
+    AccessToken: 600,
+    AuthorizationCode: 60,
+    Session: 3600,
+    Interaction: 600,
+    Grant: 3600,
+  },
+});
+
+provider.on('backchannel.error', (ctx, err, client) => {
+  console.error(`backchannel logout to ${client.clientId} failed: ${err.message}`);
+});
+provider.on('backchannel.success', (ctx, client) => {
+  console.log(`backchannel logout to ${client.clientId} sent`);
+});
+
+const server = provider.listen(config.port, '127.0.0.1', () => {
+  console.log(`listening ${server.address().port}`);
+});

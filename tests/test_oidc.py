@@ -1,0 +1,735 @@
+"""OpenID Connect login and logout against a real OpenID provider (panva's oidc-provider),
+real OMERO.web and the OMERO test server.
+
+The refusals a certified provider never produces (an ID token of another audience or issuer,
+an expired one, alg none) come from `Rogue`: a hostile provider made for these tests, which
+speaks the protocol and signs what the test asks for.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import logging
+import re
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+import jwt
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
+from cryptography.hazmat.primitives.asymmetric import rsa
+from jwt.algorithms import RSAAlgorithm
+from yarl import URL
+
+from auth.oidc import BACKCHANNEL_EVENT, PreLogin, PreLoginSealer, parse_discovery
+from auth.oidc_settings import OidcProviderSettings, OidcSettings
+from auth.omero_settings import OmeroSettings
+from auth.sso_settings import SsoSettings
+from proxy.app import create_app
+from proxy.keys import SESSION_STORE
+from proxy.settings import LoginSettings, ProxySettings, Settings
+from tests.gateway_fixtures import Gateway
+from tests.oidc_fixture import TestProvider, log_in_at_provider
+from tests.omero_sim.fixture import OmeroSim
+from tests.web_fixture import OmeroWeb
+
+SESSION_COOKIE = "porter_session"
+PING = "/webclient/keepalive_ping/"
+ClientMaker = Callable[..., Awaitable[TestClient[Any, Any]]]
+
+
+def porter_settings(
+    sim: OmeroSim,
+    web_: OmeroWeb,
+    oidc: OidcSettings,
+    *,
+    sso: SsoSettings | None = None,
+    login: LoginSettings | None = None,
+    **sections: Any,
+) -> Settings:
+    entry = sim.server_list_entry()
+    sections.setdefault("proxy", ProxySettings(upstream=web_.base_url))
+    return Settings(
+        omero=OmeroSettings(
+            server_list=((entry[0], entry[1], entry[2]),),
+            admin_user="root",
+            admin_password=sim.users["root"],
+            call_timeout=5.0,
+        ),
+        login=login or LoginSettings(),
+        sso=sso or SsoSettings(),
+        oidc=oidc,
+        **sections,
+    )
+
+
+@pytest.fixture
+def oidc_porter(
+    aiohttp_client: ClientMaker,
+    omero_sim: OmeroSim,
+    omero_web: OmeroWeb,
+    oidc_provider: TestProvider,
+) -> Callable[..., Awaitable[Gateway]]:
+    """Porter on port A of the provider's registration (its callback URL is registered)."""
+
+    async def make(oidc: OidcSettings | None = None, **settings: Any) -> Gateway:
+        config = porter_settings(omero_sim, omero_web, oidc or oidc_provider.oidc(), **settings)
+        client: Gateway = await aiohttp_client(
+            create_app(config), server_kwargs={"port": oidc_provider.ports[0]}
+        )
+        return client
+
+    return make
+
+
+def user_sessions(sim: OmeroSim, user: str) -> dict[str, str]:
+    """The live OMERO sessions of `user`: key -> group."""
+    return {s["key"]: s["group"] for s in sim.sessions() if s["user"] == user}
+
+
+async def start_login(
+    client: Gateway, provider: str = "idp", url: str = PING, browser: Any = None
+) -> URL:
+    """Porter's button: the provider's authorization URL porter redirects to."""
+    browser = browser or client.session
+    async with browser.get(
+        client.make_url(f"/porter/oidc/{provider}/login"),
+        params={"url": url},
+        allow_redirects=False,
+    ) as resp:
+        assert resp.status == 302, await resp.text()
+        return URL(resp.headers["Location"])
+
+
+async def callback(
+    client: Gateway, url: URL, browser: Any = None
+) -> tuple[int, str, str | None, str]:
+    """Porter's callback: status, Location, the porter session cookie set (if any), body."""
+    async with (browser or client.session).get(url, allow_redirects=False) as resp:
+        cookie = resp.cookies.get(SESSION_COOKIE)
+        value = cookie.value if cookie is not None and cookie.value else None
+        return resp.status, resp.headers.get("Location", ""), value, await resp.text()
+
+
+async def full_login(
+    client: Gateway, login: str, browser: Any = None
+) -> tuple[int, str, str | None, str]:
+    """A whole login at the provider through `browser` (default: the client's session)."""
+    browser = browser or client.session
+    authorization = await start_login(client, browser=browser)
+    back = await log_in_at_provider(browser, str(authorization), login)
+    return await callback(client, back, browser)
+
+
+# -- the whole flow in a browser --------------------------------------------------------------
+
+
+@dataclass
+class Journey:
+    login_page_buttons: list[str]
+    provider_host: str
+    landed: str
+    body: str
+    committed: list[str]
+    after_logout: str
+    logout_notice: str
+    cookies: list[dict[str, Any]] = field(default_factory=list)
+
+
+async def test_browser_logs_in_at_the_provider_lands_in_omero_web_and_logs_out_everywhere(
+    oidc_porter: Callable[..., Awaitable[Gateway]],
+    oidc_provider: TestProvider,
+    omero_sim: OmeroSim,
+    browser: Any,
+    tmp_path: Any,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    client = await oidc_porter()
+    before = user_sessions(omero_sim, "alice")
+    base = str(client.make_url(""))
+    provider_host = URL(oidc_provider.issuer).authority
+
+    def steps(page: Any) -> Journey:
+        committed: list[str] = []
+        page.on("framenavigated", lambda frame: committed.append(frame.url))
+        page.goto(base + PING)
+        buttons = [b.inner_text() for b in page.locator("a.provider").all()]
+        page.get_by_role("link", name="Log in with Test Institution").click()
+        page.wait_for_selector("input[name=login]")
+        host = URL(page.url).authority
+        page.fill("input[name=login]", "alice")
+        page.fill("input[name=password]", "whatever")
+        page.get_by_role("button", name="Sign-in").click()
+        page.get_by_role("button", name="Continue").click()
+        page.wait_for_url(base + PING)
+        landed, body = URL(page.url).path, page.inner_text("body")
+        cookies = [dict(c) for c in page.context.cookies()]
+        page.goto(base + "/porter/logout")
+        page.get_by_role("button", name="Log out").click()
+        page.get_by_role("button", name="Yes, sign me out").click()
+        page.wait_for_url(base + "/porter/login?logged_out=1")
+        return Journey(
+            buttons,
+            host,
+            landed,
+            body,
+            committed,
+            URL(page.url).path_qs,
+            page.get_by_role("status").inner_text(),
+            cookies,
+        )
+
+    seen = await browser.run(steps, failure_shot=tmp_path / "failure.png")
+    assert seen.login_page_buttons == ["Log in with Test Institution"]
+    assert seen.provider_host == provider_host  # the provider's own login page
+    # Back in OMERO.web as alice, in the group her claim maps to (lab-staff -> lab).
+    assert seen.landed == PING
+    assert seen.body.strip() == "OK"
+    # The code and state only ever passed in a redirect: no page the browser kept has them.
+    assert seen.committed
+    assert not [u for u in seen.committed if "code=" in u or "state=" in u]
+    porter_cookies = {c["name"] for c in seen.cookies if c["domain"] == "127.0.0.1"}
+    assert "porter_oidc" not in porter_cookies
+    assert "sessionid" not in porter_cookies
+    # Logged out of porter, of OMERO (the session closed) and of the provider.
+    assert seen.after_logout == "/porter/login?logged_out=1"
+    assert seen.logout_notice == "You have been logged out."
+    assert user_sessions(omero_sim, "alice") == before
+    # porter's own log (aiohttp's access log, which prints whole URLs, is off in porter)
+    text = "\n".join(r.getMessage() for r in caplog.records if r.name.startswith("porter"))
+    assert "OIDC login user=alice provider=idp group=lab" in text
+    assert "code=" not in text
+    assert "eyJ" not in text
+    assert "porter-client-secret" not in text
+
+
+async def test_login_goes_to_the_group_the_claims_name(
+    oidc_porter: Callable[..., Awaitable[Gateway]], omero_sim: OmeroSim
+) -> None:
+    client = await oidc_porter()
+    before = user_sessions(omero_sim, "carol")
+    status, location, cookie, _ = await full_login(client, "carol")
+    assert (status, location) == (303, PING)
+    assert cookie
+    made = {k: g for k, g in user_sessions(omero_sim, "carol").items() if k not in before}
+    assert list(made.values()) == ["other-lab"]  # not carol's default group, lab
+    async with client.get(PING, allow_redirects=False) as resp:
+        assert resp.status == 200
+        assert (await resp.text()).strip() == "OK"
+
+
+# -- refusals: each a clear status, and nobody logged in --------------------------------------
+
+
+async def refused(client: Gateway, url: URL, status: int, words: str) -> None:
+    got, _, cookie, body = await callback(client, url)
+    assert got == status, body
+    assert cookie is None
+    alert = re.search(r'role="alert">([^<]*)<', body)
+    assert alert is not None, body
+    assert words in alert.group(1)
+    async with client.get(PING, allow_redirects=False) as resp:
+        assert resp.status == 302  # still not logged in: to porter's login page
+
+
+async def test_a_tampered_or_missing_state_is_refused(
+    oidc_porter: Callable[..., Awaitable[Gateway]], omero_sim: OmeroSim
+) -> None:
+    client = await oidc_porter()
+    before = user_sessions(omero_sim, "alice")
+    back = await log_in_at_provider(client.session, str(await start_login(client)), "alice")
+    await refused(client, back.update_query(state=back.query["state"][:-2] + "xx"), 400, "again")
+    back = await log_in_at_provider(client.session, str(await start_login(client)), "alice")
+    missing = back.with_query({k: v for k, v in back.query.items() if k != "state"})
+    await refused(client, missing, 400, "again")
+    # Without the pre-login cookie (another browser, or an attacker's link): refused as well.
+    back = await log_in_at_provider(client.session, str(await start_login(client)), "alice")
+    client.session.cookie_jar.clear(lambda c: c.key == "porter_oidc")
+    await refused(client, back, 400, "too long or was started in another window")
+    assert user_sessions(omero_sim, "alice") == before
+
+
+async def test_a_replayed_code_is_refused(
+    oidc_porter: Callable[..., Awaitable[Gateway]], omero_sim: OmeroSim
+) -> None:
+    client = await oidc_porter()
+    authorization = await start_login(client)
+    sealed = client.session.cookie_jar.filter_cookies(client.make_url("/porter/oidc/callback"))
+    back = await log_in_at_provider(client.session, str(authorization), "bob")
+    status, _, cookie, _ = await callback(client, back)
+    assert status == 303
+    assert cookie
+    # The same callback again, with the pre-login cookie an attacker kept: the provider
+    # refuses the used code, porter logs nobody in.
+    attacker = aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True))
+    async with attacker:
+        attacker.cookie_jar.update_cookies(
+            {"porter_oidc": sealed["porter_oidc"].value}, client.make_url("/porter/oidc/callback")
+        )
+        async with attacker.get(back, allow_redirects=False) as resp:
+            assert resp.status == 401
+            assert SESSION_COOKIE not in resp.cookies or not resp.cookies[SESSION_COOKIE].value
+            assert "could not be completed" in await resp.text()
+
+
+async def test_a_wrong_nonce_is_refused(
+    oidc_porter: Callable[..., Awaitable[Gateway]], omero_sim: OmeroSim
+) -> None:
+    client = await oidc_porter()
+    before = user_sessions(omero_sim, "alice")
+    authorization = await start_login(client)
+    # The provider signs the nonce it was sent: not the one porter sealed for this browser.
+    swapped = authorization.update_query(nonce="an-attackers-nonce-" + "x" * 24)
+    back = await log_in_at_provider(client.session, str(swapped), "alice")
+    await refused(client, back, 401, "could not be verified")
+    assert user_sessions(omero_sim, "alice") == before
+
+
+async def test_an_id_token_signed_with_another_algorithm_is_refused(
+    oidc_porter: Callable[..., Awaitable[Gateway]], oidc_provider: TestProvider
+) -> None:
+    # The provider signs this client's ID tokens with HS256 (the client secret); porter pins
+    # RS256: an algorithm switch, refused before any key is tried.
+    client = await oidc_porter(oidc_provider.oidc(oidc_provider.settings(client="porter-hs")))
+    back = await log_in_at_provider(client.session, str(await start_login(client)), "alice")
+    await refused(client, back, 401, "could not be verified")
+
+
+@pytest.mark.parametrize(
+    ("login", "status", "words"),
+    [
+        ("mallory", 403, "not known to OMERO"),  # at the provider, not in OMERO
+        ("sysop", 403, "administrators cannot sign in"),  # an OMERO admin
+        ("root", 403, "admin"),  # never reachable, whatever the configuration
+        ("nogroup", 403, "groups map to no OMERO group"),  # group_required, unmapped
+        ("bob", 403, "may not sign in"),  # deny_users
+    ],
+)
+async def test_users_porter_may_not_log_in_get_a_clear_page(
+    oidc_porter: Callable[..., Awaitable[Gateway]],
+    oidc_provider: TestProvider,
+    omero_sim: OmeroSim,
+    login: str,
+    status: int,
+    words: str,
+) -> None:
+    settings = oidc_provider.settings()
+    if login == "nogroup":
+        settings = oidc_provider.settings(group_required=True, group_map=())
+    sso = SsoSettings(deny_users=("bob",) if login == "bob" else ())
+    client = await oidc_porter(oidc_provider.oidc(settings), sso=sso)
+    before = {s["key"] for s in omero_sim.sessions()}
+    back = await log_in_at_provider(client.session, str(await start_login(client)), login)
+    await refused(client, back, status, words)
+    # no OMERO session left open (porter's own admin session, held to make them, aside)
+    left = {s["user"] for s in omero_sim.sessions() if s["key"] not in before}
+    assert left <= {"root"}
+
+
+async def test_a_group_the_user_is_not_in_is_refused_and_its_session_closed(
+    oidc_porter: Callable[..., Awaitable[Gateway]], oidc_provider: TestProvider, omero_sim: OmeroSim
+) -> None:
+    settings = oidc_provider.settings(group_map=(("lab-staff", "other-lab"),))
+    client = await oidc_porter(oidc_provider.oidc(settings))
+    before = user_sessions(omero_sim, "alice")
+    back = await log_in_at_provider(client.session, str(await start_login(client)), "alice")
+    await refused(client, back, 403, "not a member of the OMERO group")
+    assert user_sessions(omero_sim, "alice") == before
+
+
+# -- a hostile provider ------------------------------------------------------------------------
+
+
+class Rogue:
+    """An OpenID provider that signs whatever the test sets in `claims` / `header` / `key`."""
+
+    def __init__(self) -> None:
+        self.key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        self.issuer = ""
+        self.claims: dict[str, Any] = {}
+        self.sign_key: Any = None
+        self.nonces: dict[str, str] = {}
+
+    def app(self) -> web.Application:
+        app = web.Application()
+        app.router.add_get("/.well-known/openid-configuration", self.discovery)
+        app.router.add_get("/jwks", self.jwks)
+        app.router.add_get("/auth", self.auth)
+        app.router.add_post("/token", self.token)
+        return app
+
+    async def discovery(self, request: web.Request) -> web.Response:
+        return web.json_response(
+            {
+                "issuer": self.issuer,
+                "authorization_endpoint": self.issuer + "/auth",
+                "token_endpoint": self.issuer + "/token",
+                "jwks_uri": self.issuer + "/jwks",
+            }
+        )
+
+    async def jwks(self, request: web.Request) -> web.Response:
+        jwk = json.loads(RSAAlgorithm.to_jwk(self.key.public_key()))
+        return web.json_response({"keys": [{**jwk, "kid": "rogue", "alg": "RS256"}]})
+
+    async def auth(self, request: web.Request) -> web.Response:
+        code = f"code-{len(self.nonces)}"
+        self.nonces[code] = request.query["nonce"]
+        target = URL(request.query["redirect_uri"]).with_query(
+            code=code, state=request.query["state"]
+        )
+        raise web.HTTPFound(str(target))
+
+    async def token(self, request: web.Request) -> web.Response:
+        form = await request.post()
+        now = int(time.time())
+        claims = {
+            "iss": self.issuer,
+            "aud": "porter",
+            "sub": "alice",
+            "preferred_username": "alice",
+            "iat": now,
+            "exp": now + 300,
+            "nonce": self.nonces[str(form["code"])],
+            **self.claims,
+        }
+        claims = {k: v for k, v in claims.items() if v is not None}
+        if self.sign_key is not None:  # HS256 keyed with the public key (PyJWT refuses to)
+            token = hs256(claims, self.sign_key)
+        else:
+            token = jwt.encode(claims, self.key, algorithm="RS256", headers={"kid": "rogue"})
+        return web.json_response({"id_token": token, "token_type": "Bearer"})
+
+
+def hs256(claims: dict[str, Any], secret: bytes) -> str:
+    def part(value: bytes) -> str:
+        return base64.urlsafe_b64encode(value).rstrip(b"=").decode()
+
+    head = part(json.dumps({"alg": "HS256", "kid": "rogue"}).encode())
+    body = part(json.dumps(claims).encode())
+    mac = hmac.new(secret, f"{head}.{body}".encode(), hashlib.sha256).digest()
+    return f"{head}.{body}.{part(mac)}"
+
+
+def unsigned(claims: dict[str, Any]) -> str:
+    def part(value: dict[str, Any]) -> str:
+        return base64.urlsafe_b64encode(json.dumps(value).encode()).rstrip(b"=").decode()
+
+    return f"{part({'alg': 'none', 'kid': 'rogue'})}.{part(claims)}."
+
+
+@pytest.mark.parametrize(
+    ("case", "change"),
+    [
+        ("another audience", {"aud": "some-other-client"}),
+        ("another party (azp)", {"aud": ["porter", "other"], "azp": "other"}),
+        ("another issuer", {"iss": "https://evil.example"}),
+        ("expired", {"exp": int(time.time()) - 3600, "iat": int(time.time()) - 7200}),
+        ("no nonce", {"nonce": None}),
+        ("HS256 with the public key as secret", "hs256"),
+    ],
+)
+async def test_id_tokens_a_hostile_provider_makes_are_refused(
+    aiohttp_client: ClientMaker,
+    aiohttp_server: Callable[..., Awaitable[TestServer]],
+    omero_sim: OmeroSim,
+    omero_web: OmeroWeb,
+    case: str,
+    change: Any,
+) -> None:
+    rogue = Rogue()
+    server = await aiohttp_server(rogue.app())
+    rogue.issuer = str(server.make_url("")).rstrip("/")
+    if change == "hs256":
+        rogue.sign_key = RSAAlgorithm.to_jwk(rogue.key.public_key()).encode()
+    else:
+        rogue.claims = change
+    oidc = OidcSettings(
+        providers=(
+            OidcProviderSettings(
+                id="idp", issuer=rogue.issuer, client_id="porter", client_secret="x" * 32
+            ),
+        )
+    )
+    client: Gateway = await aiohttp_client(create_app(porter_settings(omero_sim, omero_web, oidc)))
+    before = user_sessions(omero_sim, "alice")
+    authorization = await start_login(client)
+    async with client.session.get(authorization, allow_redirects=False) as resp:
+        back = URL(resp.headers["Location"])
+    await refused(client, back, 401, "")
+    assert user_sessions(omero_sim, "alice") == before, case
+
+
+async def test_an_unsigned_id_token_is_refused(
+    aiohttp_client: ClientMaker,
+    aiohttp_server: Callable[..., Awaitable[TestServer]],
+    omero_sim: OmeroSim,
+    omero_web: OmeroWeb,
+) -> None:
+    rogue = Rogue()
+
+    async def token(request: web.Request) -> web.Response:
+        form = await request.post()
+        now = int(time.time())
+        claims = {
+            "iss": rogue.issuer,
+            "aud": "porter",
+            "sub": "alice",
+            "preferred_username": "alice",
+            "iat": now,
+            "exp": now + 60,
+            "nonce": rogue.nonces[str(form["code"])],
+        }
+        return web.json_response({"id_token": unsigned(claims)})
+
+    rogue.token = token  # type: ignore[method-assign]
+    server = await aiohttp_server(rogue.app())
+    rogue.issuer = str(server.make_url("")).rstrip("/")
+    oidc = OidcSettings(
+        providers=(OidcProviderSettings(id="idp", issuer=rogue.issuer, client_id="porter"),)
+    )
+    client: Gateway = await aiohttp_client(create_app(porter_settings(omero_sim, omero_web, oidc)))
+    authorization = await start_login(client)
+    async with client.session.get(authorization, allow_redirects=False) as resp:
+        back = URL(resp.headers["Location"])
+    await refused(client, back, 401, "could not be verified")
+
+
+# -- the login page ----------------------------------------------------------------------------
+
+
+async def test_password_login_off_hides_the_form_and_refuses_passwords(
+    oidc_porter: Callable[..., Awaitable[Gateway]], oidc_provider: TestProvider, omero_sim: OmeroSim
+) -> None:
+    client = await oidc_porter(login=LoginSettings(password_login=False))
+    # One provider and no form: the login page goes straight to it.
+    async with client.get("/porter/login", params={"url": PING}, allow_redirects=False) as resp:
+        assert resp.status == 303
+        assert resp.headers["Location"] == "/porter/oidc/idp/login?url=/webclient/keepalive_ping/"
+    async with client.get("/porter/login?logged_out=1") as resp:
+        page = await resp.text()
+        assert "Log in with Test Institution" in page
+        assert 'name="password"' not in page
+    async with client.post(
+        "/porter/login", data={"username": "alice", "password": omero_sim.users["alice"]}
+    ) as resp:
+        assert resp.status == 403
+    async with client.get("/api/v0/token/") as resp:
+        csrf = (await resp.json())["data"]
+    async with client.post(
+        "/api/v0/login/",
+        data={"username": "alice", "password": omero_sim.users["alice"], "server": "1"},
+        headers={"X-CSRFToken": csrf},
+    ) as resp:
+        assert resp.status == 403
+        assert "turned off" in (await resp.json())["message"]
+
+
+async def test_a_provider_that_cannot_be_reached_gets_a_503_page_not_a_500(
+    oidc_porter: Callable[..., Awaitable[Gateway]], oidc_provider: TestProvider
+) -> None:
+    # The discovery document names the issuer without the slash: it is not this issuer.
+    wrong = oidc_provider.settings(issuer=oidc_provider.issuer + "/")
+    client = await oidc_porter(oidc_provider.oidc(wrong))
+    async with client.get("/porter/oidc/idp/login", allow_redirects=False) as resp:
+        assert resp.status == 503
+        assert "not available at the moment" in await resp.text()
+    async with client.get("/porter/readyz") as resp:
+        assert resp.status == 200  # advisory: password login and sessions work without it
+        assert (await resp.json())["degraded"] == ["oidc"]
+    async with client.get("/porter/oidc/nosuch/login", allow_redirects=False) as resp:
+        assert resp.status == 404
+
+
+def test_discovery_must_name_the_configured_issuer_and_support_s256() -> None:
+    doc = {
+        "issuer": "https://idp.example",
+        "authorization_endpoint": "https://idp.example/auth",
+        "token_endpoint": "https://idp.example/token",
+        "jwks_uri": "https://idp.example/jwks",
+    }
+    assert (
+        parse_discovery(json.dumps(doc).encode(), "https://idp.example").end_session_endpoint
+        is None
+    )
+    with pytest.raises(ValueError, match="names issuer"):
+        parse_discovery(json.dumps(doc).encode(), "https://other.example")
+    with pytest.raises(ValueError, match="S256"):
+        parse_discovery(
+            json.dumps({**doc, "code_challenge_methods_supported": ["plain"]}).encode(),
+            "https://idp.example",
+        )
+
+
+def test_the_pre_login_cookie_cannot_be_read_changed_or_kept() -> None:
+    sealer = PreLoginSealer("s" * 32)
+    pre = PreLogin.start("idp", "/webclient/", 600)
+    sealed = sealer.seal(pre)
+    assert sealer.open(sealed) == pre
+    assert pre.verifier not in sealed
+    assert pre.nonce not in sealed
+    flipped = sealed[:20] + ("A" if sealed[20] != "A" else "B") + sealed[21:]
+    assert sealer.open(flipped) is None
+    assert PreLoginSealer("t" * 32).open(sealed) is None  # another secret
+    assert sealer.open(sealed, now=time.time() + 601) is None  # expired
+    assert sealer.open("") is None
+    assert sealer.open("x" * 5000) is None
+
+
+# -- back-channel logout ----------------------------------------------------------------------
+
+
+def logout_token(provider: TestProvider, **claims: Any) -> str:
+    now = int(time.time())
+    values = {
+        "iss": provider.issuer,
+        "aud": "porter",
+        "iat": now,
+        "exp": now + 120,
+        "jti": f"jti-{time.monotonic_ns()}",
+        "sub": "bob",
+        "events": {BACKCHANNEL_EVENT: {}},
+        **claims,
+    }
+    return provider.sign({k: v for k, v in values.items() if v is not None})
+
+
+async def test_backchannel_logout_tokens_are_verified(
+    oidc_porter: Callable[..., Awaitable[Gateway]], oidc_provider: TestProvider, omero_sim: OmeroSim
+) -> None:
+    client = await oidc_porter()
+    status, _, cookie, _ = await full_login(client, "bob")
+    assert status == 303
+    assert cookie
+
+    async def post(token: str | None) -> int:
+        data = {} if token is None else {"logout_token": token}
+        async with client.post("/porter/oidc/backchannel", data=data) as resp:
+            assert resp.headers["Cache-Control"].startswith("no-store")
+            return resp.status
+
+    bad = {
+        "no token": None,
+        "garbage": "not-a-jwt",
+        "another audience": logout_token(oidc_provider, aud="someone-else"),
+        "no event": logout_token(oidc_provider, events=None),
+        "an ID token (nonce)": logout_token(oidc_provider, nonce="n"),
+        "neither sid nor sub": logout_token(oidc_provider, sub=None),
+        "issued long ago": logout_token(oidc_provider, iat=int(time.time()) - 3600),
+        "expired": logout_token(oidc_provider, exp=int(time.time()) - 3600),
+        "no jti": logout_token(oidc_provider, jti=None),
+        "forged signature": logout_token(oidc_provider)[:-6] + "AAAAAA",
+    }
+    for case, token in bad.items():
+        assert await post(token) == 400, case
+    async with client.get(PING, allow_redirects=False) as resp:
+        assert resp.status == 200  # none of them ended bob's session
+    token = logout_token(oidc_provider)  # by sub: every session of bob at this provider
+    assert await post(token) == 200
+    assert await post(token) == 400  # the same jti again: a replay
+    async with client.get(PING, allow_redirects=False) as resp:
+        assert resp.status == 302
+
+
+async def test_provider_logout_reaches_a_session_made_by_another_porter_process(
+    oidc_porter: Callable[..., Awaitable[Gateway]],
+    oidc_provider: TestProvider,
+    omero_sim: OmeroSim,
+    omero_web: OmeroWeb,
+    redis_server: Any,
+    porter_process: Callable[..., Any],
+) -> None:
+    from tests.redis_fixture import redis_sessions
+
+    store = redis_sessions(redis_server)
+    secret = "shared-secret-" + "k" * 32
+    client = await oidc_porter(
+        session=store, proxy=ProxySettings(upstream=omero_web.base_url, secret_key=secret)
+    )
+    entry = omero_sim.server_list_entry()
+    provider = {k: v for k, v in vars(oidc_provider.settings()).items() if v is not None}
+    provider["group_map"] = [list(pair) for pair in provider["group_map"]]
+    other = porter_process(
+        {
+            "omero": {
+                "server_list": [list(entry[:3])],
+                "admin_user": "root",
+                "admin_password": omero_sim.users["root"],
+            },
+            "session": {
+                "store": "redis",
+                "redis_url": store.redis_url,
+                "redis_password": store.redis_password,
+                "redis_key_prefix": store.redis_key_prefix,
+            },
+            "oidc": {"providers": [provider]},
+        },
+        port=oidc_provider.ports[1],
+        upstream=omero_web.base_url,
+        secret_key=secret,
+    )
+    before = user_sessions(omero_sim, "alice")
+    status, _, cookie, _ = await full_login(client, "alice")
+    assert status == 303
+    assert cookie
+    assert len(user_sessions(omero_sim, "alice")) == len(before) + 1
+    # The user logs out at the provider (its own end-session page, confirmed): the provider
+    # tells porter B by back-channel; the session porter A made ends.
+    async with client.session.get(oidc_provider.issuer + "/session/end") as resp:
+        page = await resp.text()
+    action, xsrf = _logout_form(page, oidc_provider.issuer)
+    async with client.session.post(
+        action, data={"xsrf": xsrf, "logout": "yes"}, allow_redirects=False
+    ) as resp:
+        assert resp.status in (302, 303)
+    async with client.get(PING, allow_redirects=False) as resp:
+        assert resp.status == 302  # logged out: on to porter's login page
+    assert user_sessions(omero_sim, "alice") == before  # and the OMERO session closed
+    assert "OIDC back-channel logout provider=idp by=sid sessions=1" in other.log()
+    assert "backchannel logout to porter sent" in oidc_provider.log()
+
+
+def _logout_form(page: str, issuer: str) -> tuple[str, str]:
+    """The provider's "Yes, sign me out" form: its action and its xsrf token."""
+    form = re.search(r'<form[^>]*id="op.logoutForm"[^>]*>', page)
+    assert form is not None, page
+    action = re.search(r'action="([^"]+)"', form.group(0))
+    xsrf = re.search(r'name="xsrf" value="([^"]+)"', page)
+    assert action is not None, page
+    assert xsrf is not None, page
+    return str(URL(issuer).join(URL(action.group(1)))), xsrf.group(1)
+
+
+async def test_one_backchannel_logout_by_sub_ends_every_browser_of_that_user(
+    oidc_porter: Callable[..., Awaitable[Gateway]], oidc_provider: TestProvider
+) -> None:
+    client = await oidc_porter()
+    store = client.app[SESSION_STORE]
+    jars = [aiohttp.CookieJar(unsafe=True) for _ in range(3)]
+    browsers = [aiohttp.ClientSession(cookie_jar=jar) for jar in jars]
+    try:
+        for browser, login in zip(browsers, ("bob", "bob", "carol"), strict=True):
+            status, _, cookie, _ = await full_login(client, login, browser)
+            assert status == 303
+            assert cookie
+        assert await store.count() == 3
+        async with client.post(
+            "/porter/oidc/backchannel", data={"logout_token": logout_token(oidc_provider)}
+        ) as resp:
+            assert resp.status == 200
+        statuses = []
+        for browser in browsers:
+            async with browser.get(client.make_url(PING), allow_redirects=False) as resp:
+                statuses.append(resp.status)
+        assert statuses == [302, 302, 200]  # bob's two sessions ended, carol's kept
+    finally:
+        for browser in browsers:
+            await browser.close()
