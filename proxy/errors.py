@@ -58,7 +58,7 @@ PAGE_HEADERS: dict[str, str] = {
     **NO_STORE,
     "X-Frame-Options": "DENY",
     "Content-Security-Policy": (
-        "default-src 'none'; style-src 'unsafe-inline'; img-src 'self' data: https:; "
+        "default-src 'none'; style-src 'self' 'unsafe-inline'; img-src 'self' data: https:; "
         "form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
     ),
     "X-Content-Type-Options": "nosniff",

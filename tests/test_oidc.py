@@ -79,11 +79,16 @@ def oidc_porter(
 ) -> Callable[..., Awaitable[Gateway]]:
     """Porter on port A of the provider's registration (its callback URL is registered)."""
 
-    async def make(oidc: OidcSettings | None = None, **settings: Any) -> Gateway:
+    async def make(
+        oidc: OidcSettings | None = None,
+        configure: Callable[[web.Application], None] | None = None,
+        **settings: Any,
+    ) -> Gateway:
         config = porter_settings(omero_sim, omero_web, oidc or oidc_provider.oidc(), **settings)
-        client: Gateway = await aiohttp_client(
-            create_app(config), server_kwargs={"port": oidc_provider.ports[0]}
-        )
+        app = create_app(config)
+        if configure is not None:
+            configure(app)
+        client: Gateway = await aiohttp_client(app, server_kwargs={"port": oidc_provider.ports[0]})
         return client
 
     return make
@@ -733,3 +738,123 @@ async def test_one_backchannel_logout_by_sub_ends_every_browser_of_that_user(
     finally:
         for browser in browsers:
             await browser.close()
+
+
+@dataclass
+class Shots:
+    plain: bytes
+    error: bytes
+    card_radius: str
+    button_background: str
+    alert: str
+    alert_color: str
+
+
+async def test_login_page_screenshots_with_and_without_an_error(
+    oidc_porter: Callable[..., Awaitable[Gateway]],
+    oidc_provider: TestProvider,
+    browser: Any,
+    tmp_path: Any,
+) -> None:
+    login = LoginSettings(login_title="Imaging Facility")
+    client = await oidc_porter(login=login)
+    base = str(client.make_url(""))
+
+    def steps(page: Any) -> Shots:
+        page.set_viewport_size({"width": 900, "height": 760})
+        page.goto(base + "/porter/login")
+        plain = page.screenshot(path=str(tmp_path / "login.png"), full_page=True)
+        radius = page.eval_on_selector("main.card", "e => getComputedStyle(e).borderRadius")
+        background = page.eval_on_selector(
+            "button.primary", "e => getComputedStyle(e).backgroundColor"
+        )
+        page.get_by_label("User name").fill("alice")
+        page.get_by_label("Password").fill("not-her-password")
+        with page.expect_navigation():
+            page.get_by_role("button", name="Log in", exact=True).click()
+        error = page.screenshot(path=str(tmp_path / "login-error.png"), full_page=True)
+        alert = page.get_by_role("alert")
+        color = alert.evaluate("e => getComputedStyle(e).color")
+        return Shots(plain, error, radius, background, alert.inner_text(), color)
+
+    shots = await browser.run(steps, failure_shot=tmp_path / "failure.png")
+    for png in (shots.plain, shots.error):
+        assert png.startswith(b"\x89PNG\r\n\x1a\n")
+        width = int.from_bytes(png[16:20], "big")
+        assert width == 900
+    assert shots.plain != shots.error
+    # porter's stylesheet is applied (a CSP-allowed file, not inline styles)
+    assert shots.card_radius == "10px"
+    assert shots.button_background == "rgb(31, 95, 174)"
+    assert shots.alert == "Wrong user name or password."
+    assert shots.alert_color == "rgb(179, 38, 30)"
+
+
+async def test_a_dead_session_store_gives_503_never_500(
+    oidc_porter: Callable[..., Awaitable[Gateway]],
+    oidc_provider: TestProvider,
+    omero_sim: OmeroSim,
+    omero_web: OmeroWeb,
+    redis_server_factory: Callable[[], Any],
+) -> None:
+    from tests.redis_fixture import redis_sessions, stopped
+
+    server = redis_server_factory()
+    client = await oidc_porter(session=redis_sessions(server))
+    status, _, cookie, _ = await full_login(client, "bob")
+    assert status == 303
+    assert cookie
+    before = user_sessions(omero_sim, "alice")
+    back = await log_in_at_provider(client.session, str(await start_login(client)), "alice")
+    with stopped(server):
+        got, _, cookie, body = await callback(client, back)
+        assert got == 503, body
+        assert cookie is None
+        async with client.post(
+            "/porter/oidc/backchannel", data={"logout_token": logout_token(oidc_provider)}
+        ) as resp:
+            assert resp.status == 503
+    assert user_sessions(omero_sim, "alice") == before  # the session made was closed
+    # Redis back: the provider's retry of the same logout is accepted
+    async with client.post(
+        "/porter/oidc/backchannel", data={"logout_token": logout_token(oidc_provider)}
+    ) as resp:
+        assert resp.status == 200
+    async with client.get(PING, allow_redirects=False) as resp:
+        assert resp.status == 302
+
+
+class Broken:
+    """An identity mapper with a bug: porter fails after the code and token are known."""
+
+    def map(self, verified: Any) -> Any:
+        raise RuntimeError("the mapper broke")
+
+
+async def test_a_crash_in_the_callback_mails_no_code_token_or_secret(
+    oidc_porter: Callable[..., Awaitable[Gateway]], smtp_server: Any
+) -> None:
+    from proxy.keys import SSO_MAPPER
+    from tests.smtp_fixture import settings_for
+
+    def break_mapper(app: web.Application) -> None:
+        app[SSO_MAPPER] = Broken()  # type: ignore[misc]
+
+    client = await oidc_porter(mail=settings_for(smtp_server), configure=break_mapper)
+    authorization = await start_login(client)
+    sealed = client.session.cookie_jar.filter_cookies(client.make_url("/porter/oidc/callback"))
+    back = await log_in_at_provider(client.session, str(authorization), "alice")
+    got, _, cookie, body = await callback(client, back)
+    assert got == 500
+    assert cookie is None
+    [received] = await smtp_server.inbox.wait_for(1)
+    assert "the mapper broke" in received.text
+    for secret in (
+        back.query["code"],
+        back.query["state"],
+        sealed["porter_oidc"].value,
+        "porter-client-secret",
+        "eyJ",
+    ):
+        assert secret not in received.text
+        assert secret not in body

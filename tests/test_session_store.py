@@ -257,6 +257,24 @@ async def test_a_name_is_used_once_across_processes_until_it_expires(kit: Kit) -
     assert await first.use_once("jti-1", kit.clock() + 60)  # forgotten once expired
 
 
+async def test_links_index_sessions_by_name_until_their_deadline_across_processes(
+    kit: Kit,
+) -> None:
+    first, second = kit.open(), kit.open()
+    a, b, c = [await login(first, n) for n in (1, 2, 3)]
+    now = kit.clock()
+    await first.link("oidc-sid\x00iss\x00s1", a.id, now + 100)
+    await second.link("oidc-sid\x00iss\x00s1", b.id, now + 10)
+    await second.link("oidc-sub\x00iss\x00u", c.id, now + 100)
+    assert sorted(await second.linked("oidc-sid\x00iss\x00s1")) == sorted([a.id, b.id])
+    assert await first.linked("oidc-sub\x00iss\x00u") == [c.id]
+    assert await first.linked("oidc-sid\x00iss\x00unknown") == []
+    kit.clock.advance(20)  # b's deadline has passed: no longer listed
+    assert await first.linked("oidc-sid\x00iss\x00s1") == [a.id]
+    await first.link("oidc-sid\x00iss\x00s1", c.id, kit.clock() + 100)  # prunes b
+    assert sorted(await second.linked("oidc-sid\x00iss\x00s1")) == sorted([a.id, c.id])
+
+
 async def test_keepalive_pings_used_sessions_and_ends_gone_ones(kit: Kit) -> None:
     store = kit.open()
     used, idle, killed = [await login(store, n) for n in (1, 2, 3)]

@@ -210,3 +210,44 @@ def test_shared_public_section_feeds_both_owners_and_reports_strays(tmp_path: Pa
     public = printed.split("[public]", 1)[1].split("\n[", 1)[0]
     assert public.count("\nenabled = true") == 1
     assert "pw-public-1" not in printed
+
+
+def test_oidc_settings_name_the_key_of_each_problem(tmp_path: Path) -> None:
+    secret = tmp_path / "secret"
+    secret.write_text("s3cret-value\n")
+    path = write(
+        tmp_path,
+        f"""
+[login]
+password_login = false
+
+[[oidc.providers]]
+id = "Bad Id"
+issuer = "http://idp.example.org"
+client_id = "porter"
+client_secret_file = "{secret}"
+algorithms = ["HS256"]
+scopes = ["profile"]
+
+[[oidc.providers]]
+id = "ok"
+issuer = "https://idp.example.org"
+group_required = true
+""",
+    )
+    problems = problems_of(path)
+    assert any(p.startswith("oidc.providers[0].id: 'Bad Id'") for p in problems), problems
+    assert any(p.startswith("oidc.providers[0].issuer:") and "https" in p for p in problems)
+    assert any(p.startswith("oidc.providers[0].algorithms:") and "HMAC" in p for p in problems)
+    assert any(p.startswith("oidc.providers[0].scopes:") and "openid" in p for p in problems)
+    assert any(p.startswith("oidc.providers[1].client_id:") for p in problems)
+    assert any(p.startswith("oidc.providers[1].group_required:") for p in problems)
+    assert not any("s3cret-value" in p for p in problems)
+
+
+def test_password_login_off_needs_a_provider(tmp_path: Path) -> None:
+    path = write(tmp_path, "[login]\npassword_login = false\n")
+    assert problems_of(path) == [
+        "login.password_login: is false but no [[oidc.providers]] is configured: "
+        "nobody could log in"
+    ]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import dataclasses
 import json
 import logging
 import time
@@ -328,3 +329,34 @@ async def test_a_bearer_token_with_undecodable_bytes_is_401_not_a_crash(
     writer.close()
     assert status_line.split()[1] == b"401"
     assert echo_upstream.state.received == []
+
+
+async def test_bearer_tokens_get_sessions_in_the_group_their_claims_map_to(
+    gateway: GatewayFactory, omero_sim: OmeroSim, idp: Idp
+) -> None:
+    sections = sso_sections(omero_sim, idp)
+    [issuer] = sections["sso"].issuers
+    mapped = dataclasses.replace(
+        issuer,
+        group_claim="groups",
+        group_map=(("lab-staff", "lab"), ("other-lab-members", "other-lab"), ("x", "system")),
+    )
+    sections["sso"] = dataclasses.replace(sections["sso"], issuers=(mapped,))
+    client = await gateway(sections=sections)
+    before = {s["key"] for s in omero_sim.sessions()}
+
+    async def status(token: str) -> int:
+        async with client.get(
+            "/webclient/active_group/", headers=bearer(token), allow_redirects=False
+        ) as resp:
+            return resp.status
+
+    # carol is in lab (her default) and other-lab: each claim gets its own session and group
+    assert await status(idp.token("carol", groups=["other-lab-members"])) == 302
+    assert await status(idp.token("carol", groups=["lab-staff"])) == 302
+    assert await status(idp.token("carol", groups=["other-lab-members"])) == 302  # reused
+    made = [s for s in omero_sim.sessions() if s["key"] not in before and s["user"] == "carol"]
+    assert sorted(s["group"] for s in made) == ["lab", "other-lab"]
+    # bob is not in the group his claim maps to: refused, and no session of his left open
+    assert await status(idp.token("bob", groups=["x"])) == 403
+    assert not [s for s in omero_sim.sessions() if s["key"] not in before and s["user"] == "bob"]

@@ -109,8 +109,11 @@ async def start(request: web.Request) -> web.StreamResponse:
 async def callback(request: web.Request) -> web.StreamResponse:
     """The provider's redirect back: a porter session, or the login page with why not."""
     sealed = request.cookies.get(PRELOGIN_COOKIE, "")
-    pre = request.app[PRELOGIN].open(sealed)
     query = request.query
+    # whatever happens next (a log line, an error mail), these are never shown
+    carried = {query.get("code", ""), query.get("state", ""), sealed} - {""}
+    request[PRINCIPAL] = Principal("token", "unknown", secrets=frozenset(carried))
+    pre = request.app[PRELOGIN].open(sealed)
     target = pre.target if pre is not None else None
     try:
         if pre is None:
@@ -152,10 +155,11 @@ async def _log_in(
     app = request.app
     found = await provider.discovery()
     token = await provider.exchange(found, code, pre.verifier, callback_url(request))
-    request[PRINCIPAL] = Principal("token", "unknown", secrets=frozenset({token, code}))
+    secrets = request[PRINCIPAL].secrets | {token}
+    request[PRINCIPAL] = Principal("token", "unknown", secrets=secrets)
     verified = await provider.verify_id_token(token, pre.nonce)
     identity = app[SSO_MAPPER].map(verified)
-    request[PRINCIPAL] = Principal("token", identity.username, secrets=frozenset({token, code}))
+    request[PRINCIPAL] = Principal("token", identity.username, secrets=secrets)
     server = provider.settings.server_id or app[SETTINGS].public_session.server_id
     with sso_meanings():
         login = await app[SSO_SESSIONS].new_session(
