@@ -16,6 +16,7 @@ once, with no Referer leaving it.
 
 from __future__ import annotations
 
+import contextlib
 import hmac
 import logging
 import time
@@ -29,7 +30,7 @@ from auth.errors import OmeroError
 from auth.jwt_verify import SsoError, VerifiedToken
 from auth.oidc import LOGOUT_TOKEN_MAX_AGE, OidcError, OidcProvider, PreLogin
 from auth.sessions import SessionRecord
-from auth.store import SessionStore
+from auth.store import SessionStore, SessionStoreUnavailable
 from proxy.errors import NO_STORE, error_response, redirect
 from proxy.forwarding.handoff import web_logout
 from proxy.identity.tokens import sso_meanings
@@ -166,7 +167,15 @@ async def _log_in(
             server, identity.username, request[SCOPE].client.address, identity.group
         )
     record = await start_session(request, login, kind=KIND_PREFIX + provider.id)
-    await _index(app[SESSION_STORE], record, verified)
+    try:
+        await _index(app[SESSION_STORE], record, verified)
+    except SessionStoreUnavailable:
+        # unindexed, a back-channel logout could not find it: no session rather than that
+        with contextlib.suppress(SessionStoreUnavailable):
+            await app[SESSION_STORE].delete(record.id)
+        with contextlib.suppress(OmeroError):
+            await app[OMERO].close(record.server_id, record.omero_session_key)
+        raise LoginFailed(503, "The session store is unavailable. Please retry.") from None
     metrics.LOGINS.labels("success").inc()
     log.info(
         "OIDC login user=%s provider=%s group=%s rid=%s",
