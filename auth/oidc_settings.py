@@ -8,16 +8,10 @@ templates, group map and `[sso]` allow/deny lists as bearer tokens do.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 from auth.jwks import ASYMMETRIC_ALGORITHMS
-from auth.sso_settings import (
-    IssuerSettings,
-    _check_claim_path,
-    _check_group_map,
-    _check_template,
-    check_jwks_url,
-)
+from auth.sso_settings import ClaimMapping, IssuerSettings, check_jwks_url
 
 _PROVIDER_ID = re.compile(r"[a-z0-9][a-z0-9_-]{0,31}\Z")
 
@@ -47,7 +41,7 @@ def _check_scopes(value: tuple[str, ...]) -> None:
 
 
 @dataclass(frozen=True)
-class OidcProviderSettings:
+class OidcProviderSettings(ClaimMapping):
     """One OpenID provider and porter's client registration there."""
 
     id: str = field(
@@ -90,38 +84,6 @@ class OidcProviderSettings:
         default=30,
         metadata={"doc": "Seconds of clock skew allowed on exp and iat", "min": 0, "max": 300},
     )
-    username_template: str = field(
-        default="{preferred_username}",
-        metadata={
-            "doc": "OMERO username built from the ID token's claims",
-            "check": _check_template,
-        },
-    )
-    trust_unverified_email: bool = field(
-        default=False,
-        metadata={"doc": "Accept {email} in username_template without email_verified = true"},
-    )
-    group_claim: str | None = field(
-        default=None,
-        metadata={
-            "doc": 'Claim (or dotted path) holding the user\'s groups, e.g. "groups"',
-            "check": _check_claim_path,
-        },
-    )
-    group_map: tuple[tuple[str, str], ...] = field(
-        default=(),
-        metadata={
-            "doc": "[claim value, OMERO group] pairs; the first pair present wins",
-            "check": _check_group_map,
-        },
-    )
-    group_as_is: bool = field(
-        default=False,
-        metadata={"doc": "Use a group claim value as the OMERO group name when group_map has none"},
-    )
-    group_required: bool = field(
-        default=False, metadata={"doc": "Refuse a login whose groups map to no OMERO group"}
-    )
     server_id: int = field(
         default=0,
         metadata={
@@ -140,18 +102,14 @@ class OidcProviderSettings:
 
     def issuer_settings(self, jwks_uri: str | None = None) -> IssuerSettings:
         """This provider as a token issuer: audience = client id, its mapping rules."""
+        mapping = {f.name: getattr(self, f.name) for f in fields(ClaimMapping)}
         return IssuerSettings(
             issuer=self.issuer,
             audience=(self.client_id,),
             algorithms=self.algorithms,
             jwks_url=jwks_uri,
             leeway=self.leeway,
-            username_template=self.username_template,
-            trust_unverified_email=self.trust_unverified_email,
-            group_claim=self.group_claim,
-            group_map=self.group_map,
-            group_as_is=self.group_as_is,
-            group_required=self.group_required,
+            **mapping,
         )
 
     def problems(self) -> list[tuple[str, str]]:

@@ -111,7 +111,50 @@ def _is_loopback(host: str) -> bool:
 
 
 @dataclass(frozen=True)
-class IssuerSettings:
+class ClaimMapping:
+    """How verified claims name the OMERO user and group: shared by `[[sso.issuers]]` and
+    `[[oidc.providers]]` (auth/sso_identity.py applies it)."""
+
+    username_template: str = field(
+        default="{preferred_username}",
+        metadata={
+            "doc": 'OMERO username built from claims, e.g. "{preferred_username}" or "{email}"',
+            "check": _check_template,
+        },
+    )
+    trust_unverified_email: bool = field(
+        default=False,
+        metadata={
+            "doc": "Accept {email} in username_template without email_verified = true "
+            "(only for providers that verify every address)"
+        },
+    )
+    group_claim: str | None = field(
+        default=None,
+        metadata={
+            "doc": 'Claim (or dotted path) holding the user\'s groups, e.g. "groups"',
+            "check": _check_claim_path,
+        },
+    )
+    group_map: tuple[tuple[str, str], ...] = field(
+        default=(),
+        metadata={
+            "doc": "[claim value, OMERO group] pairs; the first pair present wins",
+            "check": _check_group_map,
+        },
+    )
+    group_as_is: bool = field(
+        default=False,
+        metadata={"doc": "Use a group claim value as the OMERO group name when group_map has none"},
+    )
+    group_required: bool = field(
+        default=False,
+        metadata={"doc": "Refuse a token whose group claim maps to no OMERO group"},
+    )
+
+
+@dataclass(frozen=True)
+class IssuerSettings(ClaimMapping):
     """One trusted identity provider: its keys, audience, algorithms and claim mapping."""
 
     issuer: str = field(
@@ -152,42 +195,6 @@ class IssuerSettings:
     leeway: int = field(
         default=30,
         metadata={"doc": "Seconds of clock skew allowed on exp, nbf and iat", "min": 0, "max": 300},
-    )
-    username_template: str = field(
-        default="{preferred_username}",
-        metadata={
-            "doc": 'OMERO username built from claims, e.g. "{preferred_username}" or "{email}"',
-            "check": _check_template,
-        },
-    )
-    trust_unverified_email: bool = field(
-        default=False,
-        metadata={
-            "doc": "Accept {email} in username_template without email_verified = true "
-            "(only for providers that verify every address)"
-        },
-    )
-    group_claim: str | None = field(
-        default=None,
-        metadata={
-            "doc": 'Claim (or dotted path) holding the user\'s groups, e.g. "groups"',
-            "check": _check_claim_path,
-        },
-    )
-    group_map: tuple[tuple[str, str], ...] = field(
-        default=(),
-        metadata={
-            "doc": "[claim value, OMERO group] pairs; the first pair present wins",
-            "check": _check_group_map,
-        },
-    )
-    group_as_is: bool = field(
-        default=False,
-        metadata={"doc": "Use a group claim value as the OMERO group name when group_map has none"},
-    )
-    group_required: bool = field(
-        default=False,
-        metadata={"doc": "Refuse a token whose group claim maps to no OMERO group"},
     )
     server_claim: str | None = field(
         default=None,
