@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import logging.handlers
+import os
 import queue
 import time
 from typing import Any
@@ -62,13 +63,17 @@ class _Text(logging.Formatter):
 class _Json(logging.Formatter):
     """One JSON object per line: time, level, logger, then the access fields or message."""
 
+    def __init__(self) -> None:
+        super().__init__()
+        self._pid = os.getpid()  # records do not carry it (logging.logProcesses is off)
+
     def format(self, record: logging.LogRecord) -> str:
         line: dict[str, Any] = {
             "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
             + f".{int(record.msecs):03d}Z",
             "level": record.levelname,
             "logger": record.name,
-            "pid": record.process,  # which worker
+            "pid": self._pid,  # which worker
         }
         args = record.args
         if isinstance(args, tuple) and len(args) == 1 and isinstance(args[0], AccessLine):
@@ -95,15 +100,76 @@ class _DeferredQueueHandler(logging.handlers.QueueHandler):
         return record
 
 
+BATCH = 4096  # most records written with one write() call
+GATHER = 0.05  # seconds a first record waits for the rest of its burst
+
+
+class _BatchingListener(logging.handlers.QueueListener):
+    """Takes every record waiting on the queue at once, formats them, and writes them with one
+    write and one flush: one system call for a burst of lines, not one per line (the thread
+    holds the GIL the event loop needs while it works)."""
+
+    def __init__(self, records: queue.SimpleQueue[Any], output: logging.StreamHandler[Any]):
+        super().__init__(records, output, respect_handler_level=True)
+        self._records = records
+        self._output = output
+
+    def _monitor(self) -> None:
+        records = self._records
+        output = self._output
+        stop = False
+        while not stop:
+            batch = [records.get()]
+            # let a burst gather: one wake-up of this thread per GATHER seconds under load,
+            # not one per line (each wake-up takes the GIL from the event loop)
+            time.sleep(GATHER)
+            while len(batch) < BATCH:
+                try:
+                    batch.append(records.get_nowait())
+                except queue.Empty:
+                    break
+            lines = []
+            for record in batch:
+                if record is None:  # QueueListener.stop()'s sentinel
+                    stop = True
+                    continue
+                if record.levelno < output.level:
+                    continue
+                try:
+                    lines.append(output.format(record))
+                except Exception:  # as logging does: report it, keep logging
+                    output.handleError(record)
+            if lines:
+                self._write("\n".join(lines) + "\n", batch[-1])
+
+    def _write(self, text: str, record: logging.LogRecord) -> None:
+        output = self._output
+        output.acquire()
+        try:
+            output.stream.write(text)
+            output.flush()
+        except Exception:  # a full disk must not stop the listener
+            output.handleError(record)
+        finally:
+            output.release()
+
+
 def configure_logging(level: str, kind: str = "text") -> logging.handlers.QueueListener:
     """Log lines go through a queue to a thread that formats and writes them; the listener
-    returned is started (stop it to flush at exit)."""
+    returned is started (stop it to flush at exit).
+
+    A record carries only what porter's formats use: not the caller's file and line (no
+    frame walk per line), not the thread or process (the JSON format's pid is read once)."""
+    logging._srcfile = None  # the logging HOWTO's "Optimization": no findCaller() per record
+    logging.logThreads = False
+    logging.logProcesses = False
+    logging.logMultiprocessing = False
     output = logging.StreamHandler()
     output.setFormatter(formatter(kind))
     records: queue.SimpleQueue[logging.LogRecord] = queue.SimpleQueue()
     root = logging.getLogger()
     root.handlers[:] = [_DeferredQueueHandler(records)]
     root.setLevel(getattr(logging, level.upper()))
-    listener = logging.handlers.QueueListener(records, output, respect_handler_level=True)
+    listener = _BatchingListener(records, output)
     listener.start()
     return listener
