@@ -124,6 +124,16 @@ class SessionSettings:
         default="porter:",
         metadata={"doc": "Prefix of porter's Redis keys", "check": _check_key_prefix},
     )
+    redis_local_cache: float = field(
+        default=0.0,
+        metadata={
+            "doc": "Seconds a process may reuse a session it read from Redis without reading "
+            "it again (0: read every request). Also how long a logout on another process may "
+            "take to reach this one",
+            "min": 0.0,
+            "max": 10.0,
+        },
+    )
     redis_connect_timeout: float = field(
         default=2.0,
         metadata={"doc": "Seconds to connect to Redis before answering 503", "min": 0.05},

@@ -26,6 +26,7 @@ from dataclasses import replace
 from typing import Any, cast
 from urllib.parse import urlsplit
 
+from cachetools import TTLCache
 from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel
@@ -191,8 +192,15 @@ class RedisSessionStore:
         key_prefix: str = "porter:",
         clock: Clock = time.time,
         close_grace: float = 3600.0,
+        local_cache: float = 0.0,
+        local_size: int = 10_000,
     ) -> None:
+        """`local_cache`: seconds this process reuses a session read from Redis (0: none);
+        a session ended by another process ends here at most that much later."""
         self._redis = redis
+        self._local: TTLCache[str, SessionRecord] | None = (
+            TTLCache(maxsize=local_size, ttl=local_cache) if local_cache > 0 else None
+        )
         self._timeouts = timeouts
         self._prefix = key_prefix
         self._expiry = key_prefix + "expiry"
@@ -217,6 +225,7 @@ class RedisSessionStore:
             key_prefix=settings.redis_key_prefix,
             clock=clock,
             close_grace=max(3600.0, 10.0 * settings.purge_interval),
+            local_cache=settings.redis_local_cache,
         )
 
     @property
@@ -270,15 +279,39 @@ class RedisSessionStore:
     async def get(self, session_id: str) -> SessionRecord | None:
         if not is_session_id(session_id):
             return None
+        local = self._local
+        if local is not None:
+            held = local.get(session_id)
+            now = self._clock()
+            if (
+                held is not None
+                and self._timeouts.deadline(held) > now
+                and now - held.last_seen < self._timeouts.touch_interval
+            ):
+                return held  # read from Redis at most local_cache seconds ago
         with _unavailable_on_error():
             data = await self._redis.hgetall(self._key(session_id))
         record = _decode(session_id, cast(dict[str, str], data))
         now = self._clock()
         if record is None or self._timeouts.deadline(record) <= now:
+            if local is not None:
+                local.pop(session_id, None)
             return None
         if now - record.last_seen >= self._timeouts.touch_interval:
             record = await self._touched(record, now)
+        if local is not None:
+            local[session_id] = record
         return record
+
+    def _forget(self, session_id: str, record: SessionRecord | None = None) -> None:
+        """This process's copy: replaced by `record`, or dropped."""
+        local = self._local
+        if local is None:
+            return
+        if record is None:
+            local.pop(session_id, None)
+        elif session_id in local:
+            local[session_id] = record
 
     async def _touched(self, record: SessionRecord, now: float) -> SessionRecord:
         deadline = min(record.created + self._timeouts.absolute, now + self._timeouts.idle)
@@ -302,12 +335,15 @@ class RedisSessionStore:
             flat = await self._cookies(keys=[self._key(session_id)], args=args)
         record = _decode(session_id, _pairs(flat))
         if record is None or self._timeouts.deadline(record) <= self._clock():
+            self._forget(session_id)
             return None
+        self._forget(session_id, record)
         return record
 
     async def delete(self, session_id: str) -> SessionRecord | None:
         if not is_session_id(session_id):
             return None
+        self._forget(session_id)
         keys = [self._key(session_id), self._expiry, self._seen]
         with _unavailable_on_error():
             flat = await self._delete(keys=keys, args=[session_id])
@@ -324,6 +360,7 @@ class RedisSessionStore:
             if record is None:
                 lost += 1
             else:
+                self._forget(record.id)
                 records.append(record)
         return ExpiredBatch(tuple(records), lost=lost, more=len(flat) // 2 >= limit)
 

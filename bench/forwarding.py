@@ -7,7 +7,9 @@ and redis-server. The porters run as shipped: access log on (log level info, to 
 - porter-public: a cookieless GET of a public path, on the one shared public session (the
   OMERO test server makes it);
 - porter-user: a logged-in user (memory store; logged in on porter's form);
-- porter-redis: a logged-in user with the Redis session store (one Redis round trip more).
+- porter-redis: a logged-in user with the Redis session store (one Redis round trip more);
+- porter-redis-local: the same with `redis_local_cache = 1.0` (a session read from Redis is
+  reused for a second by this process).
 nginx is a plain reverse proxy (keepalive pool, no buffering); "bare" is ~40 lines of
 aiohttp + uvloop that stream and drop hop-by-hop headers, and nothing else. Targets are
 interleaved in every round; the figures are medians over the rounds. Compare the ratios, not
@@ -135,6 +137,18 @@ def measure(
             },
             log_level="info",
         )
+        local = start_porter(
+            procs,
+            "porter-redis-local",
+            upstream,
+            {
+                "proxy": shipped,
+                "session": {**redis_session, "redis_local_cache": 1.0},
+                "omero": omero,
+                "public": public,
+            },
+            log_level="info",
+        )
         time.sleep(3)  # the second worker starts too
         user = asyncio.run(log_in(memory.url, "alice", sim.users["alice"]))
         session_id = asyncio.run(shared_session(redis.url, redis.password, KEY_PREFIX))
@@ -154,6 +168,11 @@ def measure(
             Target(
                 "porter-redis-w2",
                 two_workers.url + PATH,
+                {"Cookie": f"porter_session={session_id}"},
+            ),
+            Target(
+                "porter-redis-local",
+                local.url + PATH,
                 {"Cookie": f"porter_session={session_id}"},
             ),
             Target("porter-redis-pub", on_redis.url + PATH, {}),
@@ -201,6 +220,7 @@ def main() -> None:
     pairs += [(p, "bare-logged") for p in ("porter-public", "porter-user")]
     pairs += [("bare", "nginx"), ("porter-user", "nginx")]
     pairs += [("porter-redis-w2", "porter-redis"), ("porter-redis-w2-pub", "porter-redis-pub")]
+    pairs += [("porter-redis-local", "porter-redis"), ("porter-redis-local", "porter-user")]
     pairs = [(a, b) for a, b in pairs if a in measured and b in measured]
     print_ratios(summaries, pairs, CONCURRENCIES)
 

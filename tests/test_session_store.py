@@ -7,6 +7,7 @@ the Redis tests also read the real key TTL.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -531,3 +532,43 @@ def test_samesite_none_without_secure_is_a_problem() -> None:
     bad = SessionSettings(session_cookie_samesite="None", session_cookie_secure="false")
     assert [name for name, _ in bad.problems()] == ["session_cookie_samesite"]
     assert SessionSettings().problems() == []
+
+
+async def test_a_local_copy_of_a_redis_session_ends_within_its_bound(
+    redis_server: RedisServer,
+) -> None:
+    """With redis_local_cache, a process reuses a session it read for at most that long: a
+    session ended by another process ends here within the bound, and at once when ended
+    here; without it (the default) every read goes to Redis."""
+    settings = SessionSettings(
+        session_idle_timeout=IDLE,
+        session_cookie_age=ABSOLUTE,
+        store="redis",
+        redis_url=redis_server.url,
+        redis_password=redis_server.password,
+        redis_key_prefix=f"t{uuid.uuid4().hex[:12]}:",
+    )
+    bound = 0.3
+    exact = create_store(settings, on_evict=Closer().close)
+    local = create_store(
+        dataclasses.replace(settings, redis_local_cache=bound), on_evict=Closer().close
+    )
+    try:
+        record = await login(exact)
+        assert await local.get(record.id) == record
+        assert await exact.delete(record.id) is not None  # logged out on another process
+        assert await exact.get(record.id) is None  # the exact store knows at once
+        assert await local.get(record.id) is not None  # the local copy, within its bound
+        await asyncio.sleep(bound + 0.05)
+        assert await local.get(record.id) is None  # and never after it
+        mine = await login(exact, 2)
+        assert await local.get(mine.id) is not None
+        assert await local.delete(mine.id) is not None  # ended here: gone here at once
+        assert await local.get(mine.id) is None
+        cookies = await login(exact, 3, cookies={"sessionid": "a"})
+        assert (await local.get(cookies.id)).cookies == {"sessionid": "a"}  # type: ignore[union-attr]
+        await local.update_cookies(cookies.id, {"sessionid": "b"})
+        assert (await local.get(cookies.id)).cookies == {"sessionid": "b"}  # type: ignore[union-attr]
+    finally:
+        await exact.close()
+        await local.close()
