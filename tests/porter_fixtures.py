@@ -37,6 +37,9 @@ class Upstream:
     server: TestServer
 
 
+LOG_BURST = 0.12  # seconds: proxy/log.py's GATHER, and the write, with room
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -112,6 +115,10 @@ class PorterProcess:
         return _status_field(self.pid, "VmRSS")
 
     def log(self) -> str:
+        """The output so far. A running porter writes its lines in bursts at most 50 ms
+        apart (proxy/log.py): wait for the current burst before reading."""
+        if self.process.poll() is None:
+            time.sleep(LOG_BURST)
         return self.log_path.read_text(errors="replace")
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> int:

@@ -675,12 +675,26 @@ async def test_provider_logout_reaches_a_session_made_by_another_porter_process(
                 "redis_password": store.redis_password,
                 "redis_key_prefix": store.redis_key_prefix,
             },
-            "oidc": {"providers": [provider]},
+            # B sends its users back to A: a login B starts, A must be able to finish
+            "oidc": {"providers": [provider], "public_url": str(client.make_url("/"))},
         },
         port=oidc_provider.ports[1],
         upstream=omero_web.base_url,
         secret_key=secret,
     )
+    async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as browser:
+        async with browser.get(
+            f"{other.url}/porter/oidc/idp/login", params={"url": PING}, allow_redirects=False
+        ) as resp:
+            assert resp.status == 302
+            authorization = URL(resp.headers["Location"])
+        callback_a = str(client.make_url("/porter/oidc/callback"))
+        assert authorization.query["redirect_uri"] == callback_a
+        back = await log_in_at_provider(browser, str(authorization), "carol")
+        # on A, with the state B sealed (the cookie names the host, not the port)
+        status, location, cookie, _ = await callback(client, back, browser)
+        assert (status, location) == (303, PING)
+        assert cookie
     before = user_sessions(omero_sim, "alice")
     status, _, cookie, _ = await full_login(client, "alice")
     assert status == 303

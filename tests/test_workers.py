@@ -173,11 +173,13 @@ async def login_form(sent: Sent) -> tuple[dict[str, str], str]:
     return {"porter_csrf": cookie}, csrf.group(1)
 
 
-def access(handle: PorterProcess, path: str) -> list[dict[str, Any]]:
+def access(handle: PorterProcess, path: str, prefix: bool = False) -> list[dict[str, Any]]:
+    """Access lines of `path` (with `prefix`: of every path starting with it)."""
     return [
         line
         for line in log_lines(handle)
-        if line["logger"] == "porter.access" and line["path"] == path
+        if line["logger"] == "porter.access"
+        and (line["path"].startswith(path) if prefix else line["path"] == path)
     ]
 
 
@@ -203,9 +205,7 @@ async def test_workers_share_sessions_throttle_sso_links_and_metrics(
         status, body, _ = await sent.request("GET", f"/echo/alice/{n}", {"porter_session": session})
         assert status == 200
         assert "sessionid" in body  # forwarded with alice's held OMERO.web cookie
-    served_by = {line["pid"] for line in access(handle, "/echo/alice/0")} | {
-        line["pid"] for n in range(30) for line in access(handle, f"/echo/alice/{n}")
-    }
+    served_by = {line["pid"] for line in access(handle, "/echo/alice/", prefix=True)}
     assert len(served_by) >= 2, "the kernel should spread 30 connections over 3 workers"
     assert served_by <= set(pids)
 
@@ -242,7 +242,7 @@ async def test_workers_share_sessions_throttle_sso_links_and_metrics(
         for value in r.headers.getall("Cookie", ())
     }
     assert len(bob_cookies) == 1  # one OMERO.web session too
-    bob_pids = {line["pid"] for n in range(0, 1000, 7) for line in access(handle, f"/echo/bob/{n}")}
+    bob_pids = {line["pid"] for line in access(handle, "/echo/bob/", prefix=True)}
     assert len(bob_pids) >= 2
 
     # a link token logs in once, whichever worker gets it again
