@@ -43,6 +43,7 @@ from proxy.config import ConfigError, Problem
 from proxy.csrf import Csrf
 from proxy.errors import error_response
 from proxy.forwarding.handoff import handoff, web_logout
+from proxy.forwarding.send import UpstreamRequest
 from proxy.gate import gate
 from proxy.identity import tokens
 from proxy.identity.chain import AUTHENTICATORS, Authenticator
@@ -281,7 +282,7 @@ async def _client_session(app: web.Application) -> AsyncIterator[None]:
         timeout=timeout,
         auto_decompress=False,
         cookie_jar=aiohttp.DummyCookieJar(),  # cookies belong to the browser or a session record
-        skip_auto_headers=("User-Agent", "Accept-Encoding"),
+        request_class=UpstreamRequest,  # no User-Agent or Accept-Encoding of aiohttp's
     )
     app[CLIENT_SESSION] = session
     yield

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping
 
 import aiohttp
 from aiohttp import hdrs, web
@@ -37,6 +37,21 @@ SMALL_BODY = 64 * 1024
 # Never sent upstream as the client sent them: porter sets these itself.
 REQUEST_DROP = (*FORWARDING_HEADERS, *IDENTITY_HEADERS, hdrs.EXPECT, REQUEST_ID)
 _REQUEST_SKIP = skip_set(REQUEST_DROP)
+
+
+class UpstreamRequest(aiohttp.ClientRequest):
+    """aiohttp's client request without the headers aiohttp would add of its own: OMERO.web
+    gets the client's User-Agent and Accept-Encoding, or none (never aiohttp's, which would
+    ask for gzip a browser may not have asked for). `Accept: */*` is added when absent, as
+    aiohttp does.
+
+    The same as `skip_auto_headers=("User-Agent", "Accept-Encoding")` on the session, which
+    builds a multidict of the skipped names and copies the headers on every request
+    (~2.5% of porter's CPU at c=32 in a py-spy profile)."""
+
+    def update_auto_headers(self, skip_auto_headers: Iterable[str] | None) -> None:
+        if hdrs.ACCEPT not in self.headers:
+            self.headers[hdrs.ACCEPT] = "*/*"
 
 
 class BodyTooLarge(Exception):
