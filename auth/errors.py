@@ -78,6 +78,11 @@ class AdminRefused(OmeroError):
     does not let admins in this way unless allowed by name; the session made was closed."""
 
 
+class GroupRefused(OmeroError):
+    """The OMERO group asked for a session is not one of the user's groups (or the session
+    OMERO made is in another group); no session is left open."""
+
+
 class OtherOmeroError(OmeroError):
     """Any other failure from OMERO or omero-py; `ice_type` names it."""
 

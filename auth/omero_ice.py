@@ -27,6 +27,7 @@ import omero.sys
 from omero.clients import Glacier2
 
 from auth.errors import (
+    GroupRefused,
     InvalidCredentials,
     OmeroError,
     OtherOmeroError,
@@ -176,20 +177,40 @@ def create_session_for(
             admin_session = admin_client.joinSession(admin_key)
         except (Glacier2.PermissionDeniedException, Glacier2.CannotCreateSessionException):
             raise _AdminGone() from None
+        # the admin session stays, held by the backend, whatever happens below (an unknown
+        # user or a refused group must not end it)
+        admin_session.detachOnDestroy()
         principal = omero.sys.Principal()
         principal.name = username
         principal.eventType = "User"
         if group:
+            # OMERO itself does not check that the user is in the group the session is made
+            # in (SessionManagerImpl.validateSessionInputs); its later calls would fail
+            if group not in _group_names(admin_session, username):
+                raise GroupRefused(
+                    f"server {server.id}: the user is not a member of that group",
+                    server_id=server.id,
+                )
             principal.group = group
         created = admin_session.getSessionService().createSessionWithTimeouts(
             principal, ttl_ms, tti_ms, context
         )
         key = created.getUuid().getValue()
-        admin_session.detachOnDestroy()  # the admin session stays, held by the backend
     result = join(config, server, key)
     if abandoned.is_set():  # nobody will use or close it
         close(config, server, key)
     return result
+
+
+def _group_names(admin_session: Any, username: str) -> set[str]:
+    """The names of the groups `username` is a member of (ApiUsageException: no such user)."""
+    user = admin_session.getAdminService().lookupExperimenter(username)
+    names = set()
+    for group in user.linkedExperimenterGroupList():
+        name = group.getName() if group is not None and group.isLoaded() else None
+        if name is not None:
+            names.add(name.getValue())
+    return names
 
 
 def server_version(config: IceConfig, server: Server) -> str:

@@ -23,7 +23,7 @@ from cachetools import TTLCache
 from redis.asyncio import Redis
 
 import metrics
-from auth.errors import AdminRefused, OmeroError, PermissionDenied, ServerUnavailable
+from auth.errors import AdminRefused, GroupRefused, OmeroError, ServerUnavailable
 from auth.omero_backend import OmeroBackend
 from auth.omero_ice import OmeroLogin
 from auth.shared_slots import SharedSlots
@@ -88,10 +88,6 @@ SlotKey = tuple[int, str, str | None]  # server id, user name, group
 
 def _slot(login: SsoLogin) -> SlotKey:
     return (login.server_id, login.user_name, login.group)
-
-
-class GroupRefused(OmeroError):
-    """The user is not a member of the OMERO group their claims name (no session made)."""
 
 
 class SsoSessions:
@@ -181,16 +177,8 @@ class SsoSessions:
             login = await self._backend.create_session_for(
                 server_id, user_name, self._ttl_ms, self._tti_ms, client_ip=client_ip, group=group
             )
-        except PermissionDenied:
-            if group is None:
-                raise
-            # OMERO refuses a group the user is not in; or the admin may not make sessions:
-            # without the group, that second refusal is raised as it is
-            plain = await self._backend.create_session_for(
-                server_id, user_name, self._ttl_ms, self._tti_ms, client_ip=client_ip
-            )
-            await asyncio.shield(self._close_quietly(plain))
-            raise self._group_refused(server_id, user_name, group) from None
+        except GroupRefused:
+            raise self._group_refused(server_id, user_name, group or "") from None
         metrics.OMERO_SESSIONS_CREATED.labels("sso").inc()
         if group is not None and login.group_name != group:
             # a server may also fall back to the default group: that is not what was asked

@@ -18,6 +18,7 @@ import omero.clients
 import pytest
 
 from auth.errors import (
+    GroupRefused,
     InvalidCredentials,
     OmeroError,
     OtherOmeroError,
@@ -244,6 +245,21 @@ async def test_admin_creates_a_session_for_a_user_with_ttl_and_tti(
     logins = omero_sim.stats()["logins"]
     await backend.create_session_for(SSL, "carol", ttl_ms=0, tti_ms=0)
     assert omero_sim.stats()["logins"] == logins
+
+
+async def test_a_session_for_a_user_is_made_in_the_group_asked_for_if_they_are_in_it(
+    backend: OmeroBackend, omero_sim: OmeroSim
+) -> None:
+    login = await backend.create_session_for(SSL, "carol", 0, 0, group="other-lab")
+    assert login.group_name == "other-lab"  # not carol's default group (lab)
+    assert omero_sim.session(login.session_key)["group"] == "other-lab"  # type: ignore[index]
+    before = {s["key"] for s in omero_sim.sessions()}
+    # OMERO would make it (it does not check membership): porter asks first, makes none
+    with pytest.raises(GroupRefused):
+        await backend.create_session_for(SSL, "bob", 0, 0, group="other-lab")
+    with pytest.raises(InvalidCredentials):  # an unknown user stays an unknown user
+        await backend.create_session_for(SSL, "nobody", 0, 0, group="lab")
+    assert {s["key"] for s in omero_sim.sessions()} == before
 
 
 async def test_held_admin_session_is_recreated_when_killed_and_closed_at_the_end(

@@ -17,10 +17,10 @@ from contextlib import contextmanager
 
 from aiohttp import hdrs, web
 
-from auth.errors import AdminRefused, InvalidCredentials, PermissionDenied
+from auth.errors import AdminRefused, GroupRefused, InvalidCredentials, PermissionDenied
 from auth.jwt_verify import SsoError, TokenRejected, VerifiedToken
 from auth.sso_identity import SsoIdentity
-from auth.sso_sessions import GroupRefused, SsoLogin
+from auth.sso_sessions import SsoLogin
 from proxy.keys import (
     JWT_VERIFIER,
     SCOPE,
