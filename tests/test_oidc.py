@@ -8,6 +8,7 @@ speaks the protocol and signs what the test asks for.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import hmac
@@ -872,3 +873,53 @@ async def test_a_crash_in_the_callback_mails_no_code_token_or_secret(
     ):
         assert secret not in received.text
         assert secret not in body
+
+
+@pytest.mark.parametrize(
+    ("fault", "status", "words"),
+    [
+        ("hangs", 503, "not available at the moment"),  # past [oidc] timeout
+        ("500", 503, "not available at the moment"),
+        ("400", 401, "could not be completed"),  # e.g. invalid_grant
+        ("no id_token", 401, "sent no ID token"),
+        ("not json", 401, "sent no ID token"),
+        ("huge", 503, "not available at the moment"),  # past porter's size limit
+    ],
+)
+async def test_a_token_endpoint_that_fails_gets_a_defined_answer(
+    aiohttp_client: ClientMaker,
+    aiohttp_server: Callable[..., Awaitable[TestServer]],
+    omero_sim: OmeroSim,
+    omero_web: OmeroWeb,
+    fault: str,
+    status: int,
+    words: str,
+) -> None:
+    rogue = Rogue()
+
+    async def token(request: web.Request) -> web.StreamResponse:
+        await request.post()
+        if fault == "hangs":
+            await asyncio.sleep(5)
+        if fault in ("500", "400"):
+            return web.json_response({"error": "invalid_grant"}, status=int(fault))
+        if fault == "no id_token":
+            return web.json_response({"access_token": "a", "token_type": "Bearer"})
+        if fault == "huge":
+            return web.Response(body=b"{" + b" " * (300 * 1024) + b"}")
+        return web.Response(text="<html>not json</html>")
+
+    rogue.token = token  # type: ignore[method-assign,assignment]
+    server = await aiohttp_server(rogue.app())
+    rogue.issuer = str(server.make_url("")).rstrip("/")
+    oidc = OidcSettings(
+        providers=(OidcProviderSettings(id="idp", issuer=rogue.issuer, client_id="porter"),),
+        timeout=0.5,
+    )
+    client: Gateway = await aiohttp_client(create_app(porter_settings(omero_sim, omero_web, oidc)))
+    before = user_sessions(omero_sim, "alice")
+    authorization = await start_login(client)
+    async with client.session.get(authorization, allow_redirects=False) as resp:
+        back = URL(resp.headers["Location"])
+    await refused(client, back, status, words)
+    assert user_sessions(omero_sim, "alice") == before
