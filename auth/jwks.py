@@ -379,7 +379,7 @@ class JwksCache:
             OSError,
             ValueError,
         ) as exc:
-            self._error = _describe(exc)
+            self._error = describe_failure(exc)
             log.warning("JWKS %s unavailable: %s", self.url, self._error)
             metrics.JWKS_FETCHES.labels("error").inc()
             return False
@@ -408,7 +408,8 @@ class JwksCache:
         return bytes(body)
 
 
-def _describe(exc: BaseException) -> str:
+def describe_failure(exc: BaseException) -> str:
+    """A fetch's failure in a few words, for a log line and readyz."""
     if isinstance(exc, (TimeoutError, asyncio.TimeoutError)):
         return "no answer in time"
     text = str(exc)

@@ -33,6 +33,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from yarl import URL
 
+from auth.jwks import describe_failure
 from auth.jwt_verify import (
     JwtVerifier,
     SsoError,
@@ -185,7 +186,7 @@ class OidcProvider:
             data = await self._get(url)
             found = parse_discovery(data, self.settings.issuer)
         except (aiohttp.ClientError, OSError, asyncio.TimeoutError, ValueError) as exc:
-            self._error = _describe(exc)
+            self._error = describe_failure(exc)
             log.error("OIDC provider %s: discovery failed: %s", self.id, self._error)
             raise self._unavailable() from None
         if self._verifier is None or (
@@ -253,7 +254,7 @@ class OidcProvider:
                 status = resp.status
                 body = await _read_limited(resp)
         except (aiohttp.ClientError, OSError, asyncio.TimeoutError, ValueError) as exc:
-            log.error("OIDC provider %s: token endpoint failed: %s", self.id, _describe(exc))
+            log.error("OIDC provider %s: token endpoint failed: %s", self.id, describe_failure(exc))
             raise self._unavailable() from None
         answer = _json_object(body)
         if status != 200:
@@ -382,13 +383,6 @@ def _json_object(body: bytes) -> dict[str, Any]:
     except (ValueError, UnicodeDecodeError):
         return {}
     return value if isinstance(value, dict) else {}
-
-
-def _describe(exc: BaseException) -> str:
-    if isinstance(exc, (TimeoutError, asyncio.TimeoutError)):
-        return "no answer in time"
-    text = str(exc)
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 # -- the pre-login cookie -------------------------------------------------------------------
