@@ -923,3 +923,50 @@ async def test_a_token_endpoint_that_fails_gets_a_defined_answer(
         back = URL(resp.headers["Location"])
     await refused(client, back, status, words)
     assert user_sessions(omero_sim, "alice") == before
+
+
+async def test_an_openid_login_under_a_prefix_keeps_every_url_and_cookie_under_it(
+    porter: Any,
+    echo_upstream: Any,
+    aiohttp_server: Callable[..., Awaitable[TestServer]],
+    omero_sim: OmeroSim,
+) -> None:
+    rogue = Rogue()
+    server = await aiohttp_server(rogue.app())
+    rogue.issuer = str(server.make_url("")).rstrip("/")
+    entry = omero_sim.server_list_entry()
+    sections = {
+        "omero": OmeroSettings(
+            server_list=((entry[0], entry[1], entry[2]),),
+            admin_user="root",
+            admin_password=omero_sim.users["root"],
+        ),
+        "oidc": OidcSettings(
+            providers=(
+                OidcProviderSettings(
+                    id="idp", issuer=rogue.issuer, client_id="porter", client_secret="x" * 32
+                ),
+            )
+        ),
+    }
+    client = await porter(prefix="/omero", logged_in=False, sections=sections)
+    async with client.get("/omero/porter/login") as resp:
+        assert 'href="/omero/porter/oidc/idp/login?url=/omero/webclient/"' in await resp.text()
+    async with client.get(
+        "/omero/porter/oidc/idp/login", params={"url": "/omero/echo/x"}, allow_redirects=False
+    ) as resp:
+        assert resp.status == 302
+        authorization = URL(resp.headers["Location"])
+        assert resp.cookies["porter_oidc"]["path"] == "/omero/porter/oidc/callback"
+    assert authorization.query["redirect_uri"] == str(
+        client.make_url("/omero/porter/oidc/callback")
+    )
+    async with client.session.get(authorization, allow_redirects=False) as resp:
+        back = URL(resp.headers["Location"])
+    status, location, cookie, _ = await callback(client, back)
+    assert (status, location) == (303, "/omero/echo/x")
+    assert cookie
+    async with client.get("/omero/echo/x") as resp:
+        assert resp.status == 200
+        # forwarded as alice, with the OMERO.web session porter holds for her
+        assert "sessionid=echo-session-" in await resp.text()
