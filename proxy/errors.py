@@ -7,6 +7,7 @@ from http import HTTPStatus
 from urllib.parse import quote
 
 from aiohttp import hdrs, web
+from multidict import MultiDictProxy
 
 from proxy.keys import CSRF, SCOPE, SETTINGS, TEMPLATES
 
@@ -22,6 +23,20 @@ class Refused(Exception):
         super().__init__(message)
         self.status = status
         self.message = message
+
+
+UNREADABLE_FORM = "The form could not be read."
+
+
+async def posted_form(
+    request: web.Request,
+) -> MultiDictProxy[str | bytes | bytearray | web.FileField]:
+    """`request.post()`, with a body aiohttp cannot parse (a multipart body without a boundary
+    or with a broken one, an unknown charset) refused with 400 rather than raised."""
+    try:
+        return await request.post()
+    except (ValueError, LookupError):
+        raise Refused(400, UNREADABLE_FORM) from None
 
 
 # What the user is told; never anything from the failing request itself.

@@ -270,3 +270,43 @@ async def test_porters_pages_cannot_be_framed_and_do_not_advertise_aiohttp(
         if path.startswith("/porter/"):
             assert resp.headers["X-Frame-Options"] == "DENY"
             assert "frame-ancestors 'none'" in resp.headers["Content-Security-Policy"]
+
+
+MALFORMED_FORMS = [
+    ("multipart/form-data", b"x"),  # no boundary at all
+    ("multipart/form-data; boundary=" + "b" * 80, b"x"),  # longer than 70 characters
+    ("multipart/form-data; boundary=abc", b"garbage"),  # never opens its boundary
+    (  # a part without a name
+        "multipart/form-data; boundary=abc",
+        b"--abc\r\nContent-Disposition: form-data\r\n\r\nx\r\n--abc--\r\n",
+    ),
+    ("application/x-www-form-urlencoded; charset=no-such-charset", b"a=b"),
+]
+
+
+@pytest.mark.parametrize(("content_type", "body"), MALFORMED_FORMS)
+async def test_a_form_aiohttp_cannot_parse_is_a_400_on_every_form_porter_reads(
+    porter: PorterFactory, smtp_server: Any, content_type: str, body: bytes
+) -> None:
+    from auth.oidc_settings import OidcProviderSettings, OidcSettings
+    from tests.smtp_fixture import settings_for
+
+    oidc = OidcSettings(
+        providers=(OidcProviderSettings(id="idp", issuer="http://127.0.0.1:9", client_id="p"),)
+    )
+    client = await porter(
+        logged_in=False, sections={"mail": settings_for(smtp_server), "oidc": oidc}
+    )
+    paths = (
+        "/porter/login",
+        "/porter/logout",
+        "/api/v0/login/",
+        "/porter/feedback",
+        "/porter/oidc/backchannel",
+    )
+    for path in paths:
+        async with client.post(
+            path, data=body, headers={"Content-Type": content_type, "Origin": "null"}
+        ) as resp:
+            assert resp.status == 400, (path, resp.status, await resp.text())
+    assert smtp_server.inbox.messages == []  # nothing was a crash to mail about

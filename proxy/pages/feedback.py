@@ -6,7 +6,7 @@ import re
 
 from aiohttp import web
 
-from proxy.errors import PAGE_HEADERS, error_response
+from proxy.errors import PAGE_HEADERS, error_response, posted_form
 from proxy.keys import CSRF, SETTINGS, TEMPLATES
 from proxy.reporting import report_feedback
 
@@ -20,7 +20,7 @@ async def feedback(request: web.Request) -> web.StreamResponse:
         return error_response(request, 404)
     if (request.content_length or 0) > MAX_FORM:
         return error_response(request, 413)
-    form = await request.post()
+    form = await posted_form(request)
     token = form.get("csrf_token")
     if not isinstance(token, str) or not request.app[CSRF].valid(request, token, "feedback"):
         return error_response(request, 403, "The form has expired. Please go back and try again.")

@@ -29,7 +29,7 @@ from auth.sessions import SessionRecord
 from auth.store import SessionStoreUnavailable
 from filters.redirects import safe_redirect
 from proxy.django_csrf import django_csrf_valid, new_django_secret
-from proxy.errors import NO_STORE, PAGE_HEADERS, error_response, redirect
+from proxy.errors import NO_STORE, PAGE_HEADERS, error_response, posted_form, redirect
 from proxy.forwarding.handoff import handoff, web_logout
 from proxy.identity.session import identify
 from proxy.keys import (
@@ -189,7 +189,7 @@ async def read_form(request: web.Request) -> dict[str, str]:
             return {}
         items = data.items() if isinstance(data, dict) else []
     else:
-        items = (await request.post()).items()
+        items = (await posted_form(request)).items()
     return {str(k): v for k, v in items if isinstance(v, str)}
 
 

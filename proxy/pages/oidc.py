@@ -31,7 +31,7 @@ from auth.jwt_verify import SsoError, VerifiedToken
 from auth.oidc import LOGOUT_TOKEN_MAX_AGE, OidcError, OidcProvider, PreLogin
 from auth.sessions import SessionRecord
 from auth.store import SessionStore, SessionStoreUnavailable
-from proxy.errors import NO_STORE, error_response, redirect
+from proxy.errors import NO_STORE, Refused, error_response, posted_form, redirect
 from proxy.forwarding.handoff import web_logout
 from proxy.identity.tokens import sso_meanings
 from proxy.keys import (
@@ -231,7 +231,10 @@ async def backchannel(request: web.Request) -> web.StreamResponse:
     without a sid, of its sub), in every porter process sharing the store."""
     if (request.content_length or 0) > MAX_LOGOUT_FORM:
         return _logout_error(413, "request too large")
-    form = await request.post()
+    try:
+        form = await posted_form(request)
+    except Refused:
+        return _logout_error(400, "the form could not be read")
     token = form.get("logout_token")
     if not isinstance(token, str) or not token:
         return _logout_error(400, "logout_token is required")
