@@ -133,7 +133,7 @@ class OidcProvider:
         session: Callable[[], aiohttp.ClientSession],
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        """`session()`: the app's HTTP client (made when the app starts)."""
+        """`session()`: the HTTP client for the provider (made when the app starts)."""
         self.settings = settings
         self._oidc = oidc
         self._sso = sso
@@ -159,9 +159,11 @@ class OidcProvider:
         """The provider's endpoints; OidcError(provider_unavailable) when they cannot be had."""
         now = self._clock()
         held = self._discovery
-        if held is not None and now - self._fetched_at < REFRESH:
-            return held
-        if self._attempted_at is not None and now - self._attempted_at < RETRY:
+        fetching = self._fetches.running(self.id)
+        if held is not None and (fetching or now - self._fetched_at < REFRESH):
+            return held  # a refresh in flight does not hold up a login
+        # nothing held and a fetch in flight (the one at start-up): wait for it
+        if not fetching and self._attempted_at is not None and now - self._attempted_at < RETRY:
             if held is not None:
                 return held
             raise self._unavailable()

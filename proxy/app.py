@@ -19,7 +19,7 @@ import metrics
 from auth.jwt_verify import JwtVerifier
 from auth.lifecycle import PeriodicJob, keepalive_job, purge_job
 from auth.login_throttle import RedisLoginThrottle
-from auth.oidc import OidcError, OidcProvider, PreLoginSealer
+from auth.oidc import OidcProvider, PreLoginSealer
 from auth.omero_backend import OmeroBackend
 from auth.porter_tokens import PorterTokenIssuer
 from auth.public_session import PublicSession
@@ -413,24 +413,46 @@ def _add_oidc(app: web.Application) -> None:
     settings = app[SETTINGS]
     # workers share proxy.secret_key (set for them when unset): any worker finishes a login
     app[PRELOGIN] = PreLoginSealer(settings.proxy.secret_key or secrets.token_urlsafe(32))
+    client: list[aiohttp.ClientSession] = []  # made in the loop, at start-up
     app[OIDC_PROVIDERS] = {
-        p.id: OidcProvider(p, settings.oidc, settings.sso, lambda: app[CLIENT_SESSION])
+        p.id: OidcProvider(p, settings.oidc, settings.sso, lambda: client[0])
         for p in settings.oidc.providers
     }
 
     async def providers(app: web.Application) -> AsyncIterator[None]:
-        found = await asyncio.gather(
-            *(p.discovery() for p in app[OIDC_PROVIDERS].values()), return_exceptions=True
+        # the providers' own HTTP client: a slow or hung provider holds its connections,
+        # never the ones OMERO.web's requests need
+        client.append(
+            aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=OIDC_CONNECTIONS),
+                cookie_jar=aiohttp.DummyCookieJar(),
+                trust_env=False,
+            )
         )
-        for outcome in found:  # a provider down at start-up is retried on its next login
-            if isinstance(outcome, BaseException) and not isinstance(outcome, OidcError):
-                raise outcome
+        # fetched at start-up without delaying it: a provider that is down or slow does not
+        # keep porter from serving; a login meanwhile waits for the same fetch
+        first = [asyncio.create_task(p.discovery()) for p in app[OIDC_PROVIDERS].values()]
+        for task in first:
+            task.add_done_callback(_quietly)
         yield
+        for task in first:
+            task.cancel()
+        await asyncio.gather(*first, return_exceptions=True)
         for provider in app[OIDC_PROVIDERS].values():
             await provider.aclose()
+        await client[0].close()
 
     app.cleanup_ctx.append(providers)
     app[READINESS_CHECKS]["oidc"] = _oidc_check(app)
+
+
+OIDC_CONNECTIONS = 20  # connections to all OpenID providers together
+
+
+def _quietly(task: asyncio.Task[object]) -> None:
+    """A start-up discovery's failure is logged by the provider and retried on a login."""
+    if not task.cancelled():
+        task.exception()
 
 
 def _oidc_check(app: web.Application) -> ReadinessCheck:

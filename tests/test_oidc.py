@@ -970,3 +970,12 @@ async def test_an_openid_login_under_a_prefix_keeps_every_url_and_cookie_under_i
         assert resp.status == 200
         # forwarded as alice, with the OMERO.web session porter holds for her
         assert "sessionid=echo-session-" in await resp.text()
+
+
+async def test_logins_as_porter_starts_wait_for_the_first_discovery_instead_of_failing(
+    oidc_porter: Callable[..., Awaitable[Gateway]],
+) -> None:
+    # discovery runs at start-up without delaying it: logins that come meanwhile share it
+    client = await oidc_porter()
+    urls = await asyncio.gather(*(start_login(client) for _ in range(5)))
+    assert len({url.query["state"] for url in urls}) == 5  # five logins, each its own state
