@@ -259,7 +259,7 @@ async def start_session(
     try:
         previous = await identify(request)
         if previous.record is not None:  # logging in again ends the old session
-            await end_session(request, previous.record)
+            await end_session(request, previous.record.id)
         record = await app[SESSION_STORE].create(
             server_id=login.server_id,
             omero_session_key=login.session_key,
@@ -289,13 +289,16 @@ async def _close_quietly(request: web.Request, server_id: int, key: str) -> None
         log.warning("could not close an OMERO session on server %d: %s", server_id, exc)
 
 
-async def end_session(request: web.Request, record: SessionRecord) -> None:
-    """Delete porter's record, end OMERO.web's session (no Django session left behind) and
-    close the OMERO session on the server."""
-    removed = await request.app[SESSION_STORE].delete(record.id)
-    if removed is not None:  # whoever removed it closes it, exactly once
-        await web_logout(request.app[CLIENT_SESSION], request.app[SETTINGS], removed.cookies)
-        await _close_quietly(request, removed.server_id, removed.omero_session_key)
+async def end_session(request: web.Request, session_id: str) -> bool:
+    """Delete porter's session, end OMERO.web's (no Django session left behind) and close
+    the OMERO session on the server; False when it had ended already."""
+    removed = await request.app[SESSION_STORE].delete(session_id)
+    if removed is None:
+        return False
+    # whoever removed it closes it, exactly once
+    await web_logout(request.app[CLIENT_SESSION], request.app[SETTINGS], removed.cookies)
+    await _close_quietly(request, removed.server_id, removed.omero_session_key)
+    return True
 
 
 # -- OMERO.web's URLs -----------------------------------------------------------------------
@@ -441,7 +444,7 @@ async def _log_out(request: web.Request) -> web.StreamResponse:
     location = _prefix(request) + "/porter/login?logged_out=1"
     if identity.record is not None:
         destination = await oidc_end_session(request, identity.record)
-        await end_session(request, identity.record)
+        await end_session(request, identity.record.id)
         log.info("logout user=%s rid=%s", identity.record.user_name, request[SCOPE].request_id)
         location = destination or location  # RP-initiated logout at the OpenID provider
     response = redirect(location)

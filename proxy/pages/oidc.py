@@ -32,10 +32,8 @@ from auth.oidc import LOGOUT_TOKEN_MAX_AGE, OidcError, OidcProvider, PreLogin
 from auth.sessions import SessionRecord
 from auth.store import SessionStore, SessionStoreUnavailable
 from proxy.errors import NO_STORE, Refused, error_response, posted_form, redirect
-from proxy.forwarding.handoff import web_logout
 from proxy.identity.tokens import sso_meanings
 from proxy.keys import (
-    CLIENT_SESSION,
     OIDC_PROVIDERS,
     OMERO,
     PRELOGIN,
@@ -46,7 +44,7 @@ from proxy.keys import (
     SSO_MAPPER,
     SSO_SESSIONS,
 )
-from proxy.pages.login import LoginFailed, landing, render_login, start_session
+from proxy.pages.login import LoginFailed, end_session, landing, render_login, start_session
 from proxy.pages.oidc_links import KIND_PREFIX, callback_url
 from proxy.principal import Principal
 from proxy.session_cookie import set_session_cookie
@@ -268,7 +266,9 @@ async def backchannel(request: web.Request) -> web.StreamResponse:
         log.warning("back-channel logout token replayed (provider %s)", provider.id)
         return _logout_error(400, "logout token already used")
     names = _link_names(provider.settings.issuer, claims)
-    ended = await _end_linked(request, store, names[0], claims)
+    ended = 0
+    for session_id in await store.linked(names[0]):
+        ended += await end_session(request, session_id)
     log.info(
         "OIDC back-channel logout provider=%s by=%s sessions=%d rid=%s",
         provider.id,
@@ -277,25 +277,6 @@ async def backchannel(request: web.Request) -> web.StreamResponse:
         _rid(request),
     )
     return web.Response(status=200, headers=NO_STORE)
-
-
-async def _end_linked(
-    request: web.Request, store: SessionStore, name: str, claims: Mapping[str, object]
-) -> int:
-    app = request.app
-    ended = 0
-    for session_id in await store.linked(name):
-        record = await store.delete(session_id)
-        if record is None:
-            continue
-        ended += 1
-        await web_logout(app[CLIENT_SESSION], app[SETTINGS], record.cookies)
-        try:
-            await app[OMERO].close(record.server_id, record.omero_session_key)
-            metrics.OMERO_SESSIONS_CLOSED.labels("logout").inc()
-        except OmeroError as exc:  # the session is gone from porter already
-            log.warning("could not close an OMERO session on server %d: %s", record.server_id, exc)
-    return ended
 
 
 def _logout_error(status: int, message: str) -> web.Response:
