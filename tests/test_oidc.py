@@ -633,6 +633,7 @@ async def test_backchannel_logout_tokens_are_verified(
         "expired": logout_token(oidc_provider, exp=int(time.time()) - 3600),
         "no jti": logout_token(oidc_provider, jti=None),
         "forged signature": logout_token(oidc_provider)[:-6] + "AAAAAA",
+        "too large": logout_token(oidc_provider, padding="x" * 9000),
     }
     for case, token in bad.items():
         assert await post(token) == 400, case

@@ -236,6 +236,8 @@ async def backchannel(request: web.Request) -> web.StreamResponse:
     token = form.get("logout_token")
     if not isinstance(token, str) or not token:
         return _logout_error(400, "logout_token is required")
+    if len(token) > request.app[SETTINGS].sso.max_token_size:  # before it is even peeked at
+        return _logout_error(400, "invalid logout token")
     request[PRINCIPAL] = Principal("token", "unknown", secrets=frozenset({token}))
     try:
         unverified = jwt.decode(token, options={"verify_signature": False})
