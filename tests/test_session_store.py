@@ -65,19 +65,23 @@ class Kit:
         return store
 
 
+def redis_settings(server: RedisServer) -> SessionSettings:
+    """The redis store on `server`, with keys of its own."""
+    return SessionSettings(
+        session_idle_timeout=IDLE,
+        session_cookie_age=ABSOLUTE,
+        store="redis",
+        redis_url=server.url,
+        redis_password=server.password,
+        redis_key_prefix=f"t{uuid.uuid4().hex[:12]}:",
+    )
+
+
 @pytest.fixture(params=["memory", "redis"])
 async def kit(request: pytest.FixtureRequest) -> AsyncIterator[Kit]:
     settings = SessionSettings(session_idle_timeout=IDLE, session_cookie_age=ABSOLUTE)
     if request.param == "redis":
-        server: RedisServer = request.getfixturevalue("redis_server")
-        settings = SessionSettings(
-            session_idle_timeout=IDLE,
-            session_cookie_age=ABSOLUTE,
-            store="redis",
-            redis_url=server.url,
-            redis_password=server.password,
-            redis_key_prefix=f"t{uuid.uuid4().hex[:12]}:",
-        )
+        settings = redis_settings(request.getfixturevalue("redis_server"))
     # Start at real time so Redis TTLs derived from it are sane.
     kit = Kit(request.param, settings, FakeClock(asyncio.get_running_loop().time() + 1.7e9))
     yield kit
@@ -540,14 +544,7 @@ async def test_a_local_copy_of_a_redis_session_ends_within_its_bound(
     """With redis_local_cache, a process reuses a session it read for at most that long: a
     session ended by another process ends here within the bound, and at once when ended
     here; without it (the default) every read goes to Redis."""
-    settings = SessionSettings(
-        session_idle_timeout=IDLE,
-        session_cookie_age=ABSOLUTE,
-        store="redis",
-        redis_url=redis_server.url,
-        redis_password=redis_server.password,
-        redis_key_prefix=f"t{uuid.uuid4().hex[:12]}:",
-    )
+    settings = redis_settings(redis_server)
     bound = 0.3
     exact = create_store(settings, on_evict=Closer().close)
     local = create_store(
