@@ -65,18 +65,6 @@ class Kit:
         return store
 
 
-def redis_settings(server: RedisServer) -> SessionSettings:
-    """The redis store on `server`, with keys of its own."""
-    return SessionSettings(
-        session_idle_timeout=IDLE,
-        session_cookie_age=ABSOLUTE,
-        store="redis",
-        redis_url=server.url,
-        redis_password=server.password,
-        redis_key_prefix=f"t{uuid.uuid4().hex[:12]}:",
-    )
-
-
 @pytest.fixture(params=["memory", "redis"])
 async def kit(request: pytest.FixtureRequest) -> AsyncIterator[Kit]:
     settings = SessionSettings(session_idle_timeout=IDLE, session_cookie_age=ABSOLUTE)
@@ -407,6 +395,7 @@ async def test_memory_store_accepts_a_plain_function_as_on_evict() -> None:
 
 
 def redis_settings(server: RedisServer, **extra: object) -> SessionSettings:
+    """The redis store on `server`, with keys of its own."""
     fields: dict[str, object] = {
         "session_idle_timeout": IDLE,
         "session_cookie_age": ABSOLUTE,
