@@ -294,8 +294,7 @@ class RedisSessionStore:
         record = _decode(session_id, cast(dict[str, str], data))
         now = self._clock()
         if record is None or self._timeouts.deadline(record) <= now:
-            if local is not None:
-                local.pop(session_id, None)
+            self._forget(session_id)
             return None
         if now - record.last_seen >= self._timeouts.touch_interval:
             record = await self._touched(record, now)

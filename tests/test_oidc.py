@@ -946,3 +946,37 @@ async def test_logins_as_porter_starts_wait_for_the_first_discovery_instead_of_f
     client = await oidc_porter()
     urls = await asyncio.gather(*(start_login(client) for _ in range(5)))
     assert len({url.query["state"] for url in urls}) == 5  # five logins, each its own state
+
+
+async def test_omero_down_at_the_callback_is_a_503_page_and_the_next_login_works(
+    oidc_porter: Callable[..., Awaitable[Gateway]],
+    oidc_provider: TestProvider,
+    omero_sim: OmeroSim,
+) -> None:
+    client = await oidc_porter()
+    status, _, cookie, _ = await full_login(client, "bob")  # the admin session is held
+    assert status == 303
+    assert cookie
+    before = user_sessions(omero_sim, "alice")
+    async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as browser:
+        authorization = await start_login(client, browser=browser)
+        back = await log_in_at_provider(browser, str(authorization), "alice")
+        omero_sim.down()
+        try:
+            got, _, cookie, body = await callback(client, back, browser)
+            assert got == 503, body
+            assert cookie is None
+            # a back-channel logout still ends bob's porter session (his OMERO session
+            # ends by OMERO's own timeout: porter cannot reach it), never a 500
+            async with client.post(
+                "/porter/oidc/backchannel", data={"logout_token": logout_token(oidc_provider)}
+            ) as resp:
+                assert resp.status == 200
+        finally:
+            omero_sim.up()
+        async with client.get(PING, allow_redirects=False) as resp:
+            assert resp.status == 302  # bob's session ended
+        status, location, cookie, _ = await full_login(client, "alice", browser)
+        assert (status, location) == (303, PING)
+        assert cookie
+    assert len(user_sessions(omero_sim, "alice")) == len(before) + 1
