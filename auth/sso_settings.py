@@ -25,6 +25,7 @@ from auth.jwks import (
     load_pem_private_key_file,
     load_pem_public_key_file,
 )
+from filters.regex_guard import compile_plain
 
 # OMERO's system accounts (ids 0 and 1): never reachable by SSO, whatever the configuration.
 ALWAYS_PROTECTED = ("root", "guest")
@@ -74,9 +75,9 @@ def _check_template(value: str) -> None:
 def _check_regexes(value: tuple[str, ...]) -> None:
     for pattern in value:
         try:
-            re.compile(pattern)
-        except re.error as exc:
-            raise ValueError(f"{pattern!r} is not a regular expression: {exc}") from None
+            compile_plain(pattern)
+        except ValueError as exc:
+            raise ValueError(f"{pattern[:80]!r}: {exc}") from None
 
 
 def _check_claim_path(value: str) -> None:

@@ -12,6 +12,7 @@ over another repeat (``(a|a)+``, ``(a+)+``): OMERO.web's documented filters neve
 
 from __future__ import annotations
 
+import re
 import re._constants as sre  # type: ignore[import-not-found]
 import re._parser as sre_parse  # type: ignore[import-not-found]
 import time
@@ -44,13 +45,35 @@ class GuardedPattern:
             raise MatchTimeout(self.source) from None
 
 
+# What compiling a hostile pattern raises besides the regex error: nesting too deep for the
+# parser, a repeat count too large for an int.
+_COMPILE_FAILURES = (RecursionError, OverflowError)
+
+
 def compile_pattern(source: str, *, ignore_case: bool = False) -> GuardedPattern:
     """Compile `source` (Python regex syntax); raises ValueError naming the regex error."""
     flags = regex.IGNORECASE if ignore_case else 0
     try:
         return GuardedPattern(source, regex.compile(source, flags))
-    except regex.error as exc:
-        raise ValueError(f"not a valid regular expression: {exc}") from None
+    except (regex.error, *_COMPILE_FAILURES) as exc:
+        raise ValueError(f"not a valid regular expression: {_why(exc)}") from None
+
+
+def compile_plain(source: str) -> re.Pattern[str]:
+    """`re.compile(source)`, with every way it can fail a ValueError naming why (for the
+    patterns porter matches only against trusted text: user names, cache keys)."""
+    try:
+        return re.compile(source)
+    except (re.error, *_COMPILE_FAILURES) as exc:
+        raise ValueError(f"not a valid regular expression: {_why(exc)}") from None
+
+
+def _why(exc: BaseException) -> str:
+    if isinstance(exc, RecursionError):
+        return "nested too deeply"
+    if isinstance(exc, OverflowError):
+        return "a repeat count is too large"
+    return str(exc)
 
 
 _REPEATS = (sre.MAX_REPEAT, sre.MIN_REPEAT, sre.POSSESSIVE_REPEAT)

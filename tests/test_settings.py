@@ -251,3 +251,23 @@ def test_password_login_off_needs_a_provider(tmp_path: Path) -> None:
         "login.password_login: is false but no [[oidc.providers]] is configured: "
         "nobody could log in"
     ]
+
+
+def test_a_pattern_too_deep_or_too_large_to_compile_is_a_problem_naming_its_key(
+    tmp_path: Path,
+) -> None:
+    deep = "(" * 100_000
+    path = write(
+        tmp_path,
+        f"""
+[public]
+url_filter = "{deep}"
+
+[sso]
+deny_users_regex = ["{deep}", "a{{99999999999}}"]
+""",
+    )
+    problems = problems_of(path)
+    assert [p.split(":", 1)[0] for p in problems] == ["public.url_filter", "sso.deny_users_regex"]
+    assert "nested too deeply" in problems[0]
+    assert "nested too deeply" in problems[1]

@@ -8,10 +8,9 @@ clients of proxy.status_detail_from see them (anyone else: 404, as if they did n
 
 from __future__ import annotations
 
-import re
-
 from aiohttp import web
 
+from filters.regex_guard import compile_plain
 from proxy.errors import NO_STORE, error_response
 from proxy.keys import PUBLIC_CACHE, STATUS_DETAIL
 from proxy.pages.health import operator
@@ -35,8 +34,8 @@ async def cache_purge(request: web.Request) -> web.Response:
     try:
         body = await request.json()
         source = body.get("path_regex") if isinstance(body, dict) else None
-        pattern = None if source in (None, "") else re.compile(str(source))
-    except (ValueError, re.error) as exc:
+        pattern = None if source in (None, "") else compile_plain(str(source))
+    except ValueError as exc:  # not JSON, not UTF-8, or not a regular expression
         return error_response(request, 400, f"Not a purge request: {type(exc).__name__}.")
     removed = await request.app[PUBLIC_CACHE].purge(pattern)
     return web.json_response({"removed": removed}, headers=NO_STORE)
