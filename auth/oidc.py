@@ -47,6 +47,7 @@ from auth.sso_settings import SsoSettings
 
 log = logging.getLogger("porter.oidc")
 
+PRELOGIN_COOKIE = "porter_oidc"  # the sealed pre-login state; porter's, never forwarded
 BACKCHANNEL_EVENT = "http://schemas.openid.net/event/backchannel-logout"
 MAX_DOCUMENT = 256 * 1024  # discovery document and token response
 REFRESH = 3600.0  # seconds a discovery document is used

@@ -12,7 +12,7 @@ import jinja2
 from aiohttp import web
 
 from auth.jwt_verify import JwtVerifier
-from auth.oidc import OidcProvider, PreLoginSealer
+from auth.oidc import PRELOGIN_COOKIE, OidcProvider, PreLoginSealer
 from auth.omero_backend import OmeroBackend
 from auth.porter_tokens import PorterTokenIssuer
 from auth.public_session import PublicSession
@@ -71,7 +71,7 @@ class CookieNames:
     @classmethod
     def from_settings(cls, settings: Settings) -> CookieNames:
         held = frozenset({settings.login.upstream_session_cookie})
-        porter = {settings.session.cookie_name, CSRF_COOKIE}
+        porter = {settings.session.cookie_name, CSRF_COOKIE, PRELOGIN_COOKIE}
         if settings.sso.token_cookie:
             porter.add(settings.sso.token_cookie)
         return cls(held, held | porter)

@@ -276,3 +276,14 @@ async def test_client_session_is_reused_without_cookie_jar(
         f"sessionid={TEST_UPSTREAM_SESSION}"
     )
     assert isinstance(client.app, aiohttp.web.Application)
+
+
+async def test_porters_own_cookies_never_reach_omero_web(
+    echo_upstream: Upstream, porter: PorterFactory
+) -> None:
+    client = await porter()
+    mine = "porter_csrf=n; porter_oidc=sealed-state; porter_session=other"
+    resp = await client.get("/echo", headers={"Cookie": f"a=1; {mine}"})
+    await resp.read()
+    forwarded = echo_upstream.state.received[-1].headers["Cookie"]
+    assert forwarded == f"a=1; sessionid={TEST_UPSTREAM_SESSION}"

@@ -28,7 +28,7 @@ from aiohttp import web
 import metrics
 from auth.errors import OmeroError
 from auth.jwt_verify import SsoError, VerifiedToken
-from auth.oidc import LOGOUT_TOKEN_MAX_AGE, OidcError, OidcProvider, PreLogin
+from auth.oidc import LOGOUT_TOKEN_MAX_AGE, PRELOGIN_COOKIE, OidcError, OidcProvider, PreLogin
 from auth.sessions import SessionRecord
 from auth.store import SessionStore, SessionStoreUnavailable
 from proxy.errors import NO_STORE, Refused, error_response, posted_form, redirect
@@ -51,7 +51,6 @@ from proxy.session_cookie import set_session_cookie
 
 log = logging.getLogger("porter.oidc")
 
-PRELOGIN_COOKIE = "porter_oidc"
 MAX_LOGOUT_FORM = 16 * 1024
 NO_REFERRER = {"Referrer-Policy": "no-referrer"}
 
