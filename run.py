@@ -175,10 +175,15 @@ def _cache(args: argparse.Namespace, settings: Settings) -> int:
     if ":" in host:
         base = f"http://[{host}]:{proxy.port}{proxy.prefix}/porter/cache"
 
+    token = proxy.operator_token
+
     async def ask_porter() -> tuple[int, object] | None:
+        if not token:  # the endpoints are off: only the disk tier can be reached
+            return None
         timeout = aiohttp.ClientTimeout(total=30)
+        headers = {"Authorization": f"Bearer {token}"}
         try:
-            async with aiohttp.ClientSession(timeout=timeout) as http:
+            async with aiohttp.ClientSession(timeout=timeout, headers=headers) as http:
                 if args.action == "stats":
                     request = http.get(base)
                 else:
@@ -196,15 +201,15 @@ def _cache(args: argparse.Namespace, settings: Settings) -> int:
         return EXIT_OK
     if answer is not None:
         print(
-            f"cache: {base} answered {answer[0]}: porter there has no cache, or does not list "
-            "this address in proxy.status_detail_from",
+            f"cache: {base} answered {answer[0]}: porter there has no cache, has another "
+            "proxy.operator_token, or does not list this address in proxy.status_detail_from",
             file=sys.stderr,
         )
         return EXIT_FAILURE
     if not settings.cache.disk_dir:
+        reason = f"no porter answers at {base}" if token else "proxy.operator_token is unset"
         print(
-            f"cache: no porter answers at {base}; without a disk tier the cache lives only "
-            "inside a running porter",
+            f"cache: {reason}; without a disk tier the cache lives only inside a running porter",
             file=sys.stderr,
         )
         return EXIT_FAILURE
@@ -221,7 +226,8 @@ def _cache(args: argparse.Namespace, settings: Settings) -> int:
     except DiskError as exc:
         print(f"cache: the disk tier {settings.cache.disk_dir} failed: {exc}", file=sys.stderr)
         return EXIT_FAILURE
-    print(f"# no porter answers at {base}: the disk tier only", file=sys.stderr)
+    reason = f"no porter answers at {base}" if token else "proxy.operator_token is unset"
+    print(f"# {reason}: the disk tier only", file=sys.stderr)
     print(json.dumps(found, indent=2, sort_keys=True))
     return EXIT_OK
 

@@ -110,9 +110,18 @@ class ProxySettings:
     status_detail_from: tuple[str, ...] = field(
         default=("127.0.0.0/8", "::1/128"),
         metadata={
-            "doc": "CIDRs of clients shown the details of /porter/readyz (others get only "
-            "ready or not)",
+            "doc": "CIDRs from which the operator token is accepted (a second fence: the "
+            "token decides)",
             "check": _check_cidrs,
+        },
+    )
+    operator_token: str | None = field(
+        default=None,
+        metadata={
+            "doc": "Bearer token of the operator endpoints (/porter/cache, its purge, "
+            "/porter/metrics, readyz details); unset: they are off. Use operator_token_file",
+            "secret": True,
+            "check": _check_secret_key,
         },
     )
     allowed_hosts: tuple[str, ...] = field(
@@ -389,6 +398,14 @@ def cross_section_problems(settings: Settings, workers: int | None = None) -> li
                 "proxy.workers",
                 f"{workers} workers need session.store = 'redis': the memory store lives in "
                 "one process, so a session made by one worker would be unknown to the others",
+            )
+        )
+    if settings.metrics.allow_from and not settings.proxy.operator_token:
+        problems.append(
+            Problem(
+                "metrics.allow_from",
+                "/porter/metrics on porter's own port is served to operators only: set "
+                "proxy.operator_token (or operator_token_file), or use metrics.listen",
             )
         )
     if not settings.login.password_login and not settings.oidc.enabled:

@@ -28,6 +28,9 @@ ROOT = Path(__file__).resolve().parent.parent
 # What a session made by `porter(logged_in=True)` holds.
 TEST_OMERO_KEY = "00000000-0000-4000-8000-00000000a11c"
 TEST_UPSTREAM_SESSION = "upstream-session-of-alice"
+# proxy.operator_token of the tests, and the header an operator sends with it.
+OPERATOR_TOKEN = "operator-token-of-the-tests-0123456789abcdef"
+OPERATOR = {"Authorization": f"Bearer {OPERATOR_TOKEN}"}
 
 
 @dataclass
@@ -77,6 +80,7 @@ def porter(
         tests/test_login.py does real logins against OMERO.web and the OMERO test server).
         """
         proxy.setdefault("upstream", echo_upstream.url)
+        proxy.setdefault("operator_token", OPERATOR_TOKEN)  # an operator sends OPERATOR
         settings = Settings(proxy=ProxySettings(**proxy), **(sections or {}))
         app = create_app(settings)
         if configure is not None:

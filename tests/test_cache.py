@@ -22,7 +22,7 @@ from cache.settings import CacheRule, CacheSettings
 from proxy.keys import PUBLIC_CACHE
 from tests.bypass_corpus import CASES
 from tests.omero_sim.fixture import OmeroSim
-from tests.porter_fixtures import PorterFactory, Upstream
+from tests.porter_fixtures import OPERATOR, OPERATOR_TOKEN, PorterFactory, Upstream
 from tests.session_fixtures import public_sections
 from tests.test_public_gateway import public_sections as corpus_sections
 from tests.test_public_gateway import raw_request
@@ -369,39 +369,66 @@ async def test_a_cache_rule_never_widens_what_is_public(
     assert (await client.app[PUBLIC_CACHE].stats())["memory"]["entries"] == 0
 
 
-async def test_stats_and_purge_over_http_only_for_status_detail_clients(
+async def test_stats_and_purge_over_http_only_with_the_operator_token(
     echo_upstream: Upstream, porter: PorterFactory, omero_sim: OmeroSim
 ) -> None:
-    client = await porter(logged_in=False, sections=cache_sections(omero_sim))
+    client = await porter(
+        logged_in=False, sections=cache_sections(omero_sim), operator_token=OPERATOR_TOKEN
+    )
     for n in range(3):
         await anonymous(client, f"/webgateway/render_thumbnail/{n}/?tile=1")
-    stats = await (await client.get("/porter/cache")).json()
+    stats = await (await client.get("/porter/cache", headers=OPERATOR)).json()
     assert stats["memory"]["entries"] == 3
     assert stats["counters"]["misses"] == 3
-    refused = await client.post("/porter/cache/purge", data="path_regex=x")
+    refused = await client.post("/porter/cache/purge", data="path_regex=x", headers=OPERATOR)
     assert refused.status == 415
     for hostile in ("(", "(" * 100_000, "a{99999999999}"):  # broken, too deep, too large
-        bad = await client.post("/porter/cache/purge", json={"path_regex": hostile})
+        bad = await client.post(
+            "/porter/cache/purge", json={"path_regex": hostile}, headers=OPERATOR
+        )
         assert bad.status == 400
-    purged = await client.post("/porter/cache/purge", json={"path_regex": "/render_thumbnail/1/$"})
+    purged = await client.post(
+        "/porter/cache/purge", json={"path_regex": "/render_thumbnail/1/$"}, headers=OPERATOR
+    )
     assert await purged.json() == {"removed": 1}
     _, _, headers = await anonymous(client, "/webgateway/render_thumbnail/1/?tile=1")
     assert headers["X-Cache"] == "MISS"
     _, _, headers = await anonymous(client, "/webgateway/render_thumbnail/2/?tile=1")
     assert headers["X-Cache"] == "HIT"
-    # a visitor relayed by a local proxy porter was not told about (trusted_proxies empty)
-    # arrives from 127.0.0.1 too: its relayed request is not the operator's
-    for relayed in ({"X-Forwarded-For": "203.0.113.9"}, {"Forwarded": "for=203.0.113.9"}):
-        assert (await client.get("/porter/cache", headers=relayed)).status == 404
-        refused = await client.post("/porter/cache/purge", json={}, headers=relayed)
+    # Behind a local nginx with a plain proxy_pass (no X-Forwarded-For), every visitor arrives
+    # from 127.0.0.1 with no forwarding header: the address says nothing, the token decides.
+    for stranger in (
+        {},
+        {"Authorization": "Bearer wrong-token-of-the-same-length-0123456789ab"},
+        {"Authorization": f"Basic {OPERATOR_TOKEN}"},
+        {"Authorization": f"Bearer {OPERATOR_TOKEN[:-1]}"},
+        {"X-Porter-Token": OPERATOR_TOKEN},
+    ):
+        assert (await client.get("/porter/cache", headers=stranger)).status == 404
+        refused = await client.post("/porter/cache/purge", json={}, headers=stranger)
         assert refused.status == 404
-    purged = await client.post("/porter/cache/purge", json={})
+    # the address stays a second fence: a request relayed by a proxy porter was not told
+    # about is not the operator's own, token or not
+    for relayed in ({"X-Forwarded-For": "203.0.113.9"}, {"Forwarded": "for=203.0.113.9"}):
+        assert (await client.get("/porter/cache", headers={**OPERATOR, **relayed})).status == 404
+        refused = await client.post("/porter/cache/purge", json={}, headers={**OPERATOR, **relayed})
+        assert refused.status == 404
+    purged = await client.post("/porter/cache/purge", json={}, headers=OPERATOR)
     assert await purged.json() == {"removed": 3}
     # anyone not in status_detail_from does not even learn the endpoints exist
     sections = cache_sections(omero_sim)
-    other = await porter(logged_in=False, sections=sections, status_detail_from=["10.0.0.0/8"])
-    assert (await other.get("/porter/cache")).status == 404
-    assert (await other.post("/porter/cache/purge", json={})).status == 404
+    other = await porter(
+        logged_in=False,
+        sections=sections,
+        status_detail_from=["10.0.0.0/8"],
+        operator_token=OPERATOR_TOKEN,
+    )
+    assert (await other.get("/porter/cache", headers=OPERATOR)).status == 404
+    assert (await other.post("/porter/cache/purge", json={}, headers=OPERATOR)).status == 404
+    # no token configured: the endpoints are off for everyone, loopback included
+    off = await porter(logged_in=False, sections=cache_sections(omero_sim), operator_token=None)
+    assert (await off.get("/porter/cache", headers=OPERATOR)).status == 404
+    assert (await off.post("/porter/cache/purge", json={}, headers=OPERATOR)).status == 404
 
 
 async def test_bypass_shaped_paths_never_become_keys_of_paths_that_are_not_public(

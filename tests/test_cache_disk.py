@@ -20,7 +20,15 @@ from cache.disk import DiskTier
 from cache.entry import Entry
 from proxy.keys import PUBLIC_CACHE
 from tests.omero_sim.fixture import OmeroSim
-from tests.porter_fixtures import ROOT, PorterFactory, PorterProcess, Upstream, free_port
+from tests.porter_fixtures import (
+    OPERATOR,
+    OPERATOR_TOKEN,
+    ROOT,
+    PorterFactory,
+    PorterProcess,
+    Upstream,
+    free_port,
+)
 from tests.test_cache import TILE, anonymous, cache_sections, upstream_tiles
 
 
@@ -86,7 +94,7 @@ async def test_a_failing_disk_tier_is_a_miss_and_degraded_readiness_never_an_err
     directory = tmp_path / "cache"
     sections = cache_sections(omero_sim, memory_bytes=1024**2, disk_dir=str(directory))
     client = await porter(logged_in=False, sections=sections)
-    ready = await (await client.get("/porter/readyz")).json()
+    ready = await (await client.get("/porter/readyz", headers=OPERATOR)).json()
     assert ready["checks"]["cache_disk"]["ok"] is True
     await anonymous(client, thumbnail(1, 2000))
     await client.app[PUBLIC_CACHE].flush()
@@ -98,7 +106,7 @@ async def test_a_failing_disk_tier_is_a_miss_and_degraded_readiness_never_an_err
         status, _, headers = await anonymous(client, thumbnail(n, 50_000))
         assert (status, headers["X-Cache"]) == (200, "HIT")  # from memory
     await client.app[PUBLIC_CACHE].flush()
-    resp = await client.get("/porter/readyz")
+    resp = await client.get("/porter/readyz", headers=OPERATOR)
     ready = await resp.json()
     assert resp.status == 200  # porter still serves: not taken out of rotation for this
     assert ready["status"] == "ready"
@@ -175,13 +183,13 @@ async def test_two_porter_processes_share_the_disk_tier_and_its_purges(
         },
         "cache": {"enabled": True, "disk_dir": str(tmp_path / "shared-cache")},
     }
-    first = porter_process(sections, upstream=echo_upstream.url)
-    second = porter_process(sections, upstream=echo_upstream.url)
+    first = porter_process(sections, upstream=echo_upstream.url, operator_token=OPERATOR_TOKEN)
+    second = porter_process(sections, upstream=echo_upstream.url, operator_token=OPERATOR_TOKEN)
     _, body, headers = await get(first.url + thumbnail(1))
     assert headers["X-Cache"] == "MISS"
     for _ in range(100):  # the disk write runs after the answer
         async with (
-            aiohttp.ClientSession() as session,
+            aiohttp.ClientSession(headers=OPERATOR) as session,
             session.get(first.url + "/porter/cache") as resp,
         ):
             if (await resp.json())["disk"]["entries"] == 1:
@@ -224,10 +232,16 @@ async def test_two_porter_processes_share_the_disk_tier_and_its_purges(
 
 def test_the_cli_says_when_there_is_nothing_to_reach(tmp_path: Path) -> None:
     config = tmp_path / "c.toml"
-    config.write_text("[proxy]\nport = 1\n[cache]\nenabled = true\n")
+    config.write_text(
+        f'[proxy]\nport = 1\noperator_token = "{OPERATOR_TOKEN}"\n[cache]\nenabled = true\n'
+    )
     found = run_py("cache", "stats", "--config", str(config))
     assert found.returncode == 1
     assert "no porter answers at http://127.0.0.1:1/porter/cache" in found.stderr
+    config.write_text("[proxy]\nport = 1\n[cache]\nenabled = true\n")
+    found = run_py("cache", "stats", "--config", str(config))
+    assert found.returncode == 1
+    assert "proxy.operator_token is unset" in found.stderr
     bad = run_py("cache", "purge", "--config", str(config), "--path-regex", "(")
     assert bad.returncode == 2
     assert "--path-regex is not a regex" in bad.stderr

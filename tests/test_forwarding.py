@@ -9,7 +9,13 @@ from yarl import URL
 
 from auth.omero_settings import OmeroSettings
 from tests.omero_sim.fixture import OmeroSim
-from tests.porter_fixtures import TEST_UPSTREAM_SESSION, PorterFactory, Upstream, aiter_bytes
+from tests.porter_fixtures import (
+    OPERATOR,
+    TEST_UPSTREAM_SESSION,
+    PorterFactory,
+    Upstream,
+    aiter_bytes,
+)
 
 
 async def test_get_is_forwarded_with_path_and_query_unchanged(
@@ -194,7 +200,7 @@ async def test_healthz_and_readyz(
     sections = {"omero": OmeroSettings(server_list=((entry[0], entry[1], entry[2]),))}
     client = await porter(sections=sections)
     assert (await client.get("/porter/healthz")).status == 200
-    ready = await client.get("/porter/readyz")
+    ready = await client.get("/porter/readyz", headers=OPERATOR)
     assert ready.status == 200
     checks = (await ready.json())["checks"]
     assert {name: check["ok"] for name, check in checks.items()} == {
@@ -202,7 +208,9 @@ async def test_healthz_and_readyz(
         "omero": True,
         "session_store": True,
     }
-    relayed = await client.get("/porter/readyz", headers={"X-Forwarded-For": "203.0.113.9"})
+    relayed = await client.get(
+        "/porter/readyz", headers={**OPERATOR, "X-Forwarded-For": "203.0.113.9"}
+    )
     assert await relayed.json() == {"status": "ready"}  # no details for a relayed visitor
 
 
@@ -213,7 +221,7 @@ async def test_readyz_reports_a_dead_omero_server(
 
     sections = {"omero": OmeroSettings(server_list=(("127.0.0.1", free_port(), "gone"),))}
     client = await porter(sections=sections)
-    ready = await client.get("/porter/readyz")
+    ready = await client.get("/porter/readyz", headers=OPERATOR)
     assert ready.status == 503
     checks = (await ready.json())["checks"]
     assert checks["omero"] == {
@@ -227,7 +235,7 @@ async def test_readyz_reports_dead_upstream(porter: PorterFactory) -> None:
     from tests.porter_fixtures import free_port
 
     client = await porter(upstream=f"http://127.0.0.1:{free_port()}")
-    ready = await client.get("/porter/readyz")
+    ready = await client.get("/porter/readyz", headers=OPERATOR)
     assert ready.status == 503
     body = await ready.json()
     assert body["checks"]["upstream"]["ok"] is False

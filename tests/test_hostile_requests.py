@@ -16,7 +16,7 @@ from filters.hosts import AllowedHosts
 from filters.regex_guard import backtracking_hazard
 from filters.settings import PublicRuleSettings
 from proxy.settings import ConfigError, load_settings
-from tests.porter_fixtures import PorterFactory, PorterProcess, Upstream
+from tests.porter_fixtures import OPERATOR, OPERATOR_TOKEN, PorterFactory, PorterProcess, Upstream
 
 
 async def raw_request(port: int, request: bytes) -> bytes:
@@ -249,15 +249,22 @@ async def test_identity_headers_never_reach_omero_web(
     assert not [name for name in names if name in received]
 
 
-async def test_readyz_details_only_for_configured_addresses(
+async def test_readyz_details_only_for_the_operator_token_from_configured_addresses(
     echo_upstream: Upstream, porter: PorterFactory
 ) -> None:
-    loopback = await porter()
-    body = await (await loopback.get("/porter/readyz")).json()
+    loopback = await porter(operator_token=OPERATOR_TOKEN)
+    body = await (await loopback.get("/porter/readyz", headers=OPERATOR)).json()
     assert "session_store" in body["checks"]
-    stranger = await porter(status_detail_from=("192.0.2.0/24",))
-    resp = await stranger.get("/porter/readyz")
-    assert set(await resp.json()) == {"status"}  # ready or not, and nothing more
+    # loopback without the token: what every visitor behind a plain proxy_pass looks like
+    for visitor in ({}, {"Authorization": "Bearer guessed"}):
+        resp = await loopback.get("/porter/readyz", headers=visitor)
+        assert set(await resp.json()) == {"status"}  # ready or not, and nothing more
+    stranger = await porter(status_detail_from=("192.0.2.0/24",), operator_token=OPERATOR_TOKEN)
+    resp = await stranger.get("/porter/readyz", headers=OPERATOR)
+    assert set(await resp.json()) == {"status"}
+    untokened = await porter(operator_token=None)
+    resp = await untokened.get("/porter/readyz", headers=OPERATOR)
+    assert set(await resp.json()) == {"status"}
 
 
 async def test_porters_pages_cannot_be_framed_and_do_not_advertise_aiohttp(

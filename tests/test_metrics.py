@@ -4,12 +4,22 @@ and the separate listener. (Several workers summed: tests/test_workers.py.)"""
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import aiohttp
+import pytest
 
-from proxy.settings import MetricsSettings
-from tests.porter_fixtures import PorterFactory, PorterProcess, Upstream, free_port
+from proxy.config import ConfigError
+from proxy.settings import MetricsSettings, load_settings
+from tests.porter_fixtures import (
+    OPERATOR,
+    OPERATOR_TOKEN,
+    PorterFactory,
+    PorterProcess,
+    Upstream,
+    free_port,
+)
 
 
 def sample(exposition: str, name: str) -> float:
@@ -21,15 +31,16 @@ def sample(exposition: str, name: str) -> float:
     )
 
 
-async def test_porter_metrics_counts_requests_for_allowed_clients_only(
+async def test_porter_metrics_counts_requests_for_operators_only(
     echo_upstream: Upstream, porter: PorterFactory
 ) -> None:
-    client = await porter(sections={"metrics": MetricsSettings(allow_from=("127.0.0.0/8",))})
-    before = await (await client.get("/porter/metrics")).text()
+    metrics = {"metrics": MetricsSettings(allow_from=("127.0.0.0/8",))}
+    client = await porter(sections=metrics, operator_token=OPERATOR_TOKEN)
+    before = await (await client.get("/porter/metrics", headers=OPERATOR)).text()
     for _ in range(5):
         assert (await client.get("/echo/x")).status == 200
     assert (await client.get("/echo/x?bsession=stolen")).status == 400
-    resp = await client.get("/porter/metrics")
+    resp = await client.get("/porter/metrics", headers=OPERATOR)
     assert resp.headers["Content-Type"].startswith("text/plain")
     after = await resp.text()
     name = 'porter_requests_total{kind="user",status_class="2xx"}'
@@ -37,12 +48,32 @@ async def test_porter_metrics_counts_requests_for_allowed_clients_only(
     assert sample(after, "porter_upstream_duration_seconds_count") >= 5
     assert sample(after, "porter_requests_in_flight") == 1  # the scrape itself
     assert "porter_build_info{" in after
-    relayed = await client.get("/porter/metrics", headers={"X-Forwarded-For": "203.0.113.9"})
+    # from loopback without the token: a visitor behind a plain proxy_pass looks just so
+    assert (await client.get("/porter/metrics")).status == 404
+    relayed = await client.get(
+        "/porter/metrics", headers={**OPERATOR, "X-Forwarded-For": "203.0.113.9"}
+    )
     assert relayed.status == 404
-    others = await porter(sections={"metrics": MetricsSettings(allow_from=("10.0.0.0/8",))})
-    assert (await others.get("/porter/metrics")).status == 404
-    off = await porter()
-    assert (await off.get("/porter/metrics")).status == 404
+    others = await porter(
+        sections={"metrics": MetricsSettings(allow_from=("10.0.0.0/8",))},
+        operator_token=OPERATOR_TOKEN,
+    )
+    assert (await others.get("/porter/metrics", headers=OPERATOR)).status == 404
+    off = await porter(operator_token=OPERATOR_TOKEN)
+    assert (await off.get("/porter/metrics", headers=OPERATOR)).status == 404
+
+
+def test_metrics_on_porters_port_without_an_operator_token_is_refused(tmp_path: Path) -> None:
+    config = tmp_path / "c.toml"
+    config.write_text('[metrics]\nallow_from = ["127.0.0.0/8"]\n')
+    with pytest.raises(ConfigError) as found:
+        load_settings(config, environ={})
+    assert [p.key for p in found.value.problems] == ["metrics.allow_from"]
+    assert "proxy.operator_token" in str(found.value)
+    config.write_text(
+        f'[proxy]\noperator_token = "{OPERATOR_TOKEN}"\n[metrics]\nallow_from = ["127.0.0.0/8"]\n'
+    )
+    assert load_settings(config, environ={}).metrics.allow_from == ("127.0.0.0/8",)
 
 
 async def test_a_single_porter_serves_its_metrics_listener(
@@ -96,7 +127,7 @@ async def test_omero_sessions_made_and_closed_are_counted_by_reason(
 
     sections = {"metrics": MetricsSettings(allow_from=("127.0.0.0/8",)), "omero": omero(omero_sim)}
     client = await porter(logged_in=False, sections=sections)
-    before = await (await client.get("/porter/metrics")).text()
+    before = await (await client.get("/porter/metrics", headers=OPERATOR)).text()
     page = await (await client.get("/porter/login")).text()
     form = {
         "csrf_token": form_token(page),
@@ -109,7 +140,7 @@ async def test_omero_sessions_made_and_closed_are_counted_by_reason(
         "/porter/logout", data={"csrf_token": form_token(page)}, allow_redirects=False
     )
     assert out.status in (302, 303)
-    after = await (await client.get("/porter/metrics")).text()
+    after = await (await client.get("/porter/metrics", headers=OPERATOR)).text()
     for name in (
         'porter_omero_sessions_created_total{reason="login"}',
         'porter_omero_sessions_closed_total{reason="logout"}',

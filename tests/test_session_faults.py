@@ -16,7 +16,7 @@ from auth.session_settings import SessionSettings
 from auth.stores import create_store
 from tests.gateway_fixtures import GatewayFactory, log_in
 from tests.omero_sim.fixture import OmeroSim
-from tests.porter_fixtures import write_config
+from tests.porter_fixtures import OPERATOR, OPERATOR_TOKEN, write_config
 from tests.redis_fixture import RedisServer, redis_sessions
 
 
@@ -26,7 +26,9 @@ async def test_redis_down_is_503_never_logged_out_and_recovers(
     omero_sim: OmeroSim,
 ) -> None:
     redis = redis_server_factory()
-    client = await gateway(sections={"session": redis_sessions(redis)})
+    client = await gateway(
+        sections={"session": redis_sessions(redis)}, operator_token=OPERATOR_TOKEN
+    )
     assert (await log_in(client, "alice", omero_sim.users["alice"])).status == 303
     pid = redis._process.pid  # type: ignore[union-attr]
     os.kill(pid, signal.SIGSTOP)  # Redis stops answering, as a hung or unreachable server
@@ -39,7 +41,7 @@ async def test_redis_down_is_503_never_logged_out_and_recovers(
         )
         assert ajax.status == 503
         assert "Set-Cookie" not in ajax.headers  # the user is not logged out
-        ready = await client.get("/porter/readyz")
+        ready = await client.get("/porter/readyz", headers=OPERATOR)
         assert ready.status == 503
         assert (await ready.json())["checks"]["session_store"]["ok"] is False
     finally:

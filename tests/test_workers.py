@@ -21,7 +21,7 @@ import aiohttp
 import pytest
 
 from tests.omero_sim.fixture import OmeroSim
-from tests.porter_fixtures import ROOT, PorterProcess, Upstream, free_port
+from tests.porter_fixtures import OPERATOR_TOKEN, ROOT, PorterProcess, Upstream, free_port
 from tests.redis_fixture import RedisServer
 from tests.test_sso import ISSUER, Idp, bearer
 
@@ -91,6 +91,7 @@ def start_workers(
             {**sections(omero_sim, redis_server, idp, metrics_port), **extra},
             upstream=echo_upstream.url,
             workers=count,
+            operator_token=OPERATOR_TOKEN,  # `run.py cache purge` reaches a worker with it
         )
         pids = await asyncio.to_thread(wait_workers, handle, count)
         return Workers(handle, pids, idp, metrics_port)

@@ -1,5 +1,6 @@
 """The cache's admin endpoints, for `run.py cache stats|purge` and for monitoring: only
-clients of proxy.status_detail_from see them (anyone else: 404, as if they did not exist).
+operators see them, with proxy.operator_token from an address of proxy.status_detail_from
+(anyone else: 404, as if they did not exist).
 
     GET  /porter/cache         the tiers' sizes and the counters (JSON)
     POST /porter/cache/purge   {"path_regex": "..."} or {} for everything; JSON only, so a

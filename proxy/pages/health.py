@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hmac
 
 import aiohttp
-from aiohttp import web
+from aiohttp import hdrs, web
 from yarl import URL
 
 from auth.servers import Server
@@ -29,9 +30,18 @@ RESERVED = "/porter/"
 
 def operator(request: web.Request, allowed: TrustedProxies) -> bool:
     """A caller of porter's operator endpoints (readyz details, cache stats and purge,
-    metrics): its address is in `allowed`, and it is that address's own request. A request
-    a proxy relayed without being in trusted_proxies is not: behind a local nginx that porter
-    was not told about, every visitor would come from 127.0.0.1."""
+    metrics): it sends `Authorization: Bearer <proxy.operator_token>`. No token configured:
+    nobody is. The address is a second fence only: it must be in `allowed`, and be that
+    address's own request (a proxy porter was not told about relays everyone from its own
+    address, and a plain proxy_pass adds no X-Forwarded-For to tell them apart)."""
+    token = request.app[SETTINGS].proxy.operator_token
+    if not token:
+        return False
+    scheme, _, given = request.headers.get(hdrs.AUTHORIZATION, "").partition(" ")
+    if scheme.lower() != "bearer" or not hmac.compare_digest(
+        given.strip().encode("utf-8", "surrogateescape"), token.encode()
+    ):
+        return False
     client = request[SCOPE].client
     if len(client.forwarded_for) == 1 and any(h in request.headers for h in FORWARDING_HEADERS):
         return False
