@@ -158,16 +158,18 @@ def _cache(args: argparse.Namespace, settings: Settings) -> int:
     memory copies of purged entries within seconds)."""
     import asyncio
     import json
-    import re
+    import time
 
     import aiohttp
 
     from cache.disk import DiskError, DiskTier
+    from cache.store import PURGE_BUDGET
+    from filters.regex_guard import MatchTimeout, guarded
 
     try:
-        pattern = re.compile(args.path_regex) if args.path_regex else None
-    except re.error as exc:
-        print(f"cache: --path-regex is not a regex: {exc}", file=sys.stderr)
+        pattern = guarded(args.path_regex) if args.path_regex else None
+    except ValueError as exc:
+        print(f"cache: --path-regex is refused: {exc}", file=sys.stderr)
         return EXIT_USAGE
     proxy = settings.proxy
     host = "127.0.0.1" if proxy.host in ("", "0.0.0.0", "::") else proxy.host
@@ -219,12 +221,19 @@ def _cache(args: argparse.Namespace, settings: Settings) -> int:
             found: dict[str, object] = (
                 {"disk": {**disk.stats(), "limit": settings.cache.disk_bytes}}
                 if args.action == "stats"
-                else {"removed": disk.purge(pattern)}
+                else {"removed": disk.purge(pattern, time.monotonic() + PURGE_BUDGET)}
             )
         finally:
             disk.close()
     except DiskError as exc:
         print(f"cache: the disk tier {settings.cache.disk_dir} failed: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    except MatchTimeout:
+        print(
+            f"cache: --path-regex took longer than {PURGE_BUDGET:g} s over the cached paths; "
+            "entries matched by then were purged",
+            file=sys.stderr,
+        )
         return EXIT_FAILURE
     reason = f"no porter answers at {base}" if token else "proxy.operator_token is unset"
     print(f"# {reason}: the disk tier only", file=sys.stderr)

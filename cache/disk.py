@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import sqlite3
 import time
 from pathlib import Path
@@ -18,6 +17,7 @@ import diskcache
 
 from cache.entry import Entry
 from cache.key import key_path
+from filters.regex_guard import GuardedPattern
 
 PURGE_LOG = "porter:purge-log"  # the purges other processes apply to their memory tier
 PURGE_LOG_KEEP = 100
@@ -72,18 +72,20 @@ class DiskTier:
         if expire > 0:
             self._cache.set(key, entry.to_bytes(), expire=expire)
 
-    def purge(self, pattern: re.Pattern[str] | None) -> int:
+    def purge(self, pattern: GuardedPattern | None, deadline: float) -> int:
         """Remove the entries whose path `pattern` finds (all: None); how many were removed.
-        Noted in the purge log, so other processes drop their memory copies too."""
+        Noted in the purge log, so other processes drop their memory copies too. Raises
+        MatchTimeout past monotonic `deadline` (what was matched by then is removed, and
+        the purge is not noted)."""
         removed = 0
         for key in list(self._cache.iterkeys()):
             if key == PURGE_LOG or not isinstance(key, str):
                 continue
-            if pattern is None or pattern.search(key_path(key)):
+            if pattern is None or pattern.finds(key_path(key), deadline):
                 removed += bool(self._cache.delete(key))
         with self._cache.transact():
             log = self.purge_log()
-            log.append((time.time(), None if pattern is None else pattern.pattern))
+            log.append((time.time(), None if pattern is None else pattern.source))
             self._cache.set(PURGE_LOG, json.dumps(log[-PURGE_LOG_KEEP:]).encode())
         return removed
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 import time
 from collections.abc import Coroutine
 from concurrent.futures import ThreadPoolExecutor
@@ -20,10 +19,16 @@ from cache.key import key_path
 from cache.purges import RedisPurgeLog
 from cache.rules import CacheRules
 from cache.settings import CacheSettings
+from filters.regex_guard import GuardedPattern, MatchTimeout, guarded
 
 log = logging.getLogger("porter.cache")
 
 TOO_LARGE_MEMORY = 3600.0  # seconds a key stays known as too large to cache
+PURGE_BUDGET = 10.0  # seconds a purge's pattern may take over the cached paths
+
+
+def _found(pattern: GuardedPattern, keys: list[str], deadline: float) -> list[str]:
+    return [key for key in keys if pattern.finds(key_path(key), deadline)]
 
 
 @dataclass
@@ -99,26 +104,33 @@ class PublicCache:
         if entry.size <= self._memory.maxsize:
             self._memory[key] = entry
 
-    async def purge(self, pattern: re.Pattern[str] | None) -> int:
-        """Drop the entries whose path `pattern` finds (all: None), from both tiers."""
-        removed = self._purge_memory(pattern, time.time())
-        if self.disk is not None:
-            await self.flush()
-            removed += await self._on_disk(self.disk.purge, pattern) or 0
+    async def purge(self, pattern: GuardedPattern | None) -> int:
+        """Drop the entries whose path `pattern` finds (all: None), from both tiers. The
+        paths were chosen by visitors: matching runs in a thread, under PURGE_BUDGET seconds
+        (MatchTimeout past it: what was matched by then is dropped, nothing is noted for the
+        other processes)."""
+        deadline = time.monotonic() + PURGE_BUDGET
+        removed = 0
+        try:
+            removed = await self._purge_memory(pattern, time.time(), deadline)
+            if self.disk is not None:
+                await self.flush()
+                removed += await self._on_disk(self.disk.purge, pattern, deadline) or 0
+        finally:
+            self.counters.purged += removed
         if self.shared is not None:
-            await self.shared.note(None if pattern is None else pattern.pattern)
-        self.counters.purged += removed
+            await self.shared.note(None if pattern is None else pattern.source)
         return removed
 
-    def _purge_memory(self, pattern: re.Pattern[str] | None, before: float) -> int:
-        doomed = [
-            key
-            for key, entry in list(self._memory.items())
-            if entry.stored <= before and (pattern is None or pattern.search(key_path(key)))
-        ]
-        for key in doomed:
+    async def _purge_memory(
+        self, pattern: GuardedPattern | None, before: float, deadline: float
+    ) -> int:
+        keys = [key for key, entry in list(self._memory.items()) if entry.stored <= before]
+        if pattern is not None:  # the entries are read on the loop, the paths matched apart
+            keys = await asyncio.to_thread(_found, pattern, keys, deadline)
+        for key in keys:
             self._memory.pop(key, None)
-        return len(doomed)
+        return len(keys)
 
     async def apply_purges(self) -> int:
         """Purges another process noted (in the shared disk tier, in Redis), applied to this
@@ -132,9 +144,21 @@ class PublicCache:
         removed = 0
         for when, source in purge_log:
             if when > self._purges_seen:
-                removed += self._purge_memory(None if source is None else re.compile(source), when)
+                removed += await self._apply_purge(source, when)
                 self._purges_seen = when
         return removed
+
+    async def _apply_purge(self, source: str | None, when: float) -> int:
+        """Another process's purge, on this memory tier. A pattern that is refused or runs
+        out of time drops everything stored before it: a copy too many is dropped, never
+        one too few kept."""
+        deadline = time.monotonic() + PURGE_BUDGET
+        try:
+            pattern = None if source is None else guarded(source)
+            return await self._purge_memory(pattern, when, deadline)
+        except (ValueError, MatchTimeout) as exc:
+            log.warning("cache purge pattern not applied (%s): dropping every copy", exc)
+            return await self._purge_memory(None, when, deadline)
 
     def run_in_background(self, refresh: Coroutine[Any, Any, object]) -> None:
         """Run a refresh of an entry without anyone waiting for it (kept until it ends)."""

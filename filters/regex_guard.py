@@ -44,6 +44,16 @@ class GuardedPattern:
         except TimeoutError:
             raise MatchTimeout(self.source) from None
 
+    def finds(self, text: str, deadline: float) -> bool:
+        """Whether the pattern occurs anywhere in `text`, before monotonic `deadline`."""
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise MatchTimeout(self.source)
+        try:
+            return self.compiled.search(text, timeout=remaining, concurrent=True) is not None
+        except TimeoutError:
+            raise MatchTimeout(self.source) from None
+
 
 # What compiling a hostile pattern raises besides the regex error: nesting too deep for the
 # parser, a repeat count too large for an int.
@@ -126,6 +136,13 @@ def check_pattern(source: str) -> None:
             "repeats an alternation or a repeat (e.g. (a|b)+ or (a+)*): matching can take "
             "exponential time on a crafted path; write it without the nested repeat"
         )
+
+
+def guarded(source: str) -> GuardedPattern:
+    """`source` compiled for matching text visitors chose, once `check_pattern` accepts it
+    (raises ValueError saying why not)."""
+    check_pattern(source)
+    return compile_pattern(source)
 
 
 def check_patterns(sources: tuple[str, ...]) -> None:

@@ -8,6 +8,7 @@ OMERO.web fails."""
 from __future__ import annotations
 
 import asyncio
+import time
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,8 @@ import pytest
 from aiohttp.test_utils import TestClient
 from yarl import URL
 
-from cache.key import key_path
+from cache.entry import Entry
+from cache.key import cache_key, key_path
 from cache.settings import CacheRule, CacheSettings
 from proxy.keys import PUBLIC_CACHE
 from tests.bypass_corpus import CASES
@@ -429,6 +431,44 @@ async def test_stats_and_purge_over_http_only_with_the_operator_token(
     off = await porter(logged_in=False, sections=cache_sections(omero_sim), operator_token=None)
     assert (await off.get("/porter/cache", headers=OPERATOR)).status == 404
     assert (await off.post("/porter/cache/purge", json={}, headers=OPERATOR)).status == 404
+
+
+# Lint-clean, yet its matching backtracks without end over a long run of word characters.
+SLOW_PURGE = r"^/webgateway/render_thumbnail/(\w*)\w*\1\w*\1\w*\1\W"
+
+
+async def test_a_purge_pattern_never_stalls_porter(
+    echo_upstream: Upstream,
+    porter: PorterFactory,
+    omero_sim: OmeroSim,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    client = await porter(logged_in=False, sections=cache_sections(omero_sim))
+    cache = client.app[PUBLIC_CACHE]
+    for n in range(30):  # paths a crawler chose
+        path = f"/webgateway/render_thumbnail/{'a' * 3000}{n}"
+        cache.put(cache_key(1, "http", "h", path, ""), Entry((), b"x", time.time(), 60))
+    # the classic shape is refused by the same lint as url_filter, before any matching
+    refused = await client.post(
+        "/porter/cache/purge", json={"path_regex": "(a|aa)+$"}, headers=OPERATOR
+    )
+    assert refused.status == 400
+    assert "repeats an alternation or a repeat" in await refused.text()
+    # a pattern the lint cannot see runs in a thread under a budget: porter answers meanwhile
+    monkeypatch.setattr("cache.store.PURGE_BUDGET", 1.0)
+    purge = asyncio.ensure_future(
+        client.post("/porter/cache/purge", json={"path_regex": SLOW_PURGE}, headers=OPERATOR)
+    )
+    await asyncio.sleep(0.1)
+    health = await client.get("/porter/healthz")
+    assert health.status == 200
+    assert not purge.done()  # healthz was answered while the purge was still matching
+    slow = await purge
+    assert slow.status == 400
+    assert "took longer than" in await slow.text()
+    assert (await cache.stats())["memory"]["entries"] == 30  # nothing matched, nothing lost
+    # another process's purge with a pattern that is refused here drops every copy instead
+    assert await cache._apply_purge("(a|aa)+$", time.time()) == 30
 
 
 async def test_bypass_shaped_paths_never_become_keys_of_paths_that_are_not_public(

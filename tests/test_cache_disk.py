@@ -244,7 +244,10 @@ def test_the_cli_says_when_there_is_nothing_to_reach(tmp_path: Path) -> None:
     assert "proxy.operator_token is unset" in found.stderr
     bad = run_py("cache", "purge", "--config", str(config), "--path-regex", "(")
     assert bad.returncode == 2
-    assert "--path-regex is not a regex" in bad.stderr
+    assert "--path-regex is refused: not a valid regular expression" in bad.stderr
+    hazard = run_py("cache", "purge", "--config", str(config), "--path-regex", "(a|aa)+$")
+    assert hazard.returncode == 2
+    assert "repeats an alternation or a repeat" in hazard.stderr
 
 
 def test_an_unusable_disk_dir_is_named_at_start(tmp_path: Path) -> None:

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from filters.regex_guard import compile_plain
+from cache.store import PURGE_BUDGET
+from filters.regex_guard import MatchTimeout, guarded
 from proxy.errors import NO_STORE, error_response
 from proxy.keys import PUBLIC_CACHE, STATUS_DETAIL
 from proxy.pages.health import operator
@@ -35,10 +36,21 @@ async def cache_purge(request: web.Request) -> web.Response:
     try:
         body = await request.json()
         source = body.get("path_regex") if isinstance(body, dict) else None
-        pattern = None if source in (None, "") else compile_plain(str(source))
-    except ValueError as exc:  # not JSON, not UTF-8, or not a regular expression
+    except ValueError as exc:  # not JSON, not UTF-8
         return error_response(request, 400, f"Not a purge request: {type(exc).__name__}.")
-    removed = await request.app[PUBLIC_CACHE].purge(pattern)
+    try:
+        pattern = None if source in (None, "") else guarded(str(source))
+    except ValueError as exc:  # not a regex, or one whose matching time can explode
+        return error_response(request, 400, f"path_regex is refused: {exc}.")
+    try:
+        removed = await request.app[PUBLIC_CACHE].purge(pattern)
+    except MatchTimeout:
+        return error_response(
+            request,
+            400,
+            f"path_regex took longer than {PURGE_BUDGET:g} s over the cached paths; entries "
+            "matched by then were purged. Purge with a simpler pattern, or everything.",
+        )
     return web.json_response({"removed": removed}, headers=NO_STORE)
 
 
