@@ -326,6 +326,62 @@ async def test_omero_web_forgetting_the_session_is_renewed_through_nginx(
         await browser.close()
 
 
+async def test_posts_that_must_log_in_or_be_renewed_keep_their_method_through_nginx(
+    gateway: GatewayFactory,
+    omero_sim: OmeroSim,
+    omero_web: OmeroWeb,
+    nginx_factory: Callable[[int, int], Nginx],
+) -> None:
+    """nginx's error_page sends a POST on as a POST: porter answers it as it answers a GET."""
+    _, nginx = await setup(gateway, omero_sim, omero_web, nginx_factory)
+    private = nginx.url + "/webclient/userdata/"  # login required, not public
+    async with aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar()) as anonymous:
+        ajax = {"X-Requested-With": "XMLHttpRequest"}
+        async with anonymous.post(private, headers=ajax, data={"a": "1"}) as resp:
+            assert resp.status == 403  # as in proxy mode: OMERO.web's JavaScript reloads
+            assert "Login required" in await resp.text()  # porter's answer, not nginx's
+        async with anonymous.post(private, data={"a": "1"}, allow_redirects=False) as resp:
+            assert resp.status == 302
+            assert resp.headers["Location"] == "/porter/login"  # a POST is not returned to
+    path = "/webclient/active_group/"  # OMERO.web: login required; POST switches the group
+    browser = Browser(nginx.url)
+    try:
+        await browser.log_in("bob", omero_sim.users["bob"])
+        csrf = "c" * 32  # Django's CSRF: the cookie and the header agree
+        browser.session.cookie_jar.update_cookies({"csrftoken": csrf})
+        post = {"headers": {"X-CSRFToken": csrf}, "data": {"active_group": "1"}}
+        for stored in omero_web.session_dir.rglob("sessionid*"):  # OMERO.web forgets
+            stored.unlink()
+        async with browser.session.post(nginx.url + path, allow_redirects=False, **post) as resp:
+            assert resp.status == 307  # renewed; the browser sends the same POST again
+            assert resp.headers["Location"] == path
+        async with browser.session.post(nginx.url + path, allow_redirects=False, **post) as resp:
+            assert resp.status == 302  # OMERO.web knows bob again and ran the view
+            assert resp.headers["Location"] == "/webclient/"
+    finally:
+        await browser.close()
+
+
+async def test_renew_never_sends_a_browser_off_the_site(
+    gateway: GatewayFactory, omero_sim: OmeroSim
+) -> None:
+    porter = await gateway(
+        sections=forward_auth_sections(omero_sim), trusted_proxies=("127.0.0.1/32",)
+    )
+    for uri in ("//evil.example/x", "/\\evil.example/x", "https://evil.example/x"):
+        resp = await porter.get(
+            "/porter/auth/renew",
+            headers={
+                "X-Original-URI": uri,
+                "X-Original-Method": "GET",
+                "X-Upstream-Location": "/webclient/login/?url=%2Fx",
+            },
+            allow_redirects=False,
+        )
+        assert resp.status == 400, uri
+        assert "Location" not in resp.headers
+
+
 async def test_decisions_are_cached_per_credentials_and_never_shared(
     gateway: GatewayFactory,
     omero_sim: OmeroSim,

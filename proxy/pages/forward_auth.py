@@ -14,10 +14,12 @@ then the identity chain answers who it is:
 Porter writes an access line for refusals only: a granted request is nginx's to log (it
 logs every request it serves), which keeps the decision cheap.
 
-``GET /porter/auth/login`` gives what proxy mode gives a visitor who must log in (browsers:
-to the login page; AJAX: 403). ``GET /porter/auth/renew`` is where nginx sends OMERO.web's
+``/porter/auth/login`` gives what proxy mode gives a visitor who must log in (browsers: to
+the login page; AJAX: 403). ``/porter/auth/renew`` is where nginx sends OMERO.web's
 redirects: a redirect to OMERO.web's login page means OMERO.web forgot the session, so porter
-renews it and sends the browser back to the original URL; any other redirect is passed on.
+renews it and sends the browser back to the original URL (307: a POST is sent again as a
+POST, with its body); any other redirect is passed on. nginx's ``error_page`` to a named
+location keeps the original method, so both answer every method.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from yarl import URL
 from auth.errors import SessionGone
 from filters.canonical import strip_prefix
 from filters.credentials import credential_params
+from filters.redirects import safe_redirect
 from filters.rules import Decision
 from proxy.errors import NO_STORE, error_response, login_required, redirect
 from proxy.forwarding.cookies import parse_cookie_header
@@ -135,7 +138,7 @@ def _granted(request: web.Request, principal: Principal) -> dict[str, str]:
 
 
 async def login(request: web.Request) -> web.StreamResponse:
-    """`GET /porter/auth/login`: nginx's `error_page 401`, for the original request."""
+    """`/porter/auth/login` (any method): nginx's `error_page 401`, for the original request."""
     original = _original(request)
     if isinstance(original, web.Response):
         return original
@@ -145,26 +148,30 @@ async def login(request: web.Request) -> web.StreamResponse:
 
 
 async def renew(request: web.Request) -> web.StreamResponse:
-    """`GET /porter/auth/renew`: OMERO.web answered the original request with a redirect
-    (`X-Upstream-Location`). To its login page: OMERO.web forgot the held session, so porter
-    hands it over again and sends the browser back to the original URL once (GET and HEAD;
-    other methods get porter's login answer). Anywhere else: passed on as it is."""
+    """`/porter/auth/renew` (any method): OMERO.web answered the original request with a
+    redirect (`X-Upstream-Location`). To its login page: OMERO.web forgot the held session,
+    so porter hands it over again and sends the browser back to the original URL with a 307,
+    which browsers follow with the same method and body (OMERO.web refused the request
+    before its view ran). Anywhere else: passed on as it is."""
     original = _original(request)
     if isinstance(original, web.Response):
         return original
     method, path, _ = original
-    uri = request.headers.get(ORIGINAL_URI, "/")
+    prefix = request.app[SETTINGS].proxy.prefix
     location = request.headers.get(UPSTREAM_LOCATION, "")
     try:
         target = URL(location)
     except (ValueError, TypeError):
         return error_response(request, 502)
-    login_page = request.app[SETTINGS].proxy.prefix + "/webclient/login/"
+    login_page = prefix + "/webclient/login/"
     if not target.path.startswith(login_page):
         return redirect(location, 302)
+    uri = safe_redirect(request.headers.get(ORIGINAL_URI), prefix, "")
+    if not uri:  # e.g. //evil.example/x: sent back there, a browser would leave the site
+        return error_response(request, 400, "This address cannot be returned to.")
     request[DECISION] = await _decide(request, method, path)
     principal = await authenticate(request)
-    if principal is None or method not in (hdrs.METH_GET, hdrs.METH_HEAD):
+    if principal is None:
         return login_required(request, method=method, target=uri)
     request[PRINCIPAL] = principal
     try:
@@ -177,5 +184,6 @@ async def renew(request: web.Request) -> web.StreamResponse:
 
 def add_routes(app: web.Application, prefix: str) -> None:
     app.router.add_get(prefix + "/porter/auth", auth)
-    app.router.add_get(prefix + "/porter/auth/login", login)
-    app.router.add_get(prefix + "/porter/auth/renew", renew)
+    # error_page keeps the original method: a POST that must log in or renew arrives as one
+    app.router.add_route("*", prefix + "/porter/auth/login", login)
+    app.router.add_route("*", prefix + "/porter/auth/renew", renew)
