@@ -74,6 +74,7 @@ class Discovery:
     jwks_uri: str
     end_session_endpoint: str | None
     backchannel_logout: bool
+    iss_parameter: bool  # RFC 9207: it names itself in every authorization response
 
 
 def parse_discovery(data: bytes, expected_issuer: str) -> Discovery:
@@ -106,6 +107,7 @@ def parse_discovery(data: bytes, expected_issuer: str) -> Discovery:
         jwks_uri=found["jwks_uri"],
         end_session_endpoint=end if isinstance(end, str) and _web_url(end) else None,
         backchannel_logout=doc.get("backchannel_logout_supported") is True,
+        iss_parameter=doc.get("authorization_response_iss_parameter_supported") is True,
     )
 
 

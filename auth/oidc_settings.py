@@ -95,6 +95,14 @@ class OidcProviderSettings(ClaimMapping):
         default=True,
         metadata={"doc": "On logout, send the browser to the provider's end_session_endpoint"},
     )
+    shared_callback: bool = field(
+        default=False,
+        metadata={
+            "doc": "Use the callback URL every provider shared before, /porter/oidc/callback, "
+            "instead of /porter/oidc/<id>/callback (one provider at most; register the new "
+            "URL instead)"
+        },
+    )
 
     @property
     def label(self) -> str:
@@ -161,9 +169,22 @@ class OidcSettings:
     def enabled(self) -> bool:
         return bool(self.providers)
 
+    @property
+    def shared_callback(self) -> str | None:
+        """The id of the provider that keeps the shared callback URL, if one does."""
+        return next((p.id for p in self.providers if p.shared_callback), None)
+
     def problems(self) -> list[tuple[str, str]]:
         ids = [p.id for p in self.providers]
         twice = sorted({i for i in ids if ids.count(i) > 1})
         if twice:
             return [("providers", f"provider id {twice[0]!r} is configured twice")]
+        if sum(p.shared_callback for p in self.providers) > 1:
+            return [
+                (
+                    "providers",
+                    "shared_callback is set for more than one provider: the callback URL "
+                    "must say which provider a login came back from",
+                )
+            ]
         return []

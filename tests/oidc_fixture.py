@@ -89,7 +89,13 @@ def _clients(ports: tuple[int, int]) -> list[dict[str, Any]]:
         "client_secret": SECRET,
         "grant_types": ["authorization_code"],
         "response_types": ["code"],
-        "redirect_uris": [f"{a}/porter/oidc/callback", f"{b}/porter/oidc/callback"],
+        # one callback URL per provider of porter's: idp (and mixup, a second provider id on
+        # the same client, for the mix-up tests), and the shared URL of before
+        "redirect_uris": [
+            f"{origin}/porter/oidc/{path}"
+            for origin in (a, b)
+            for path in ("idp/callback", "mixup/callback", "callback")
+        ],
         "post_logout_redirect_uris": [
             f"{a}/porter/login?logged_out=1",
             f"{b}/porter/login?logged_out=1",

@@ -349,13 +349,17 @@ async def test_posts_that_must_log_in_or_be_renewed_keep_their_method_through_ng
         await browser.log_in("bob", omero_sim.users["bob"])
         csrf = "c" * 32  # Django's CSRF: the cookie and the header agree
         browser.session.cookie_jar.update_cookies({"csrftoken": csrf})
-        post = {"headers": {"X-CSRFToken": csrf}, "data": {"active_group": "1"}}
+        headers, form = {"X-CSRFToken": csrf}, {"active_group": "1"}
         for stored in omero_web.session_dir.rglob("sessionid*"):  # OMERO.web forgets
             stored.unlink()
-        async with browser.session.post(nginx.url + path, allow_redirects=False, **post) as resp:
+        async with browser.session.post(
+            nginx.url + path, headers=headers, data=form, allow_redirects=False
+        ) as resp:
             assert resp.status == 307  # renewed; the browser sends the same POST again
             assert resp.headers["Location"] == path
-        async with browser.session.post(nginx.url + path, allow_redirects=False, **post) as resp:
+        async with browser.session.post(
+            nginx.url + path, headers=headers, data=form, allow_redirects=False
+        ) as resp:
             assert resp.status == 302  # OMERO.web knows bob again and ran the view
             assert resp.headers["Location"] == "/webclient/"
     finally:

@@ -34,7 +34,7 @@ from auth.oidc_settings import OidcProviderSettings, OidcSettings
 from auth.omero_settings import OmeroSettings
 from auth.sso_settings import SsoSettings
 from proxy.app import create_app
-from proxy.keys import SESSION_STORE
+from proxy.keys import OIDC_PROVIDERS, SESSION_STORE
 from proxy.settings import LoginSettings, ProxySettings, Settings
 from tests.gateway_fixtures import Gateway
 from tests.oidc_fixture import TestProvider, log_in_at_provider
@@ -268,7 +268,7 @@ async def test_a_replayed_code_is_refused(
 ) -> None:
     client = await oidc_porter()
     authorization = await start_login(client)
-    sealed = client.session.cookie_jar.filter_cookies(client.make_url("/porter/oidc/callback"))
+    sealed = client.session.cookie_jar.filter_cookies(client.make_url("/porter/oidc/idp/callback"))
     back = await log_in_at_provider(client.session, str(authorization), "bob")
     status, _, cookie, _ = await callback(client, back)
     assert status == 303
@@ -278,7 +278,8 @@ async def test_a_replayed_code_is_refused(
     attacker = aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True))
     async with attacker:
         attacker.cookie_jar.update_cookies(
-            {"porter_oidc": sealed["porter_oidc"].value}, client.make_url("/porter/oidc/callback")
+            {"porter_oidc": sealed["porter_oidc"].value},
+            client.make_url("/porter/oidc/idp/callback"),
         )
         async with attacker.get(back, allow_redirects=False) as resp:
             assert resp.status == 401
@@ -675,7 +676,7 @@ async def test_provider_logout_reaches_a_session_made_by_another_porter_process(
         ) as resp:
             assert resp.status == 302
             authorization = URL(resp.headers["Location"])
-        callback_a = str(client.make_url("/porter/oidc/callback"))
+        callback_a = str(client.make_url("/porter/oidc/idp/callback"))
         assert authorization.query["redirect_uri"] == callback_a
         back = await log_in_at_provider(browser, str(authorization), "carol")
         # on A, with the state B sealed (the cookie names the host, not the port)
@@ -843,7 +844,7 @@ async def test_a_crash_in_the_callback_mails_no_code_token_or_secret(
 
     client = await oidc_porter(mail=settings_for(smtp_server), configure=break_mapper)
     authorization = await start_login(client)
-    sealed = client.session.cookie_jar.filter_cookies(client.make_url("/porter/oidc/callback"))
+    sealed = client.session.cookie_jar.filter_cookies(client.make_url("/porter/oidc/idp/callback"))
     back = await log_in_at_provider(client.session, str(authorization), "alice")
     got, _, cookie, body = await callback(client, back)
     assert got == 500
@@ -924,9 +925,9 @@ async def test_an_openid_login_under_a_prefix_keeps_every_url_and_cookie_under_i
     ) as resp:
         assert resp.status == 302
         authorization = URL(resp.headers["Location"])
-        assert resp.cookies["porter_oidc"]["path"] == "/omero/porter/oidc/callback"
+        assert resp.cookies["porter_oidc"]["path"] == "/omero/porter/oidc/idp/callback"
     assert authorization.query["redirect_uri"] == str(
-        client.make_url("/omero/porter/oidc/callback")
+        client.make_url("/omero/porter/oidc/idp/callback")
     )
     async with client.session.get(authorization, allow_redirects=False) as resp:
         back = URL(resp.headers["Location"])
@@ -980,3 +981,125 @@ async def test_omero_down_at_the_callback_is_a_503_page_and_the_next_login_works
         assert (status, location) == (303, PING)
         assert cookie
     assert len(user_sessions(omero_sim, "alice")) == len(before) + 1
+
+
+# -- mix-up (RFC 9700 4.4) --------------------------------------------------------------------
+
+
+async def test_a_code_comes_back_only_to_the_provider_the_login_started_at(
+    oidc_porter: Callable[..., Awaitable[Gateway]],
+    oidc_provider: TestProvider,
+    rogue: Rogue,
+    omero_sim: OmeroSim,
+) -> None:
+    """A hostile provider B sends "Log in with B" on to provider A with porter's parameters:
+    A's code must never reach B's token endpoint, and nobody is logged in."""
+    redeemed: list[str] = []
+    answer = rogue.token
+
+    async def token(request: web.Request) -> web.StreamResponse:
+        redeemed.append(str((await request.post()).get("code")))
+        return await answer(request)
+
+    rogue.token = token
+    hostile = OidcProviderSettings(
+        id="rogue", issuer=rogue.issuer, client_id="porter", client_secret="x" * 32
+    )
+    client = await oidc_porter(oidc_provider.oidc(oidc_provider.settings(), hostile))
+    before = user_sessions(omero_sim, "alice")
+    to_b = await start_login(client, provider="rogue")
+    assert to_b.query["redirect_uri"] == str(client.make_url("/porter/oidc/rogue/callback"))
+    sealed = client.session.cookie_jar.filter_cookies(
+        client.make_url("/porter/oidc/rogue/callback")
+    )["porter_oidc"].value
+    async with client.session.get(f"{oidc_provider.issuer}/.well-known/openid-configuration") as r:
+        a_authorize = URL((await r.json())["authorization_endpoint"])
+    # B's redirect to A, as it is: A knows no such redirect URI for porter and stops there
+    async with client.session.get(
+        a_authorize.with_query(to_b.query), allow_redirects=False
+    ) as resp:
+        assert resp.status == 400
+    # B's redirect to A with A's own callback URL of porter's: the code comes back to the
+    # callback of A, which the sealed state (B's) does not name, even when the browser
+    # sends B's pre-login cookie there and A's iss is left out
+    back = await log_in_at_provider(
+        client.session,
+        str(
+            a_authorize.with_query(to_b.query).update_query(
+                redirect_uri=str(client.make_url("/porter/oidc/idp/callback"))
+            )
+        ),
+        "alice",
+    )
+    assert back.path == "/porter/oidc/idp/callback"
+    client.session.cookie_jar.update_cookies(
+        {"porter_oidc": sealed}, client.make_url("/porter/oidc/idp/callback")
+    )
+    without_iss = back.with_query({k: v for k, v in back.query.items() if k != "iss"})
+    for url in (back, without_iss):
+        await refused(client, url, 400, "again")
+        client.session.cookie_jar.update_cookies(
+            {"porter_oidc": sealed}, client.make_url("/porter/oidc/idp/callback")
+        )
+    assert redeemed == []  # B never saw A's code
+    assert user_sessions(omero_sim, "alice") == before
+
+
+async def test_a_provider_that_names_itself_must_do_so_in_every_callback(
+    oidc_porter: Callable[..., Awaitable[Gateway]],
+    oidc_provider: TestProvider,
+    omero_sim: OmeroSim,
+) -> None:
+    client = await oidc_porter()
+    found = await client.app[OIDC_PROVIDERS]["idp"].discovery()
+    assert found.iss_parameter  # oidc-provider says authorization_response_iss_parameter_supported
+    before = user_sessions(omero_sim, "bob")
+    back = await log_in_at_provider(client.session, str(await start_login(client)), "bob")
+    assert back.query["iss"] == oidc_provider.issuer
+    without_iss = back.with_query({k: v for k, v in back.query.items() if k != "iss"})
+    await refused(client, without_iss, 400, "again")
+    back = await log_in_at_provider(client.session, str(await start_login(client)), "bob")
+    await refused(client, back.update_query(iss="https://evil.example"), 400, "again")
+    assert user_sessions(omero_sim, "bob") == before
+
+
+async def test_the_shared_callback_url_of_before_is_kept_for_one_provider(
+    oidc_porter: Callable[..., Awaitable[Gateway]],
+    oidc_provider: TestProvider,
+    omero_sim: OmeroSim,
+) -> None:
+    legacy = oidc_provider.settings(shared_callback=True)
+    second = oidc_provider.settings(id="mixup", display_name="Second")
+    client = await oidc_porter(oidc_provider.oidc(legacy, second))
+    # the second provider has its own URL; a login of the first never completes there
+    assert (await start_login(client, provider="mixup")).query["redirect_uri"] == str(
+        client.make_url("/porter/oidc/mixup/callback")
+    )
+    client.session.cookie_jar.clear(lambda c: c.key == "porter_oidc")
+    back = await log_in_at_provider(client.session, str(await start_login(client)), "bob")
+    sealed = client.session.cookie_jar.filter_cookies(client.make_url("/porter/oidc/callback"))
+    client.session.cookie_jar.update_cookies(
+        {"porter_oidc": sealed["porter_oidc"].value},
+        client.make_url("/porter/oidc/mixup/callback"),
+    )
+    await refused(client, back.with_path("/porter/oidc/mixup/callback"), 400, "again")
+    # the first keeps the URL every provider shared before
+    authorization = await start_login(client)
+    assert authorization.query["redirect_uri"] == str(client.make_url("/porter/oidc/callback"))
+    back = await log_in_at_provider(client.session, str(authorization), "bob")
+    status, location, cookie, _ = await callback(client, back)
+    assert (status, location) == (303, PING)
+    assert cookie
+
+
+def test_two_providers_cannot_share_the_callback_url() -> None:
+    both = OidcSettings(
+        providers=tuple(
+            OidcProviderSettings(
+                id=name, issuer="https://idp.example", client_id="c", shared_callback=True
+            )
+            for name in ("a", "b")
+        )
+    )
+    assert [key for key, _ in both.problems()] == ["providers"]
+    assert "shared_callback" in both.problems()[0][1]

@@ -2,14 +2,20 @@
 
     GET  /porter/oidc/{provider}/login?url=   seal state, nonce and PKCE verifier into the
                                                pre-login cookie; off to the provider
-    GET  /porter/oidc/callback?code=&state=   check, exchange, verify, map, one OMERO session,
+    GET  /porter/oidc/{provider}/callback?code=&state=
+                                               check, exchange, verify, map, one OMERO session,
                                                a fresh porter session; on to the target
+    GET  /porter/oidc/callback                 the same, for the one provider configured with
+                                               shared_callback (the URL before 2026-12)
     POST /porter/oidc/backchannel             a provider's logout_token ends every porter
                                                session of that sid (or sub)
 
 The porter session of an OpenID login has kind "oidc:<provider id>" and is indexed in the
 session store under (issuer, sid) and (issuer, sub), so a back-channel logout reaches it from
-any porter process sharing the store. No code, token, state or secret is ever logged,
+any porter process sharing the store. Each provider has its own callback URL, and a login
+comes back only to the one its sealed state names: a provider cannot send another provider's
+code to porter as its own (the mix-up attack; RFC 9700 4.4). No code, token, state or secret
+is ever logged,
 forwarded or put in a URL the browser keeps: the callback URL is answered by a redirect at
 once, with no Referer leaving it.
 """
@@ -45,7 +51,7 @@ from proxy.keys import (
     SSO_SESSIONS,
 )
 from proxy.pages.login import LoginFailed, end_session, landing, render_login, start_session
-from proxy.pages.oidc_links import KIND_PREFIX, callback_url
+from proxy.pages.oidc_links import KIND_PREFIX, SHARED_CALLBACK, callback_path, callback_url
 from proxy.principal import Principal
 from proxy.session_cookie import set_session_cookie
 
@@ -88,14 +94,14 @@ async def start(request: web.Request) -> web.StreamResponse:
     pre = PreLogin.start(provider.id, target, settings.login_lifetime)
     response = redirect(
         provider.authorization_url(
-            found, callback_url(request), pre.state, pre.nonce, pre.verifier
+            found, callback_url(request, provider.id), pre.state, pre.nonce, pre.verifier
         ),
         302,
     )
     response.set_cookie(
         PRELOGIN_COOKIE,
         request.app[PRELOGIN].seal(pre),
-        path=_prefix(request) + "/porter/oidc/callback",
+        path=_prefix(request) + callback_path(request, provider.id),
         max_age=settings.login_lifetime,
         httponly=True,
         secure=request[SCOPE].client.scheme == "https",
@@ -106,6 +112,7 @@ async def start(request: web.Request) -> web.StreamResponse:
 
 async def callback(request: web.Request) -> web.StreamResponse:
     """The provider's redirect back: a porter session, or the login page with why not."""
+    named = request.match_info.get("provider") or request.app[SETTINGS].oidc.shared_callback
     sealed = request.cookies.get(PRELOGIN_COOKIE, "")
     query = request.query
     # whatever happens next (a log line, an error mail), these are never shown
@@ -123,27 +130,35 @@ async def callback(request: web.Request) -> web.StreamResponse:
         provider = request.app[OIDC_PROVIDERS].get(pre.provider)
         if provider is None:  # the configuration changed meanwhile
             raise OidcError("login_expired", LOGIN_EXPIRED, status=400)
+        if pre.provider != named:  # another provider's callback URL: a mix-up
+            log.warning(
+                "OIDC callback of %s for a login at %s rid=%s", named, provider.id, _rid(request)
+            )
+            raise OidcError("bad_state", LOGIN_EXPIRED, status=400)
         if "error" in query:
             log.info("OIDC provider %s answered %.40r", provider.id, query.get("error"))
             raise OidcError("denied", PROVIDER_REFUSED, status=403)
-        if "iss" in query and query["iss"] != provider.settings.issuer:  # RFC 9207 mix-up
+        iss = query.get("iss")
+        if iss is None and (await provider.discovery()).iss_parameter:
+            raise OidcError("bad_state", LOGIN_EXPIRED, status=400)  # RFC 9207: it must say
+        if iss is not None and iss != provider.settings.issuer:  # RFC 9207 mix-up
             raise OidcError("bad_state", LOGIN_EXPIRED, status=400)
         code = query.get("code", "")
         if not code or len(code) > 4096:
             raise OidcError("bad_state", LOGIN_EXPIRED, status=400)
         record = await _log_in(request, provider, pre, code)
     except SsoError as exc:
-        return _refused(request, exc, target)
+        return _refused(request, exc, target, named)
     except LoginFailed as failed:
         response = render_login(
             request, status=failed.status, error=failed.message, url=target, headers=NO_REFERRER
         )
-        _clear_prelogin(request, response)
+        _clear_prelogin(request, response, named)
         return response
     response = redirect(pre.target, 303)
     response.headers.update(NO_REFERRER)
     set_session_cookie(request, response, record.id)
-    _clear_prelogin(request, response)
+    _clear_prelogin(request, response, named)
     return response
 
 
@@ -152,7 +167,7 @@ async def _log_in(
 ) -> SessionRecord:
     app = request.app
     found = await provider.discovery()
-    token = await provider.exchange(found, code, pre.verifier, callback_url(request))
+    token = await provider.exchange(found, code, pre.verifier, callback_url(request, provider.id))
     secrets = request[PRINCIPAL].secrets | {token}
     request[PRINCIPAL] = Principal("token", "unknown", secrets=secrets)
     verified = await provider.verify_id_token(token, pre.nonce)
@@ -190,22 +205,27 @@ async def _index(store: SessionStore, record: SessionRecord, verified: VerifiedT
         await store.link(name, record.id, until)
 
 
-def _refused(request: web.Request, exc: SsoError, target: str | None) -> web.StreamResponse:
+def _refused(
+    request: web.Request, exc: SsoError, target: str | None, provider: str | None = None
+) -> web.StreamResponse:
     if exc.status != 503:
         metrics.LOGINS.labels("failure").inc()
     log.info("OIDC login refused (%s) rid=%s", exc.reason, _rid(request))
     response = render_login(
         request, status=exc.status, error=exc.message, url=target, headers=NO_REFERRER
     )
-    _clear_prelogin(request, response)
+    _clear_prelogin(request, response, provider)
     return response
 
 
-def _clear_prelogin(request: web.Request, response: web.StreamResponse) -> None:
-    if PRELOGIN_COOKIE in request.cookies:
+def _clear_prelogin(
+    request: web.Request, response: web.StreamResponse, provider: str | None
+) -> None:
+    """The pre-login cookie of `provider`'s callback URL, which this request was sent to."""
+    if PRELOGIN_COOKIE in request.cookies and provider is not None:
         response.del_cookie(
             PRELOGIN_COOKIE,
-            path=_prefix(request) + "/porter/oidc/callback",
+            path=_prefix(request) + callback_path(request, provider),
             httponly=True,
             secure=request[SCOPE].client.scheme == "https",
             samesite="Lax",
@@ -289,6 +309,8 @@ def _logout_error(status: int, message: str) -> web.Response:
 def add_routes(app: web.Application, prefix: str) -> None:
     if not app[SETTINGS].oidc.enabled:
         return
-    app.router.add_get(prefix + "/porter/oidc/callback", callback)
+    if app[SETTINGS].oidc.shared_callback:
+        app.router.add_get(prefix + SHARED_CALLBACK, callback)
+    app.router.add_get(prefix + "/porter/oidc/{provider}/callback", callback)
     app.router.add_post(prefix + "/porter/oidc/backchannel", backchannel)
     app.router.add_get(prefix + "/porter/oidc/{provider}/login", start)

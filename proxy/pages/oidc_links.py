@@ -26,8 +26,19 @@ def base_url(request: web.Request) -> str:
     return f"{client.scheme}://{client.host}{_prefix(request)}"
 
 
-def callback_url(request: web.Request) -> str:
-    return base_url(request) + "/porter/oidc/callback"
+SHARED_CALLBACK = "/porter/oidc/callback"  # before per-provider URLs; `shared_callback`
+
+
+def callback_path(request: web.Request, provider: str) -> str:
+    """Where `provider` sends the browser back (below the prefix): a URL of its own, so a
+    code can only come back to the provider whose login the browser started (mix-up)."""
+    if request.app[SETTINGS].oidc.shared_callback == provider:
+        return SHARED_CALLBACK
+    return f"/porter/oidc/{provider}/callback"
+
+
+def callback_url(request: web.Request, provider: str) -> str:
+    return base_url(request) + callback_path(request, provider)
 
 
 def login_url(request: web.Request, provider: str, target: str | None) -> str:
