@@ -273,8 +273,9 @@ async def test_a_replayed_code_is_refused(
     status, _, cookie, _ = await callback(client, back)
     assert status == 303
     assert cookie
-    # The same callback again, with the pre-login cookie an attacker kept: the provider
-    # refuses the used code, porter logs nobody in.
+    # The same callback again, with the pre-login cookie an attacker kept: porter has seen
+    # this login come back already and logs nobody in (before the provider is asked; the
+    # provider would refuse the used code too).
     attacker = aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True))
     async with attacker:
         attacker.cookie_jar.update_cookies(
@@ -282,9 +283,9 @@ async def test_a_replayed_code_is_refused(
             client.make_url("/porter/oidc/idp/callback"),
         )
         async with attacker.get(back, allow_redirects=False) as resp:
-            assert resp.status == 401
+            assert resp.status == 400
             assert SESSION_COOKIE not in resp.cookies or not resp.cookies[SESSION_COOKIE].value
-            assert "could not be completed" in await resp.text()
+            assert "too long or was started in another window" in await resp.text()
 
 
 async def test_a_wrong_nonce_is_refused(
@@ -1103,3 +1104,40 @@ def test_two_providers_cannot_share_the_callback_url() -> None:
     )
     assert [key for key, _ in both.problems()] == ["providers"]
     assert "shared_callback" in both.problems()[0][1]
+
+
+async def test_a_callback_replayed_with_its_cookie_makes_no_second_session(
+    porter: Any, echo_upstream: Any, rogue: Rogue, omero_sim: OmeroSim
+) -> None:
+    """The rogue provider redeems a code as often as it is sent: porter's own state is what
+    makes the second callback fail."""
+    redeemed: list[str] = []
+    answer = rogue.token
+
+    async def token(request: web.Request) -> web.StreamResponse:
+        redeemed.append(str((await request.post()).get("code")))
+        return await answer(request)
+
+    rogue.token = token
+    entry = omero_sim.server_list_entry()
+    sections = {
+        "omero": OmeroSettings(
+            server_list=((entry[0], entry[1], entry[2]),),
+            admin_user="root",
+            admin_password=omero_sim.users["root"],
+        ),
+        "oidc": rogue.oidc(),
+    }
+    client = await porter(logged_in=False, sections=sections)
+    back = await rogue_callback(client, rogue)
+    path = client.make_url("/porter/oidc/idp/callback")
+    sealed = client.session.cookie_jar.filter_cookies(path)["porter_oidc"].value
+    status, _, cookie, _ = await callback(client, back)
+    assert (status, bool(cookie)) == (303, True)
+    async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as attacker:
+        attacker.cookie_jar.update_cookies({"porter_oidc": sealed}, path)
+        async with attacker.get(back, allow_redirects=False) as resp:
+            assert resp.status == 400
+            assert SESSION_COOKIE not in resp.cookies or not resp.cookies[SESSION_COOKIE].value
+            assert "too long or was started in another window" in await resp.text()
+    assert len(redeemed) == 1  # the replay never reached the provider

@@ -130,6 +130,9 @@ async def callback(request: web.Request) -> web.StreamResponse:
         provider = request.app[OIDC_PROVIDERS].get(pre.provider)
         if provider is None:  # the configuration changed meanwhile
             raise OidcError("login_expired", LOGIN_EXPIRED, status=400)
+        if not await _first_use(request, pre):
+            log.warning("OIDC callback replayed rid=%s", _rid(request))
+            raise OidcError("replayed", LOGIN_EXPIRED, status=400)
         if pre.provider != named:  # another provider's callback URL: a mix-up
             log.warning(
                 "OIDC callback of %s for a login at %s rid=%s", named, provider.id, _rid(request)
@@ -160,6 +163,16 @@ async def callback(request: web.Request) -> web.StreamResponse:
     set_session_cookie(request, response, record.id)
     _clear_prelogin(request, response, named)
     return response
+
+
+async def _first_use(request: web.Request, pre: PreLogin) -> bool:
+    """The sealed login comes back once: a second callback with the same cookie (where the
+    provider would redeem a code twice) makes no second session. Remembered in the session
+    store, by every porter process sharing it, until the seal expires."""
+    try:
+        return await request.app[SESSION_STORE].use_once(f"oidc-login\x00{pre.nonce}", pre.expires)
+    except SessionStoreUnavailable:
+        raise LoginFailed(503, "The session store is unavailable. Please retry.") from None
 
 
 async def _log_in(
