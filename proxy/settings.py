@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import stat
 import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -418,6 +419,45 @@ def cross_section_problems(settings: Settings, workers: int | None = None) -> li
     return problems
 
 
+def private_directory(path: str) -> str | None:
+    """Why `path`, a directory porter reads files back from (the cache's disk tier, the mail
+    spool), is not porter's alone; None when it is (or does not exist yet: porter makes it
+    0700). A directory another local user may write lets them plant what porter then serves
+    or mails to the admins."""
+    try:
+        found = os.stat(path)
+    except (FileNotFoundError, NotADirectoryError):
+        return None  # porter makes it, or says why it cannot
+    except OSError as exc:
+        return f"cannot be read: {exc.strerror or exc}"
+    if not stat.S_ISDIR(found.st_mode):
+        return None  # said when it is opened, with the error itself
+    if found.st_uid != os.geteuid():
+        return (
+            f"is owned by uid {found.st_uid}, not by porter's user (uid {os.geteuid()}): "
+            "another user could plant files in it; give it to porter's user, mode 0700"
+        )
+    if found.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        return (
+            f"is writable by its group or by others (mode {stat.S_IMODE(found.st_mode):o}): "
+            "another user could plant files in it; chmod 700 it"
+        )
+    return None
+
+
+def directory_problems(settings: Settings) -> list[Problem]:
+    """The directories porter reads back from, each checked with `private_directory`."""
+    directories = {
+        "cache.disk_dir": settings.cache.disk_dir if settings.cache.enabled else "",
+        "mail.spool_dir": settings.mail.spool_dir,
+    }
+    return [
+        Problem(key, why)
+        for key, path in directories.items()
+        if path and (why := private_directory(path)) is not None
+    ]
+
+
 def load_settings(
     path: Path | str | None = None, environ: Mapping[str, str] | None = None
 ) -> Settings:
@@ -440,6 +480,7 @@ def load_settings(
     settings = build(Settings, merge(table, overrides), "", problems)
     if not problems:
         problems.extend(cross_section_problems(typing.cast(Settings, settings)))
+        problems.extend(directory_problems(typing.cast(Settings, settings)))
     if problems:
         raise ConfigError(str(source), [_name_source(p, sources) for p in problems])
     return typing.cast(Settings, settings)

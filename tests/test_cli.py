@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -116,3 +117,42 @@ def test_check_warns_about_a_prefix_style_url_filter(
     assert run.main(["check", "--config", str(config)]) == 0
     err = capsys.readouterr().err
     assert "warning: public.url_filter: does not end with .* or $" in err
+
+
+@pytest.mark.parametrize("command", ["check", "serve"])
+def test_a_directory_another_user_may_write_is_refused_at_start(
+    tmp_path: Path, command: str
+) -> None:
+    """A mail planted in a 0777 spool would be mailed to the admins; an entry planted in the
+    cache's directory served to visitors. Such a directory is named, and porter exits 2."""
+    spool, cache = tmp_path / "spool", tmp_path / "cache"
+    spool.mkdir(mode=0o700)
+    cache.mkdir(mode=0o700)
+    config = tmp_path / "c.toml"
+    config.write_text(
+        "[public]\nenabled = true\nuser = 'public'\npassword = 'x'\n"
+        f"[cache]\nenabled = true\ndisk_dir = '{cache}'\n"
+        f"[mail]\nspool_dir = '{spool}'\n"
+    )
+    mine = subprocess.run(
+        [sys.executable, str(ROOT / "run.py"), "check", "--config", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert mine.returncode == 0, mine.stderr  # 0700 and porter's own: fine
+    spool.chmod(0o777)
+    root = os.geteuid() == 0
+    if root:
+        os.chown(cache, 65534, 65534)  # another user's (only root may give it away)
+    port = ["--port", "1"] if command == "serve" else []  # never reached: refused before
+    found = subprocess.run(
+        [sys.executable, str(ROOT / "run.py"), command, "--config", str(config), *port],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert found.returncode == 2
+    assert "mail.spool_dir: is writable by its group or by others (mode 777)" in found.stderr
+    assert ("cache.disk_dir: is owned by uid 65534" in found.stderr) is root
+    assert "Traceback" not in found.stderr
