@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import ipaddress
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -29,7 +30,8 @@ FORWARDING_HEADERS = (
 
 # Headers that name a user to whatever trusts them (Apache's REMOTE_USER, oauth2-proxy,
 # Authelia, forward-auth answers): a client never sends them to OMERO.web, in case a later
-# OMERO.web set-up believes one.
+# OMERO.web set-up believes one. These names, and every name of the same shape
+# (`is_identity_header`): a list of names misses the next product's.
 IDENTITY_HEADERS = (
     "Remote-User",
     "Remote-Groups",
@@ -49,6 +51,16 @@ IDENTITY_HEADERS = (
     "X-Porter-User",
     "X-Porter-Kind",
 )
+
+
+# *-User, *-Username, *-Email, *-Group(s), *-Role(s), and Remote-* / *-Remote-*.
+_IDENTITY_SHAPE = re.compile(r"(?:^|-)remote-|-(?:user|username|email|groups?|roles?)\Z")
+
+
+@functools.lru_cache(maxsize=1024)  # header names repeat from request to request
+def is_identity_header(lower_name: str) -> bool:
+    """Whether a (lower-cased) header name has the shape of one that names a user."""
+    return _IDENTITY_SHAPE.search(lower_name) is not None
 
 
 @dataclass(frozen=True)

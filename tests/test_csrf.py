@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import aiohttp
 from aiohttp import web
+from multidict import CIMultiDict
 
+from proxy.forwarding.cookies import take_set_cookies
 from proxy.keys import CSRF
+from tests.gateway_fixtures import GatewayFactory, log_in
+from tests.omero_sim.fixture import OmeroSim
 from tests.porter_fixtures import PorterFactory, Upstream
 
 SECRET = "a-shared-secret-key-of-at-least-32-characters"
@@ -62,3 +66,40 @@ async def test_a_token_holds_only_for_its_nonce_purpose_and_secret(
             other.make_url("/porter/test-only-csrf?purpose=login"), data={"token": token}
         )
         assert await answer.json() is False  # no nonce cookie
+
+
+async def test_cookies_relayed_over_https_are_secure(
+    gateway: GatewayFactory, omero_sim: OmeroSim, echo_upstream: Upstream, porter: PorterFactory
+) -> None:
+    """Behind a TLS front proxy, OMERO.web speaks plain HTTP to porter and sets its csrftoken
+    without Secure; porter knows the browser's scheme and adds it."""
+    client = await gateway(trusted_proxies=("127.0.0.1/32",))
+    assert (await log_in(client, "alice", omero_sim.users["alice"])).status == 303
+    for proto, secure in (("https", True), ("http", False)):
+        resp = await client.get("/api/v0/token/", headers={"X-Forwarded-Proto": proto})
+        assert resp.status == 200
+        [csrf] = [c for c in resp.headers.getall("Set-Cookie") if c.startswith("csrftoken=")]
+        assert ("; Secure" in csrf) is secure, csrf
+    # any cookie OMERO.web relays, a plug-in's too
+    relay = await porter(trusted_proxies=("127.0.0.1/32",))
+    https = {"X-Forwarded-Proto": "https"}
+    resp = await relay.get("/echo?tile=1&set_cookie=plugin_pref", headers=https)
+    [cookie] = resp.headers.getall("Set-Cookie")
+    assert cookie.startswith("plugin_pref=from-omero-web")
+    assert cookie.endswith("; Secure")
+
+
+def test_a_cookie_that_says_secure_already_is_relayed_as_it_is() -> None:
+    headers = CIMultiDict(
+        [
+            ("Set-Cookie", "a=1; Path=/; secure; SameSite=None"),
+            ("Set-Cookie", "b=2; Path=/"),
+            ("Set-Cookie", "sessionid=held; Path=/"),
+        ]
+    )
+    taken = take_set_cookies(headers, frozenset({"sessionid"}), https=True)
+    assert taken == {"sessionid": "held"}
+    assert headers.getall("Set-Cookie") == [
+        "a=1; Path=/; secure; SameSite=None",
+        "b=2; Path=/; Secure",
+    ]

@@ -338,7 +338,8 @@ async def _take(
         cache.too_large[key] = True
         return Passed()
     headers = end_to_end(upstream.headers)
-    taken = take_set_cookies(headers, request.app[COOKIE_NAMES].held)
+    https = request[SCOPE].client.scheme == "https"
+    taken = take_set_cookies(headers, request.app[COOKIE_NAMES].held, https)
     if status == 200 and not taken and _storable(headers):
         stored = tuple((k, v) for k, v in headers.items() if k.lower() not in _NOT_STORED)
         entry = Entry(stored, body, time.time(), ttl)

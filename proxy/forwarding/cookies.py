@@ -38,20 +38,30 @@ def rewrite_cookies(
         headers[hdrs.COOKIE] = "; ".join(f"{n}={v}" for n, v in pairs)
 
 
-def take_set_cookies(headers: CIMultiDict[str], names: frozenset[str]) -> dict[str, str | None]:
-    """Remove Set-Cookie headers for `names`; return their new values (None: deleted)."""
+def take_set_cookies(
+    headers: CIMultiDict[str], names: frozenset[str], https: bool = False
+) -> dict[str, str | None]:
+    """Remove Set-Cookie headers for `names`; return their new values (None: deleted). Over
+    `https` (the scheme the browser used, as porter trusts it), every cookie relayed gets
+    `Secure`: OMERO.web behind porter speaks plain HTTP and would not add it (its csrftoken)."""
+    if hdrs.SET_COOKIE not in headers:
+        return {}
     taken: dict[str, str | None] = {}
     kept: list[str] = []
     for value in headers.getall(hdrs.SET_COOKIE, ()):
         name = value.split("=", 1)[0].strip()
         if name not in names:
-            kept.append(value)
+            kept.append(value + "; Secure" if https and not _is_secure(value) else value)
             continue
         taken[name] = _cookie_value(value, name)
     headers.popall(hdrs.SET_COOKIE, None)
     for value in kept:
         headers.add(hdrs.SET_COOKIE, value)
     return taken
+
+
+def _is_secure(header: str) -> bool:
+    return any(part.strip().lower() == "secure" for part in header.split(";")[1:])
 
 
 def _cookie_value(header: str, name: str) -> str | None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from aiohttp import hdrs
 from multidict import CIMultiDict, CIMultiDictProxy
@@ -40,12 +40,23 @@ def skip_set(drop: Iterable[str] = ()) -> frozenset[str]:
 
 
 def end_to_end(
-    headers: CIMultiDictProxy[str] | CIMultiDict[str], skip: frozenset[str] = HOP_BY_HOP
+    headers: CIMultiDictProxy[str] | CIMultiDict[str],
+    skip: frozenset[str] = HOP_BY_HOP,
+    skip_shape: Callable[[str], bool] | None = None,
 ) -> CIMultiDict[str]:
-    """A copy of `headers` without the names in `skip` (see `skip_set`) and without the
-    headers this message's Connection names, in one pass."""
+    """A copy of `headers` without the names in `skip` (see `skip_set`), those whose
+    lower-cased name `skip_shape` refuses, and the headers this message's Connection names,
+    in one pass."""
     if hdrs.CONNECTION in headers:
         skip = skip | connection_tokens(headers)
+    if skip_shape is None:
+        return CIMultiDict(
+            [(name, value) for name, value in headers.items() if name.lower() not in skip]
+        )
     return CIMultiDict(
-        [(name, value) for name, value in headers.items() if name.lower() not in skip]
+        [
+            (name, value)
+            for name, value in headers.items()
+            if (lower := name.lower()) not in skip and not skip_shape(lower)
+        ]
     )

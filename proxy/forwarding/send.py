@@ -12,7 +12,7 @@ from aiohttp import hdrs, web
 from multidict import CIMultiDict
 from yarl import URL
 
-from filters.forwarded import FORWARDING_HEADERS, IDENTITY_HEADERS
+from filters.forwarded import FORWARDING_HEADERS, IDENTITY_HEADERS, is_identity_header
 from proxy.errors import error_response
 from proxy.finish import finish
 from proxy.forwarding.cookies import rewrite_cookies, take_set_cookies
@@ -84,7 +84,7 @@ def upstream_headers(
     Porter's cookies and browser cookies named like the ones porter holds for OMERO.web are
     dropped; `cookies` (the held ones of this request's session) are added.
     """
-    headers = end_to_end(request.headers, _REQUEST_SKIP)
+    headers = end_to_end(request.headers, _REQUEST_SKIP, is_identity_header)
     set_forwarding(request, headers)
     app = request.app
     sso = app[SETTINGS].sso
@@ -160,7 +160,8 @@ async def answer(
         if upstream.status >= 500:
             return await upstream_failed(request, upstream)
         headers = end_to_end(upstream.headers)
-        taken = take_set_cookies(headers, request.app[COOKIE_NAMES].held)
+        https = request[SCOPE].client.scheme == "https"
+        taken = take_set_cookies(headers, request.app[COOKIE_NAMES].held, https)
         if taken and capture is not None:
             await capture(taken)
         return await relay(request, upstream, headers)
