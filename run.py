@@ -129,7 +129,9 @@ def _clearsessions(args: argparse.Namespace, settings: Settings) -> int:
             async def end_web(record: SessionRecord) -> bool:  # no Django session left behind
                 return await web_logout(http, settings, record.cookies)
 
-            store = create_store(settings.session, on_evict=backend.close)
+            store = create_store(
+                settings.session, on_evict=backend.close, seal=settings.proxy.store_seal()
+            )
             try:
                 result = await purge_expired(
                     store,

@@ -39,6 +39,7 @@ from auth.public_settings import PublicSessionSettings
 from auth.shared_slots import SharedSlots, text
 from auth.single_flight import SingleFlight
 from auth.store import SessionStoreUnavailable, redis_errors
+from auth.store_seal import StoreSeal
 
 __all__ = ["Handoff", "PublicLogin", "PublicSession"]
 
@@ -93,8 +94,8 @@ class _SharedEntries:
     """The Redis side: the shared entry and its creation lock (auth/shared_slots.py), and
     the set of processes holding it."""
 
-    def __init__(self, redis: Redis, prefix: str) -> None:
-        self._slots = SharedSlots(redis, "public session store")
+    def __init__(self, redis: Redis, prefix: str, seal: StoreSeal) -> None:
+        self._slots = SharedSlots(redis, "public session store", seal)
         self._redis = redis
         self._prefix = prefix
         self._leave = redis.register_script(_LEAVE)
@@ -129,7 +130,7 @@ class _SharedEntries:
             key = await self._leave(
                 keys=[self._key(server_id), self._key(server_id, ":holders")], args=[token]
             )
-        return text(key) if key else None
+        return self._slots.open_key(self._key(server_id), text(key)) if key else None
 
 
 class PublicSession:
@@ -144,12 +145,18 @@ class PublicSession:
         *,
         redis: Redis | None = None,
         key_prefix: str = "porter:",
+        seal: StoreSeal | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        """With `redis`, `seal` (required then) names and seals what is kept there."""
         self._backend = backend
         self._settings = settings
         self._handoff = handoff
-        self._shared = _SharedEntries(redis, key_prefix) if redis is not None else None
+        if redis is not None and seal is None:
+            raise ValueError("a public session shared through Redis needs the store's seal")
+        self._shared = (
+            _SharedEntries(redis, key_prefix, seal) if redis is not None and seal else None
+        )
         self._clock = clock
         self._token = secrets.token_hex(16)  # this process, as lock owner and holder
         self._held: dict[int, _Held] = {}

@@ -1,8 +1,9 @@
 """An OMERO session several porter processes share through Redis: one hash per slot
-(`key`: the OMERO session key, `c:<name>`: each OMERO.web cookie held for it), the lock its
-one creator holds while making it, and a compare-and-delete so that only the session a
-process saw fail is dropped. Used by the shared public session and the SSO users' sessions.
-Every Redis failure is SessionStoreUnavailable (the error boundary's 503)."""
+(`key`: the OMERO session key, `c:<name>`: each OMERO.web cookie held for it, both sealed
+with the store's key, auth/store_seal.py; `kh`: a keyed hash of the session key), the lock
+its one creator holds while making it, and a compare-and-delete (on `kh`) so that only the
+session a process saw fail is dropped. Used by the shared public session and the SSO users'
+sessions. Every Redis failure is SessionStoreUnavailable (the error boundary's 503)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from typing import Any
 from redis.asyncio import Redis
 
 from auth.store import redis_errors
+from auth.store_seal import StoreSeal
 
 _COOKIE = "c:"
 _UNLOCK = """
@@ -20,7 +22,10 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) 
 return 0
 """
 _DROP = """
-if redis.call('HGET', KEYS[1], 'key') == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+local held = redis.call('HGET', KEYS[1], 'kh')
+for i = 1, #ARGV do
+  if held == ARGV[i] then return redis.call('DEL', KEYS[1]) end
+end
 return 0
 """
 
@@ -32,9 +37,10 @@ def text(value: Any) -> str:
 class SharedSlots:
     """Slots by their Redis key; `what` names them in errors."""
 
-    def __init__(self, redis: Redis, what: str) -> None:
+    def __init__(self, redis: Redis, what: str, seal: StoreSeal) -> None:
         self.redis = redis
         self.what = what
+        self.seal = seal
         self._unlock = redis.register_script(_UNLOCK)
         self._drop = redis.register_script(_DROP)
 
@@ -45,15 +51,35 @@ class SharedSlots:
         data = {text(k): text(v) for k, v in raw.items()}
         if not data.get("key"):
             return None
-        cookies = {k[len(_COOKIE) :]: v for k, v in data.items() if k.startswith(_COOKIE)}
-        return data["key"], MappingProxyType(cookies)
+        opened = {
+            name: self.seal.open(value, key, name)
+            for name, value in data.items()
+            if name == "key" or name.startswith(_COOKIE)
+        }
+        session_key = opened.pop("key")
+        if session_key is None or None in opened.values():
+            return None  # sealed under a key this process does not know: as if empty
+        cookies = {k[len(_COOKIE) :]: str(v) for k, v in opened.items()}
+        return session_key, MappingProxyType(cookies)
+
+    def open_key(self, key: str, sealed: str | None) -> str | None:
+        """The session key sealed in slot `key`'s hash (as a script returned it)."""
+        return None if sealed is None else self.seal.open(sealed, key, "key")
 
     async def write(
         self, key: str, session_key: str, cookies: Mapping[str, str], ttl: float | None = None
     ) -> None:
         """Fill slot `key` (replacing what it held), for `ttl` seconds if given."""
-        fields: dict[Any, Any] = {"key": session_key}
-        fields.update({_COOKIE + name: value for name, value in cookies.items()})
+        fields: dict[Any, Any] = {
+            "key": self.seal.seal(session_key, key, "key"),
+            "kh": self.seal.handle(session_key),
+        }
+        fields.update(
+            {
+                _COOKIE + name: self.seal.seal(value, key, _COOKIE + name)
+                for name, value in cookies.items()
+            }
+        )
         with redis_errors(self.what):
             async with self.redis.pipeline(transaction=True) as pipe:
                 pipe.delete(key)
@@ -75,4 +101,4 @@ class SharedSlots:
     async def drop(self, key: str, session_key: str) -> bool:
         """Empty slot `key` only if it still holds `session_key`; True if it did."""
         with redis_errors(self.what):
-            return bool(await self._drop(keys=[key], args=[session_key]))
+            return bool(await self._drop(keys=[key], args=self.seal.handles(session_key)))

@@ -29,6 +29,7 @@ from auth.omero_ice import OmeroLogin
 from auth.shared_slots import SharedSlots
 from auth.single_flight import SingleFlight
 from auth.store import SessionStoreUnavailable
+from auth.store_seal import StoreSeal
 
 log = logging.getLogger("porter.auth.sso")
 
@@ -53,8 +54,10 @@ class SharedSsoSessions:
     """The SSO sessions in Redis, shared by every porter process: one slot per (server,
     user) with its OMERO.web cookies, and the lock its one creator holds."""
 
-    def __init__(self, redis: Redis, prefix: str, ttl: float, create_timeout: float) -> None:
-        self._slots = SharedSlots(redis, "SSO sessions")
+    def __init__(
+        self, redis: Redis, prefix: str, ttl: float, create_timeout: float, seal: StoreSeal
+    ) -> None:
+        self._slots = SharedSlots(redis, "SSO sessions", seal)
         self._prefix = prefix + "sso:"
         self._ttl = ttl
         self.create_timeout = create_timeout

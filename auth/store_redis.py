@@ -1,9 +1,14 @@
 """The shared session store: Redis, so several porter processes or machines share sessions.
 
-Layout under the key prefix P:
-  P s:<id>   hash: the record (fields below; held upstream cookies as "c:<name>")
-  P expiry   sorted set: id -> logical deadline min(created + absolute, last_seen + idle)
-  P seen     sorted set: id -> last_seen (the keepalive's "used since")
+Layout under the key prefix P, where a session's handle is an HMAC of its cookie (the
+cookie itself is never written to Redis) and its secrets, the OMERO session key and the held
+upstream cookies, are sealed (auth/store_seal.py):
+  P s:<handle>   hash: the record (fields below; held upstream cookies as "c:<name>")
+  P expiry       sorted set: handle -> logical deadline min(created + absolute, last_seen + idle)
+  P seen         sorted set: handle -> last_seen (the keepalive's "used since")
+
+Records read by handle (purge, keepalive) carry `~<handle>` as their id, which delete,
+update_cookies and mark_pinged accept as they accept a cookie.
 
 The hash's Redis TTL is the logical deadline plus `close_grace`: expiry is checked on read
 against the deadline, and the purge (ZRANGEBYSCORE on `expiry`, no SCAN) still finds the
@@ -38,6 +43,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from auth.session_settings import SessionSettings
 from auth.sessions import SessionRecord, cookie_pairs, is_session_id
 from auth.store import Clock, ExpiredBatch, SessionStoreUnavailable, SessionTimeouts
+from auth.store_seal import StoreSeal, is_reference, reference
 
 _COOKIE = "c:"
 
@@ -108,10 +114,10 @@ def _unavailable_on_error() -> Iterator[None]:
         raise SessionStoreUnavailable(f"session store unavailable ({detail})") from None
 
 
-def _encode(record: SessionRecord) -> dict[str, str]:
+def _encode(record: SessionRecord, seal: StoreSeal, handle: str) -> dict[str, str]:
     fields = {
         "server": str(record.server_id),
-        "key": record.omero_session_key,
+        "key": seal.seal(record.omero_session_key, handle, "key"),
         "uid": str(record.user_id),
         "uname": record.user_name,
         "kind": record.kind,
@@ -119,7 +125,12 @@ def _encode(record: SessionRecord) -> dict[str, str]:
         "seen": repr(record.last_seen),
         "pinged": repr(record.last_pinged),
     }
-    fields.update({_COOKIE + name: value for name, value in record.cookie_pairs})
+    fields.update(
+        {
+            _COOKIE + name: seal.seal(value, handle, _COOKIE + name)
+            for name, value in record.cookie_pairs
+        }
+    )
     return fields
 
 
@@ -127,12 +138,22 @@ def _pairs(flat: Sequence[str]) -> dict[str, str]:
     return dict(zip(flat[::2], flat[1::2], strict=True))
 
 
-def _decode(session_id: str, data: Mapping[str, str]) -> SessionRecord | None:
+def _decode(
+    session_id: str, data: Mapping[str, str], seal: StoreSeal, handle: str
+) -> SessionRecord | None:
+    """The record in `data`; None when it is gone, not porter's, or does not open."""
+    opened = {
+        name: seal.open(value, handle, name)
+        for name, value in data.items()
+        if name == "key" or name.startswith(_COOKIE)
+    }
+    if None in opened.values():
+        return None  # sealed under another key, or moved from another session
     try:
         return SessionRecord(
             id=session_id,
             server_id=int(data["server"]),
-            omero_session_key=data["key"],
+            omero_session_key=cast(str, opened["key"]),
             user_id=int(data["uid"]),
             user_name=data["uname"],
             kind=data["kind"],
@@ -140,7 +161,7 @@ def _decode(session_id: str, data: Mapping[str, str]) -> SessionRecord | None:
             last_seen=float(data["seen"]),
             last_pinged=float(data["pinged"]),
             cookie_pairs=cookie_pairs(
-                {k[len(_COOKIE) :]: v for k, v in data.items() if k.startswith(_COOKIE)}
+                {k[len(_COOKIE) :]: cast(str, v) for k, v in opened.items() if k != "key"}
             ),
         )
     except (KeyError, ValueError):
@@ -189,6 +210,7 @@ class RedisSessionStore:
         redis: Redis,
         *,
         timeouts: SessionTimeouts,
+        seal: StoreSeal,
         key_prefix: str = "porter:",
         clock: Clock = time.time,
         close_grace: float = 3600.0,
@@ -198,6 +220,8 @@ class RedisSessionStore:
         """`local_cache`: seconds this process reuses a session read from Redis (0: none);
         a session ended by another process ends here at most that much later."""
         self._redis = redis
+        self._seal = seal
+        # by handle: a record read from Redis at most local_cache seconds ago
         self._local: TTLCache[str, SessionRecord] | None = (
             TTLCache(maxsize=local_size, ttl=local_cache) if local_cache > 0 else None
         )
@@ -216,12 +240,18 @@ class RedisSessionStore:
 
     @classmethod
     def from_settings(
-        cls, settings: SessionSettings, *, timeouts: SessionTimeouts, clock: Clock = time.time
+        cls,
+        settings: SessionSettings,
+        *,
+        timeouts: SessionTimeouts,
+        seal: StoreSeal,
+        clock: Clock = time.time,
     ) -> RedisSessionStore:
         """A store with its own connection pool, configured from `[session]`."""
         return cls(
             redis_client(settings),
             timeouts=timeouts,
+            seal=seal,
             key_prefix=settings.redis_key_prefix,
             clock=clock,
             close_grace=max(3600.0, 10.0 * settings.purge_interval),
@@ -241,8 +271,14 @@ class RedisSessionStore:
     def key_prefix(self) -> str:
         return self._prefix
 
-    def _key(self, session_id: str) -> str:
-        return f"{self._prefix}s:{session_id}"
+    def _key(self, handle: str) -> str:
+        return f"{self._prefix}s:{handle}"
+
+    def _handles(self, session_id: str) -> list[str]:
+        """Where the session of a cookie, or of a reference the store gave, may live."""
+        if not (is_session_id(session_id) or is_reference(session_id)):
+            return []
+        return self._seal.handles(session_id)
 
     def _ttl(self, deadline: float, now: float) -> int:
         return max(1, math.ceil(deadline - now + self._grace))
@@ -268,20 +304,28 @@ class RedisSessionStore:
             cookies=cookies,
         )
         deadline = self._timeouts.deadline(record)
-        keys = [self._key(record.id), self._expiry, self._seen]
-        args: list[str | int] = [record.id, repr(deadline), repr(now), self._ttl(deadline, now)]
-        for name, value in _encode(record).items():
+        handle = self._seal.handle(record.id)
+        keys = [self._key(handle), self._expiry, self._seen]
+        args: list[str | int] = [handle, repr(deadline), repr(now), self._ttl(deadline, now)]
+        for name, value in _encode(record, self._seal, handle).items():
             args += [name, value]
         with _unavailable_on_error():
             await self._create(keys=keys, args=args)
         return record
 
     async def get(self, session_id: str) -> SessionRecord | None:
-        if not is_session_id(session_id):
+        if not is_session_id(session_id):  # a request's cookie: never a reference
             return None
+        for handle in self._seal.handles(session_id):
+            record = await self._get(session_id, handle)
+            if record is not None:
+                return record
+        return None
+
+    async def _get(self, session_id: str, handle: str) -> SessionRecord | None:
         local = self._local
         if local is not None:
-            held = local.get(session_id)
+            held = local.get(handle)
             now = self._clock()
             if (
                 held is not None
@@ -290,32 +334,32 @@ class RedisSessionStore:
             ):
                 return held  # read from Redis at most local_cache seconds ago
         with _unavailable_on_error():
-            data = await self._redis.hgetall(self._key(session_id))
-        record = _decode(session_id, cast(dict[str, str], data))
+            data = await self._redis.hgetall(self._key(handle))
+        record = _decode(session_id, cast(dict[str, str], data), self._seal, handle)
         now = self._clock()
         if record is None or self._timeouts.deadline(record) <= now:
-            self._forget(session_id)
+            self._forget(handle)
             return None
         if now - record.last_seen >= self._timeouts.touch_interval:
-            record = await self._touched(record, now)
+            record = await self._touched(record, handle, now)
         if local is not None:
-            local[session_id] = record
+            local[handle] = record
         return record
 
-    def _forget(self, session_id: str, record: SessionRecord | None = None) -> None:
+    def _forget(self, handle: str, record: SessionRecord | None = None) -> None:
         """This process's copy: replaced by `record`, or dropped."""
         local = self._local
         if local is None:
             return
         if record is None:
-            local.pop(session_id, None)
-        elif session_id in local:
-            local[session_id] = record
+            local.pop(handle, None)
+        elif handle in local:
+            local[handle] = record
 
-    async def _touched(self, record: SessionRecord, now: float) -> SessionRecord:
+    async def _touched(self, record: SessionRecord, handle: str, now: float) -> SessionRecord:
         deadline = min(record.created + self._timeouts.absolute, now + self._timeouts.idle)
-        keys = [self._key(record.id), self._expiry, self._seen]
-        args: list[str | int] = [record.id, repr(now), repr(deadline), self._ttl(deadline, now)]
+        keys = [self._key(handle), self._expiry, self._seen]
+        args: list[str | int] = [handle, repr(now), repr(deadline), self._ttl(deadline, now)]
         with _unavailable_on_error():
             await self._touch(keys=keys, args=args)
         return replace(record, last_seen=now)
@@ -323,30 +367,33 @@ class RedisSessionStore:
     async def update_cookies(
         self, session_id: str, changes: Mapping[str, str | None]
     ) -> SessionRecord | None:
-        if not is_session_id(session_id):
-            return None
         sets = [(n, v) for n, v in changes.items() if v is not None]
-        args: list[str | int] = [len(sets)]
-        for name, value in sets:
-            args += [name, value]
-        args += [n for n, v in changes.items() if v is None]
-        with _unavailable_on_error():
-            flat = await self._cookies(keys=[self._key(session_id)], args=args)
-        record = _decode(session_id, _pairs(flat))
-        if record is None or self._timeouts.deadline(record) <= self._clock():
-            self._forget(session_id)
-            return None
-        self._forget(session_id, record)
-        return record
+        for handle in self._handles(session_id):
+            args: list[str | int] = [len(sets)]
+            for name, value in sets:
+                args += [name, self._seal.seal(value, handle, _COOKIE + name)]
+            args += [n for n, v in changes.items() if v is None]
+            with _unavailable_on_error():
+                flat = await self._cookies(keys=[self._key(handle)], args=args)
+            if not flat:
+                continue  # not under this handle
+            record = _decode(session_id, _pairs(flat), self._seal, handle)
+            if record is None or self._timeouts.deadline(record) <= self._clock():
+                self._forget(handle)
+                return None
+            self._forget(handle, record)
+            return record
+        return None
 
     async def delete(self, session_id: str) -> SessionRecord | None:
-        if not is_session_id(session_id):
-            return None
-        self._forget(session_id)
-        keys = [self._key(session_id), self._expiry, self._seen]
-        with _unavailable_on_error():
-            flat = await self._delete(keys=keys, args=[session_id])
-        return _decode(session_id, _pairs(flat))
+        for handle in self._handles(session_id):
+            self._forget(handle)
+            keys = [self._key(handle), self._expiry, self._seen]
+            with _unavailable_on_error():
+                flat = await self._delete(keys=keys, args=[handle])
+            if flat:
+                return _decode(session_id, _pairs(flat), self._seal, handle)
+        return None
 
     async def pop_expired(self, limit: int) -> ExpiredBatch:
         args: list[str | int] = [repr(self._clock()), limit, self._prefix + "s:"]
@@ -354,12 +401,12 @@ class RedisSessionStore:
             flat = await self._pop_expired(keys=[self._expiry, self._seen], args=args)
         records: list[SessionRecord] = []
         lost = 0
-        for session_id, data in zip(flat[::2], flat[1::2], strict=True):
-            record = _decode(session_id, _pairs(data))
+        for handle, data in zip(flat[::2], flat[1::2], strict=True):
+            record = _decode(reference(handle), _pairs(data), self._seal, handle)
+            self._forget(handle)
             if record is None:
                 lost += 1
             else:
-                self._forget(record.id)
                 records.append(record)
         return ExpiredBatch(tuple(records), lost=lost, more=len(flat) // 2 >= limit)
 
@@ -377,8 +424,8 @@ class RedisSessionStore:
                     found = await pipe.execute()
             now = self._clock()
             batch = []
-            for session_id, data in zip(chunk, found, strict=True):
-                record = _decode(session_id, data)
+            for handle, data in zip(chunk, found, strict=True):
+                record = _decode(reference(handle), data, self._seal, handle)
                 if (
                     record is not None
                     and record.last_seen >= since
@@ -390,9 +437,11 @@ class RedisSessionStore:
 
     async def mark_pinged(self, session_id: str, previous: float) -> bool:
         args = [repr(previous), repr(self._clock())]
-        with _unavailable_on_error():
-            won = await self._mark_pinged(keys=[self._key(session_id)], args=args)
-        return bool(won)
+        for handle in self._handles(session_id):
+            with _unavailable_on_error():
+                if await self._mark_pinged(keys=[self._key(handle)], args=args):
+                    return True
+        return False
 
     async def use_once(self, name: str, until: float) -> bool:
         key = self._prefix + "once:" + hashlib.sha256(name.encode()).hexdigest()
@@ -406,9 +455,13 @@ class RedisSessionStore:
     async def link(self, name: str, session_id: str, until: float) -> None:
         key = self._link_key(name)
         now = self._clock()
+        handles = self._handles(session_id)
+        if not handles:
+            return
+        member = reference(handles[0])  # the cookie stays out of Redis here too
         with _unavailable_on_error():
             async with self._redis.pipeline(transaction=True) as pipe:
-                pipe.zadd(key, {session_id: until})
+                pipe.zadd(key, {member: until})
                 pipe.zremrangebyscore(key, "-inf", now)
                 pipe.expire(key, max(1, int(until - now) + 1), gt=True)
                 pipe.expire(key, max(1, int(until - now) + 1), nx=True)

@@ -73,6 +73,7 @@ from proxy.keys import (
     SSO_MAPPER,
     SSO_SESSIONS,
     STATUS_DETAIL,
+    STORE_SEAL,
     TEMPLATES,
     THROTTLE,
     TRUSTED_PROXIES,
@@ -309,7 +310,13 @@ def _add_session_store(app: web.Application) -> None:
     async def end_web(record: SessionRecord) -> bool:  # no Django session left in OMERO.web
         return await web_logout(app[CLIENT_SESSION], app[SETTINGS], record.cookies)
 
-    store = create_store(settings, on_evict=_counted(backend.close, "evicted"), end_web=end_web)
+    app[STORE_SEAL] = app[SETTINGS].proxy.store_seal()
+    store = create_store(
+        settings,
+        on_evict=_counted(backend.close, "evicted"),
+        end_web=end_web,
+        seal=app[STORE_SEAL],
+    )
     app[SESSION_STORE] = store
     app[THROTTLE] = _throttle(app[SETTINGS], store)
     app.cleanup_ctx.append(_closing(store.close))
@@ -362,6 +369,7 @@ def _add_public_session(app: web.Application) -> None:
         handoff_public,
         redis=store.redis,
         key_prefix=store.key_prefix,
+        seal=app[STORE_SEAL],
     )
     app[PUBLIC] = public
     app.cleanup_ctx.append(_closing(public.close))
@@ -386,7 +394,11 @@ def _add_sso(app: web.Application) -> None:
     ttl = settings.sso.session_time_to_live
     shared = (
         SharedSsoSessions(
-            store.redis, store.key_prefix, ttl * 0.95, settings.public_session.create_timeout
+            store.redis,
+            store.key_prefix,
+            ttl * 0.95,
+            settings.public_session.create_timeout,
+            app[STORE_SEAL],
         )
         if store.redis is not None
         else None

@@ -19,6 +19,7 @@ from auth.public_session import PublicSession
 from auth.sso_identity import SsoIdentityMapper
 from auth.sso_sessions import SsoSessions
 from auth.store import SessionStore
+from auth.store_seal import StoreSeal
 from auth.verified_tokens import VerifiedTokens
 from cache.store import PublicCache
 from filters.cors import CorsPolicy
@@ -94,6 +95,7 @@ READINESS_CHECKS = web.AppKey("readiness_checks", dict[str, ReadinessCheck])
 MAILER = web.AppKey("mailer", MailSender)
 OMERO = web.AppKey("omero", OmeroBackend)
 SESSION_STORE = web.AppKey("session_store", SessionStore)
+STORE_SEAL = web.AppKey("store_seal", StoreSeal)  # names and seals what porter keeps in Redis
 THROTTLE = web.AppKey("login_throttle", Throttle)
 PUBLIC_RULES = web.AppKey("public_rules", RuleMatcher)
 PUBLIC = web.AppKey("public_session", PublicSession)

@@ -20,6 +20,7 @@ from auth.omero_settings import OmeroSettings
 from auth.public_settings import PublicSessionSettings
 from auth.session_settings import SessionSettings
 from auth.sso_settings import SsoSettings
+from auth.store_seal import StoreSeal
 from cache.settings import CacheSettings
 from filters.hosts import check_allowed_hosts
 from filters.settings import CorsSettings, PublicRuleSettings
@@ -174,11 +175,27 @@ class ProxySettings:
     secret_key: str | None = field(
         default=None,
         metadata={
-            "doc": "Key signing CSRF tokens; unset: random per process (set it for several)",
+            "doc": "Key signing CSRF tokens and sealing sessions in Redis; unset: random per "
+            "process (required with session.store = 'redis')",
             "secret": True,
             "check": _check_secret_key,
         },
     )
+    secret_key_previous: str | None = field(
+        default=None,
+        metadata={
+            "doc": "The secret_key before a rotation: sessions in Redis sealed with it are "
+            "still read (drop it after session_cookie_age)",
+            "secret": True,
+            "check": _check_secret_key,
+        },
+    )
+
+    def store_seal(self) -> StoreSeal:
+        """How the Redis store names and seals sessions (a random key without secret_key)."""
+        if not self.secret_key:
+            return StoreSeal.random()
+        return StoreSeal(self.secret_key, self.secret_key_previous)
 
     def warnings(self) -> list[tuple[str, str]]:
         """Legal but risky settings, for ``run.py check`` to print."""
@@ -407,6 +424,14 @@ def cross_section_problems(settings: Settings, workers: int | None = None) -> li
                 "metrics.allow_from",
                 "/porter/metrics on porter's own port is served to operators only: set "
                 "proxy.operator_token (or operator_token_file), or use metrics.listen",
+            )
+        )
+    if settings.session.store == "redis" and not settings.proxy.secret_key:
+        problems.append(
+            Problem(
+                "proxy.secret_key",
+                "is required with session.store = 'redis': sessions there are named and "
+                "sealed with it, the same on every process and host and across restarts",
             )
         )
     if not settings.login.password_login and not settings.oidc.enabled:

@@ -23,6 +23,7 @@ from proxy.app import create_app
 from proxy.keys import SESSION_STORE
 from proxy.settings import ProxySettings, Settings
 from tests.echo_upstream import STATE, EchoState, create_echo_app
+from tests.keys import TEST_SEAL, TEST_SECRET_KEY
 
 ROOT = Path(__file__).resolve().parent.parent
 # What a session made by `porter(logged_in=True)` holds.
@@ -167,6 +168,8 @@ def porter_process(tmp_path: Path) -> Iterator[Callable[..., PorterProcess]]:
 
     def start(sections: dict[str, dict[str, Any]] | None = None, **proxy: Any) -> PorterProcess:
         proxy = {"host": "127.0.0.1", "port": free_port(), **proxy}
+        if (sections or {}).get("session", {}).get("store") == "redis":
+            proxy.setdefault("secret_key", TEST_SECRET_KEY)  # names and seals its sessions
         port = int(proxy["port"])
         config = write_config(
             tmp_path / f"porter-{port}.toml", {"proxy": proxy, **(sections or {})}
@@ -226,6 +229,7 @@ async def shared_session(redis_url: str, password: str, key_prefix: str) -> str:
             redis_key_prefix=key_prefix,
         ),
         on_evict=lambda server_id, key: None,
+        seal=TEST_SEAL,
     )
     try:
         record = await store.create(

@@ -20,6 +20,7 @@ from auth.stores import create_store
 from proxy.forwarding.handoff import handoff, web_logout
 from proxy.keys import CLIENT_SESSION, SETTINGS
 from tests.gateway_fixtures import Gateway, GatewayFactory, form_token, log_in
+from tests.keys import TEST_SEAL, TEST_SECRET_KEY
 from tests.omero_sim.fixture import OmeroSim
 from tests.porter_fixtures import write_config
 from tests.redis_fixture import RedisServer, redis_sessions
@@ -77,7 +78,7 @@ async def test_purged_sessions_end_their_omero_web_session_too(
 ) -> None:
     client = await gateway()
     clock = Clock()
-    store = create_store(SessionSettings(), on_evict=backend.close, clock=clock)
+    store = create_store(SessionSettings(), on_evict=backend.close, clock=clock, seal=TEST_SEAL)
     baseline = django_sessions(omero_web)
     keys = []
     for _ in range(3):
@@ -107,7 +108,9 @@ async def test_an_evicted_session_ends_its_omero_web_session_too(
     async def end_web(record: object) -> bool:
         return await web_logout(client.app[CLIENT_SESSION], client.app[SETTINGS], record.cookies)  # type: ignore[attr-defined]
 
-    store = create_store(SessionSettings(max_sessions=1), on_evict=backend.close, end_web=end_web)
+    store = create_store(
+        SessionSettings(max_sessions=1), on_evict=backend.close, end_web=end_web, seal=TEST_SEAL
+    )
     baseline = django_sessions(omero_web)
     first_key, first = await _session_with_omero_web(client, backend, omero_sim)
     await store.create(
@@ -144,7 +147,9 @@ async def test_clearsessions_ends_omero_web_sessions_too(
     key, cookies = await _session_with_omero_web(client, backend, omero_sim)
     sessions = redis_sessions(redis_server)
     long_ago = time.time() - 10 * sessions.session_cookie_age
-    store = create_store(sessions, on_evict=lambda s, k: None, clock=lambda: long_ago)
+    store = create_store(
+        sessions, on_evict=lambda s, k: None, clock=lambda: long_ago, seal=TEST_SEAL
+    )
     await store.create(
         server_id=1, omero_session_key=key, user_id=2, user_name="alice", cookies=cookies
     )
@@ -153,7 +158,7 @@ async def test_clearsessions_ends_omero_web_sessions_too(
     config = write_config(
         tmp_path / "porter.toml",
         {
-            "proxy": {"upstream": omero_web.base_url},
+            "proxy": {"upstream": omero_web.base_url, "secret_key": TEST_SECRET_KEY},
             "omero": {"server_list": [omero_sim.server_list_entry()]},
             "session": {
                 "store": "redis",

@@ -22,6 +22,7 @@ from auth.omero_backend import OmeroBackend
 from auth.omero_settings import OmeroSettings
 from auth.public_session import Handoff, PublicLogin, PublicSession
 from auth.public_settings import PublicSessionSettings
+from tests.keys import TEST_SEAL
 from tests.omero_sim.fixture import OmeroSim, start_sim, stop_sim
 from tests.redis_fixture import RedisServer
 from tests.web_fixture import OmeroWeb
@@ -64,6 +65,14 @@ def omero_web_handoff(web: OmeroWeb) -> Handoff:
             return {name: morsel.value for name, morsel in response.cookies.items()}
 
     return handoff
+
+
+async def shared_key(redis: Redis, slot: str) -> str | None:
+    """The OMERO session key in the shared slot, as porter opens it (sealed in Redis)."""
+    sealed = await redis.hget(slot, "key")
+    if isinstance(sealed, bytes):
+        sealed = sealed.decode()
+    return None if sealed is None else TEST_SEAL.open(sealed, slot, "key")
 
 
 async def ping_with_cookies(web: OmeroWeb, cookies: Mapping[str, str]) -> str:
@@ -408,8 +417,12 @@ async def test_two_processes_sharing_redis_make_one_login_in_total(
         OmeroBackend(omero_settings(omero_sim)) as b1,
         OmeroBackend(omero_settings(omero_sim)) as b2,
     ):
-        p1 = PublicSession(b1, settings, handoff, redis=redis_client, key_prefix=key_prefix)
-        p2 = PublicSession(b2, settings, handoff, redis=redis_client, key_prefix=key_prefix)
+        p1 = PublicSession(
+            b1, settings, handoff, redis=redis_client, key_prefix=key_prefix, seal=TEST_SEAL
+        )
+        p2 = PublicSession(
+            b2, settings, handoff, redis=redis_client, key_prefix=key_prefix, seal=TEST_SEAL
+        )
         first, second = await asyncio.gather(gather_gets(p1, 300), gather_gets(p2, 300))
 
         assert omero_sim.stats()["logins"] == 1
@@ -417,7 +430,7 @@ async def test_two_processes_sharing_redis_make_one_login_in_total(
         assert len(keys) == 1
         assert first[0].cookies == second[0].cookies
         assert await ping_with_cookies(omero_web, second[0].cookies) == "OK"
-        assert await redis_client.hget(f"{key_prefix}public:1", "key") == first[0].session_key
+        assert await shared_key(redis_client, f"{key_prefix}public:1") == first[0].session_key
 
         await p1.close()  # p2 still uses it: stays open
         assert omero_sim.session(first[0].session_key) is not None
@@ -435,8 +448,12 @@ async def test_shared_session_invalidated_by_one_process_is_recreated_once_for_b
         OmeroBackend(omero_settings(omero_sim)) as b1,
         OmeroBackend(omero_settings(omero_sim)) as b2,
     ):
-        p1 = PublicSession(b1, settings, handoff, redis=redis_client, key_prefix=key_prefix)
-        p2 = PublicSession(b2, settings, handoff, redis=redis_client, key_prefix=key_prefix)
+        p1 = PublicSession(
+            b1, settings, handoff, redis=redis_client, key_prefix=key_prefix, seal=TEST_SEAL
+        )
+        p2 = PublicSession(
+            b2, settings, handoff, redis=redis_client, key_prefix=key_prefix, seal=TEST_SEAL
+        )
         old = await p1.get()
         assert (await p2.get()).session_key == old.session_key
 
@@ -451,7 +468,7 @@ async def test_shared_session_invalidated_by_one_process_is_recreated_once_for_b
         keys = {login.session_key for login in new1 + new2}
         assert keys == {new1[0].session_key}
         assert old.session_key not in keys
-        assert await redis_client.hget(f"{key_prefix}public:1", "key") == new1[0].session_key
+        assert await shared_key(redis_client, f"{key_prefix}public:1") == new1[0].session_key
         await p1.close()
         await p2.close()
 
@@ -465,10 +482,20 @@ async def test_shared_session_killed_on_the_server_is_recreated_once_across_proc
         OmeroBackend(omero_settings(omero_sim)) as b2,
     ):
         p1 = PublicSession(
-            b1, settings, RecordingHandoff(), redis=redis_client, key_prefix=key_prefix
+            b1,
+            settings,
+            RecordingHandoff(),
+            redis=redis_client,
+            key_prefix=key_prefix,
+            seal=TEST_SEAL,
         )
         p2 = PublicSession(
-            b2, settings, RecordingHandoff(), redis=redis_client, key_prefix=key_prefix
+            b2,
+            settings,
+            RecordingHandoff(),
+            redis=redis_client,
+            key_prefix=key_prefix,
+            seal=TEST_SEAL,
         )
         old = await p1.get()
         await p2.get()
@@ -492,10 +519,20 @@ async def test_process_waiting_for_a_failed_creator_gets_the_error(
         OmeroBackend(omero_settings(faulty_sim)) as b2,
     ):
         p1 = PublicSession(
-            b1, settings, RecordingHandoff(), redis=redis_client, key_prefix=key_prefix
+            b1,
+            settings,
+            RecordingHandoff(),
+            redis=redis_client,
+            key_prefix=key_prefix,
+            seal=TEST_SEAL,
         )
         p2 = PublicSession(
-            b2, settings, RecordingHandoff(), redis=redis_client, key_prefix=key_prefix
+            b2,
+            settings,
+            RecordingHandoff(),
+            redis=redis_client,
+            key_prefix=key_prefix,
+            seal=TEST_SEAL,
         )
         faulty_sim.down()
         results = await asyncio.gather(
@@ -518,7 +555,12 @@ async def test_a_process_rereads_the_shared_session_after_recheck_interval(
         OmeroBackend(omero_settings(omero_sim)) as b2,
     ):
         p1 = PublicSession(
-            b1, settings, RecordingHandoff(), redis=redis_client, key_prefix=key_prefix
+            b1,
+            settings,
+            RecordingHandoff(),
+            redis=redis_client,
+            key_prefix=key_prefix,
+            seal=TEST_SEAL,
         )
         p2 = PublicSession(
             b2,
@@ -526,6 +568,7 @@ async def test_a_process_rereads_the_shared_session_after_recheck_interval(
             RecordingHandoff(),
             redis=redis_client,
             key_prefix=key_prefix,
+            seal=TEST_SEAL,
             clock=clock,
         )
         old = await p2.get()
@@ -559,6 +602,7 @@ async def test_held_shared_session_survives_a_redis_outage(
             RecordingHandoff(),
             redis=client,
             key_prefix=key_prefix,
+            seal=TEST_SEAL,
             clock=clock,
         )
         login = await public.get()
@@ -602,14 +646,16 @@ async def test_a_redis_restart_that_loses_data_writes_the_held_session_back(
     server = redis_server_factory()
     redis = private_redis(server)
     settings = public_settings(omero_sim, recheck_interval=0.0)
-    public = PublicSession(backend, settings, RecordingHandoff(), redis=redis, key_prefix="p:")
+    public = PublicSession(
+        backend, settings, RecordingHandoff(), redis=redis, key_prefix="p:", seal=TEST_SEAL
+    )
     held = await public.get()
     server.stop()
     server.start()  # empty: no persistence
     await public.get()  # may meet the old, dead connection: the held session is kept
     again = await public.get()
     assert again.session_key == held.session_key  # the same one, written back
-    assert await redis.hget("p:public:1", "key") == held.session_key
+    assert await shared_key(redis, "p:public:1") == held.session_key
     assert omero_sim.stats()["logins"] == 1  # no second public session: nothing leaked
     await public.close()
     await redis.aclose()
@@ -621,7 +667,9 @@ async def test_a_held_session_that_died_meanwhile_is_closed_not_written_back(
     server = redis_server_factory()
     redis = private_redis(server)
     settings = public_settings(omero_sim, recheck_interval=0.0)
-    public = PublicSession(backend, settings, RecordingHandoff(), redis=redis, key_prefix="p:")
+    public = PublicSession(
+        backend, settings, RecordingHandoff(), redis=redis, key_prefix="p:", seal=TEST_SEAL
+    )
     held = await public.get()
     server.stop()
     omero_sim.kill_session(held.session_key)
@@ -643,13 +691,15 @@ async def test_a_key_dropped_while_redis_was_stopped_is_not_adopted_again(
     server = redis_server_factory()
     redis = private_redis(server)
     settings = public_settings(omero_sim, recheck_interval=0.0)
-    public = PublicSession(backend, settings, RecordingHandoff(), redis=redis, key_prefix="p:")
+    public = PublicSession(
+        backend, settings, RecordingHandoff(), redis=redis, key_prefix="p:", seal=TEST_SEAL
+    )
     old = await public.get()
     with stopped(server):
         await public.invalidate(1, old.session_key)  # Redis cannot be told
-    assert await redis.hget("p:public:1", "key") == old.session_key  # still there...
+    assert await shared_key(redis, "p:public:1") == old.session_key  # still there...
     new = await public.get()
     assert new.session_key != old.session_key  # ...but not adopted
-    assert await redis.hget("p:public:1", "key") == new.session_key
+    assert await shared_key(redis, "p:public:1") == new.session_key
     await public.close()
     await redis.aclose()

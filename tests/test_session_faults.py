@@ -15,6 +15,7 @@ from auth.omero_settings import OmeroSettings
 from auth.session_settings import SessionSettings
 from auth.stores import create_store
 from tests.gateway_fixtures import GatewayFactory, log_in
+from tests.keys import TEST_SEAL, TEST_SECRET_KEY
 from tests.omero_sim.fixture import OmeroSim
 from tests.porter_fixtures import OPERATOR, OPERATOR_TOKEN, write_config
 from tests.redis_fixture import RedisServer, redis_sessions
@@ -74,7 +75,9 @@ async def test_clearsessions_purges_expired_sessions_and_closes_them_on_omero(
     async with OmeroBackend(omero) as backend:
         login = await backend.login(1, "alice", omero_sim.users["alice"])
     long_ago = time.time() - 10 * sessions.session_cookie_age
-    store = create_store(sessions, on_evict=lambda s, k: None, clock=lambda: long_ago)
+    store = create_store(
+        sessions, on_evict=lambda s, k: None, clock=lambda: long_ago, seal=TEST_SEAL
+    )
     await store.create(
         server_id=1,
         omero_session_key=login.session_key,
@@ -86,6 +89,7 @@ async def test_clearsessions_purges_expired_sessions_and_closes_them_on_omero(
     config = write_config(
         tmp_path / "porter.toml",
         {
+            "proxy": {"secret_key": TEST_SECRET_KEY},
             "omero": {"server_list": [list(entry)]},
             "session": {
                 "store": "redis",

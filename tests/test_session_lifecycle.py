@@ -222,11 +222,12 @@ def test_keepalive_interval_is_read_in_milliseconds() -> None:
 async def test_a_store_outage_is_one_warning_and_its_end_one_info(
     redis_server_factory: object, caplog: pytest.LogCaptureFixture
 ) -> None:
+    from tests.keys import TEST_SEAL
     from tests.redis_fixture import RedisServer, redis_sessions, stopped
 
     server: RedisServer = redis_server_factory()  # type: ignore[operator]
     settings = redis_sessions(server, redis_timeout=0.2, redis_connect_timeout=0.2)
-    store = create_store(settings, on_evict=no_evictions)
+    store = create_store(settings, on_evict=no_evictions, seal=TEST_SEAL)
 
     async def purge_round() -> object:
         return await purge_expired(store, no_evictions)

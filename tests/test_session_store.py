@@ -10,7 +10,8 @@ import asyncio
 import dataclasses
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from typing import Any
 
 import pytest
 from redis.asyncio import Redis
@@ -21,7 +22,9 @@ from auth.sessions import SessionRecord, is_session_id, new_session_id
 from auth.store import SessionStore, SessionStoreUnavailable
 from auth.store_memory import MemorySessionStore
 from auth.store_redis import RedisSessionStore
+from auth.store_seal import StoreSeal
 from auth.stores import create_store
+from tests.keys import TEST_SEAL
 from tests.redis_fixture import RedisServer
 
 IDLE = 600
@@ -60,7 +63,9 @@ class Kit:
         """Another porter process's store (Redis); the one shared store (memory)."""
         if self.kind == "memory" and self.handles:
             return self.handles[0]
-        store = create_store(self.settings, on_evict=self.on_evict, clock=self.clock)
+        store = create_store(
+            self.settings, on_evict=self.on_evict, clock=self.clock, seal=TEST_SEAL
+        )
         self.handles.append(store)
         return store
 
@@ -259,13 +264,20 @@ async def test_links_index_sessions_by_name_until_their_deadline_across_processe
     await first.link("oidc-sid\x00iss\x00s1", a.id, now + 100)
     await second.link("oidc-sid\x00iss\x00s1", b.id, now + 10)
     await second.link("oidc-sub\x00iss\x00u", c.id, now + 100)
-    assert sorted(await second.linked("oidc-sid\x00iss\x00s1")) == sorted([a.id, b.id])
-    assert await first.linked("oidc-sub\x00iss\x00u") == [c.id]
+
+    async def users(store: SessionStore, name: str) -> list[int]:
+        """Whose sessions `name` indexes: the ids linked name them for update and delete
+        (Redis: references to handles, never the cookies themselves)."""
+        found = [await store.update_cookies(i, {}) for i in await store.linked(name)]
+        return sorted(r.user_id for r in found if r is not None)
+
+    assert await users(second, "oidc-sid\x00iss\x00s1") == [a.user_id, b.user_id]
+    assert await users(first, "oidc-sub\x00iss\x00u") == [c.user_id]
     assert await first.linked("oidc-sid\x00iss\x00unknown") == []
     kit.clock.advance(20)  # b's deadline has passed: no longer listed
-    assert await first.linked("oidc-sid\x00iss\x00s1") == [a.id]
+    assert await users(first, "oidc-sid\x00iss\x00s1") == [a.user_id]
     await first.link("oidc-sid\x00iss\x00s1", c.id, kit.clock() + 100)  # prunes b
-    assert sorted(await second.linked("oidc-sid\x00iss\x00s1")) == sorted([a.id, c.id])
+    assert await users(second, "oidc-sid\x00iss\x00s1") == [a.user_id, c.user_id]
 
 
 async def test_keepalive_pings_used_sessions_and_ends_gone_ones(kit: Kit) -> None:
@@ -346,7 +358,7 @@ async def test_full_memory_store_evicts_least_recently_used_and_closes_it() -> N
         closed.append((server_id, key))
 
     settings = SessionSettings(max_sessions=3)
-    store = create_store(settings, on_evict=on_evict)
+    store = create_store(settings, on_evict=on_evict, seal=TEST_SEAL)
     assert isinstance(store, MemorySessionStore)
     a, b, c = [await login(store, n) for n in (1, 2, 3)]
     assert await store.get(a.id) is not None  # a is now more recent than b
@@ -369,7 +381,7 @@ async def test_eviction_does_not_wait_for_the_omero_close() -> None:
         await release.wait()
         finished.append(key)
 
-    store = create_store(SessionSettings(max_sessions=1), on_evict=slow_close)
+    store = create_store(SessionSettings(max_sessions=1), on_evict=slow_close, seal=TEST_SEAL)
     first = await login(store, 1)
     await login(store, 2)  # returns although the close of `first` is still waiting
     await asyncio.sleep(0)
@@ -383,7 +395,9 @@ async def test_eviction_does_not_wait_for_the_omero_close() -> None:
 async def test_memory_store_accepts_a_plain_function_as_on_evict() -> None:
     closed: list[str] = []
     store = create_store(
-        SessionSettings(max_sessions=1), on_evict=lambda _server, key: closed.append(key)
+        SessionSettings(max_sessions=1),
+        on_evict=lambda _server, key: closed.append(key),
+        seal=TEST_SEAL,
     )
     first = await login(store, 1)
     await login(store, 2)
@@ -410,8 +424,10 @@ def redis_settings(server: RedisServer, **extra: object) -> SessionSettings:
     return SessionSettings(**fields)  # type: ignore[arg-type]
 
 
-async def redis_store(settings: SessionSettings, clock: Callable[[], float]) -> RedisSessionStore:
-    store = create_store(settings, on_evict=Closer().close, clock=clock)
+async def redis_store(
+    settings: SessionSettings, clock: Callable[[], float], seal: StoreSeal = TEST_SEAL
+) -> RedisSessionStore:
+    store = create_store(settings, on_evict=Closer().close, clock=clock, seal=seal)
     assert isinstance(store, RedisSessionStore)
     return store
 
@@ -425,13 +441,14 @@ async def test_redis_key_ttl_outlives_the_deadline_by_the_close_grace(
     raw = Redis(port=redis_server.port, password=redis_server.password)
     try:
         record = await login(store)
-        ttl = await raw.ttl(f"{settings.redis_key_prefix}s:{record.id}")
+        handle = TEST_SEAL.handle(record.id)
+        ttl = await raw.ttl(f"{settings.redis_key_prefix}s:{handle}")
         assert IDLE + 3600 - 2 <= ttl <= IDLE + 3600
-        score = await raw.zscore(f"{settings.redis_key_prefix}expiry", record.id)
+        score = await raw.zscore(f"{settings.redis_key_prefix}expiry", handle)
         assert score == record.created + IDLE
         clock.advance(IDLE - 100)
         assert await store.get(record.id) is not None  # touch: new deadline, new TTL
-        score = await raw.zscore(f"{settings.redis_key_prefix}expiry", record.id)
+        score = await raw.zscore(f"{settings.redis_key_prefix}expiry", handle)
         assert score == clock.now + IDLE
     finally:
         await raw.aclose()
@@ -445,7 +462,8 @@ async def test_session_dropped_by_redis_ttl_is_counted_lost(redis_server: RedisS
     raw = Redis(port=redis_server.port, password=redis_server.password)
     try:
         record = await login(store)
-        await raw.delete(f"{settings.redis_key_prefix}s:{record.id}")  # what the TTL does
+        handle = TEST_SEAL.handle(record.id)
+        await raw.delete(f"{settings.redis_key_prefix}s:{handle}")  # what the TTL does
         clock.advance(IDLE + 1)
         omero = Closer()
         result = await purge_expired(store, omero.close)
@@ -535,9 +553,11 @@ async def test_a_local_copy_of_a_redis_session_ends_within_its_bound(
     here; without it (the default) every read goes to Redis."""
     settings = redis_settings(redis_server)
     bound = 0.3
-    exact = create_store(settings, on_evict=Closer().close)
+    exact = create_store(settings, on_evict=Closer().close, seal=TEST_SEAL)
     local = create_store(
-        dataclasses.replace(settings, redis_local_cache=bound), on_evict=Closer().close
+        dataclasses.replace(settings, redis_local_cache=bound),
+        on_evict=Closer().close,
+        seal=TEST_SEAL,
     )
     try:
         record = await login(exact)
@@ -558,3 +578,90 @@ async def test_a_local_copy_of_a_redis_session_ends_within_its_bound(
     finally:
         await exact.close()
         await local.close()
+
+
+# --- secrets at rest: what reading Redis gives away ------------------------------------------
+
+
+async def everything_in_redis(raw: Redis, prefix: str) -> str:
+    """Every key, field, value and member under `prefix`, as one text (what an RDB holds)."""
+    seen: list[Any] = []
+    async for key in raw.scan_iter(match=prefix + "*"):
+        seen.append(key)
+        kind = await raw.type(key)
+        if kind == b"hash":
+            seen += [x for pair in (await raw.hgetall(key)).items() for x in pair]
+        elif kind == b"zset":
+            seen += await raw.zrange(key, 0, -1)
+        elif kind == b"string":
+            seen.append(await raw.get(key) or b"")
+    return "\n".join(x.decode() if isinstance(x, bytes) else str(x) for x in seen)
+
+
+async def test_redis_holds_no_cookie_omero_key_or_web_cookie_in_clear(
+    redis_server: RedisServer,
+) -> None:
+    settings = redis_settings(redis_server)
+    store = await redis_store(settings, FakeClock(1.7e9))
+    raw = Redis(port=redis_server.port, password=redis_server.password)
+    try:
+        record = await login(store, cookies={"sessionid": "django-session-of-user1-abcdef"})
+        await store.link("oidc-sid\x00iss\x00s1", record.id, 1.7e9 + 100)
+        await store.update_cookies(record.id, {"csrftoken": "csrf-of-user1-0123456789"})
+        dump = await everything_in_redis(raw, settings.redis_key_prefix)
+        assert dump  # the session is there...
+        for secret in (
+            record.id,
+            record.omero_session_key,
+            "django-session-of-user1-abcdef",
+            "csrf-of-user1-0123456789",
+        ):
+            assert secret not in dump  # ...and none of its secrets
+        assert "user1" in dump  # the user name is no secret: admins can read who is in
+        # a sealed value moved to another session's hash does not open there
+        other = await login(store, 2)
+        key = f"{settings.redis_key_prefix}s:"
+        sealed = await raw.hget(key + TEST_SEAL.handle(record.id), "key")
+        await raw.hset(key + TEST_SEAL.handle(other.id), "key", sealed)
+        assert await store.get(other.id) is None
+        assert (await store.get(record.id)) == replace(
+            record, cookie_pairs=(("csrftoken", "csrf-of-user1-0123456789"), *record.cookie_pairs)
+        )
+    finally:
+        await raw.aclose()
+        await store.close()
+
+
+async def test_a_rotated_secret_key_still_reads_sessions_until_they_expire(
+    redis_server: RedisServer,
+) -> None:
+    settings = redis_settings(redis_server)
+    clock = FakeClock(1.7e9)
+    old_key, new_key = "the-key-before-the-rotation-0123456789", "the-key-after-the-rotation-0123"
+    before = await redis_store(settings, clock, StoreSeal(old_key))
+    rotated = await redis_store(settings, clock, StoreSeal(new_key, old_key))
+    stranger = await redis_store(settings, clock, StoreSeal(new_key))
+    try:
+        old = await login(before, 1, cookies={"sessionid": "web-1"})
+        assert await stranger.get(old.id) is None  # without the previous key: unknown
+        found = await rotated.get(old.id)
+        assert found is not None
+        assert found.omero_session_key == old.omero_session_key
+        renewed = await rotated.update_cookies(old.id, {"sessionid": "web-2"})
+        assert renewed is not None
+        assert renewed.cookies["sessionid"] == "web-2"
+        again = await rotated.get(old.id)
+        assert again is not None
+        assert again.cookies["sessionid"] == "web-2"
+        new = await login(rotated, 2)
+        assert (await stranger.get(new.id)) is not None  # written under the new key
+        assert await before.get(new.id) is None  # the old key alone cannot read it
+        # purge finds both kinds, and closes both OMERO sessions
+        clock.advance(ABSOLUTE + 1)
+        omero = Closer()
+        result = await purge_expired(rotated, omero.close)
+        assert (result.removed, result.lost) == (2, 0)
+        assert sorted(omero.closed) == sorted([old.omero_session_key, new.omero_session_key])
+    finally:
+        for store in (before, rotated, stranger):
+            await store.close()

@@ -19,10 +19,12 @@ from typing import Any
 
 import aiohttp
 import pytest
+from redis.asyncio import Redis
 
 from tests.omero_sim.fixture import OmeroSim
 from tests.porter_fixtures import OPERATOR_TOKEN, ROOT, PorterProcess, Upstream, free_port
 from tests.redis_fixture import RedisServer
+from tests.test_session_store import everything_in_redis
 from tests.test_sso import ISSUER, Idp, bearer
 
 pytestmark = pytest.mark.slow
@@ -185,7 +187,10 @@ def access(handle: PorterProcess, path: str, prefix: bool = False) -> list[dict[
 
 
 async def test_workers_share_sessions_throttle_sso_links_and_metrics(
-    start_workers: StartWorkers, echo_upstream: Upstream, omero_sim: OmeroSim
+    start_workers: StartWorkers,
+    echo_upstream: Upstream,
+    omero_sim: OmeroSim,
+    redis_server: RedisServer,
 ) -> None:
     workers = await start_workers(WORKERS)
     handle, pids, idp, metrics_port = (
@@ -245,6 +250,18 @@ async def test_workers_share_sessions_throttle_sso_links_and_metrics(
     assert len(bob_cookies) == 1  # one OMERO.web session too
     bob_pids = {line["pid"] for line in access(handle, "/echo/bob/", prefix=True)}
     assert len(bob_pids) >= 2
+
+    # what they share in Redis gives nobody who reads it a session to replay: no porter
+    # cookie, no OMERO session key (alice's, bob's SSO one), no OMERO.web cookie in clear
+    raw = Redis(port=redis_server.port, password=redis_server.password)
+    try:
+        dump = await everything_in_redis(raw, "")
+    finally:
+        await raw.aclose()
+    held = [value.split("=", 1)[1] for header in bob_cookies for value in header.split("; ")]
+    secrets = [session, *(s["key"] for s in omero_sim.sessions()), *held]
+    assert "alice" in dump  # the sessions are there
+    assert [secret for secret in secrets if secret in dump] == []
 
     # a link token logs in once, whichever worker gets it again
     link = idp.token("carol", jti="workers-once")
