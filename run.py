@@ -8,6 +8,7 @@ Exit codes: 0 ok, 2 usage or configuration error, 1 runtime failure.
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -77,7 +78,7 @@ def _explain(args: argparse.Namespace, settings: Settings) -> int:
     """How porter decides on METHOD PATH: canonical path, the rule that matched, decision."""
     from filters.canonical import strip_prefix
     from filters.explain import explain
-    from proxy.app import public_rules
+    from proxy.app import porter_page, public_rules
 
     prefix = settings.proxy.prefix
     relative = strip_prefix(args.path, prefix)
@@ -85,10 +86,23 @@ def _explain(args: argparse.Namespace, settings: Settings) -> int:
         print(f"request:   {args.method} {args.path}")
         print(f"decision:  not found: outside the mount prefix {prefix!r} (404)")
         return EXIT_OK
+    if not _HTTP_METHOD.fullmatch(args.method):
+        print(f"request:   {args.method} {args.path}")
+        print("decision:  bad request: 400, HTTP methods are upper-case tokens (the parser)")
+        return EXIT_OK
+    page = porter_page(settings, args.method, args.path)
+    if page is not None:
+        print(f"request:   {args.method} {args.path}")
+        print(f"decision:  {page}: answered by porter, never forwarded")
+        return EXIT_OK
     if not (settings.public.enabled and settings.public_session.enabled):
         print("note:      public access is off ([public] enabled = false): nothing is public")
     print(explain(args.method, relative, public_rules(settings)))
     return EXIT_OK
+
+
+# What aiohttp's (llhttp's) request-line parser accepts as a method.
+_HTTP_METHOD = re.compile(r"[A-Z][A-Z0-9_-]*")
 
 
 def _mail_test(args: argparse.Namespace, settings: Settings) -> int:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from filters.canonical import split_target
-from filters.rules import Decision, PublicRules, decide
+from filters.rules import CREDENTIALS_RULE, Decision, PublicRules, decide, with_query
 
 _MEANING = {
     "public": "public: anonymous callers are served as the shared public user",
@@ -15,11 +15,11 @@ _MEANING = {
 
 def explain(method: str, raw_path: str, rules: PublicRules) -> str:
     """A short report: canonical path, path forwarded, rule that decided, decision."""
-    decision = decide(method, raw_path, rules)
     path, query = split_target(raw_path)
+    decision = with_query(decide(method, raw_path, rules), query or "")
     lines = [
         f"request:   {method} {_printable(path)}",
-        f"query:     {'(none)' if query is None else 'ignored by the rules'}",
+        f"query:     {_query(query, decision)}",
         f"canonical: {_printable(decision.canonical) if decision.canonical else '(none)'}",
         f"forwarded: {decision.forward or '(nothing)'}",
         f"rule:      {decision.rule}",
@@ -32,6 +32,14 @@ def explain(method: str, raw_path: str, rules: PublicRules) -> str:
 def explain_decision(decision: Decision) -> str:
     """One line for a log or an error page: kind, rule and reason (never the path)."""
     return f"{decision.kind} by {decision.rule}: {decision.reason}"
+
+
+def _query(query: str | None, decision: Decision) -> str:
+    if query is None:
+        return "(none)"
+    if decision.rule == CREDENTIALS_RULE:
+        return "refused: it carries OMERO credentials"
+    return "ignored by the rules, forwarded as sent"
 
 
 def _printable(text: str) -> str:

@@ -31,6 +31,7 @@ from typing import Literal
 from cachetools import LRUCache
 
 from filters.canonical import BadPath, canonical_path, forward_path
+from filters.credentials import credential_params
 from filters.regex_guard import GuardedPattern, MatchTimeout, compile_pattern
 from filters.settings import READ_METHODS, PublicRuleSettings
 
@@ -89,7 +90,29 @@ class Decision:
     def forward(self) -> str | None:
         """The path to send upstream (percent-encoded canonical path), None for bad_request;
         worked out once per decision (decisions are cached and reused)."""
-        return None if self.canonical is None else forward_path(self.canonical)
+        if self.kind == "bad_request" or self.canonical is None:
+            return None
+        return forward_path(self.canonical)
+
+
+CREDENTIALS_RULE = "OMERO credentials in the query"
+
+
+def with_query(decision: Decision, query: str) -> Decision:
+    """The decision for the whole request, raw `query` included: OMERO.web's credentials in
+    it make any path a bad request (filters/credentials.py). The gate, forward-auth and
+    `run.py explain` all decide through `decide` and then this."""
+    if decision.forward is None:
+        return decision
+    found = credential_params(query)
+    if not found:
+        return decision
+    return Decision(
+        "bad_request",
+        CREDENTIALS_RULE,
+        decision.canonical,
+        f"the query names {', '.join(found)}, which OMERO.web would log in with",
+    )
 
 
 @dataclass(frozen=True)

@@ -260,6 +260,29 @@ def _templates(settings: Settings) -> jinja2.Environment:
     )
 
 
+def porter_page(settings: Settings, method: str, target: str) -> str | None:
+    """What answers METHOD TARGET before the gate: porter's own page (its handler's name),
+    or None when the gate decides (`run.py explain`: the router the running porter uses)."""
+    from aiohttp.test_utils import make_mocked_request
+
+    app = create_app(settings)
+
+    async def resolve() -> str | None:
+        request = make_mocked_request(method, target, app=app)
+        match = await app.router.resolve(request)
+        if match.http_exception is not None:
+            return f"porter's own page, {match.http_exception.status} for {method}"
+        handler = match.handler
+        if handler is _dispatch:
+            path = request.rel_url.path
+            prefix = settings.proxy.prefix
+            below = path[len(prefix) :] if prefix and path.startswith(prefix) else path
+            return "porter's reserved prefix, 404" if below.startswith(health.RESERVED) else None
+        return f"porter's own page ({getattr(handler, '__name__', 'handler')})"
+
+    return asyncio.run(resolve())
+
+
 async def _dispatch(request: web.Request) -> web.StreamResponse:
     prefix = request.app[SETTINGS].proxy.prefix
     path = request.raw_path.split("?", 1)[0]

@@ -9,6 +9,7 @@ from urllib.parse import quote
 from aiohttp import hdrs, web
 from multidict import MultiDictProxy
 
+from filters.rules import CREDENTIALS_RULE, Decision
 from proxy.keys import CSRF, SCOPE, SETTINGS, TEMPLATES
 
 # The Cache-Control of every answer porter makes itself (it may depend on the session).
@@ -137,3 +138,14 @@ def login_required(
     if (method or request.method) == hdrs.METH_GET:
         location += "?url=" + quote(target or request.raw_path, safe="")
     return redirect(location, 302)
+
+
+CREDENTIALS_REFUSED = (
+    "Porter does not accept OMERO credentials (bsession, username, password, server) in a "
+    "URL. Log in on porter's login page and open the link without them."
+)
+
+
+def refusal_message(decision: Decision) -> str | None:
+    """What a 400 for `decision` tells the user (None: the generic page)."""
+    return CREDENTIALS_REFUSED if decision.rule == CREDENTIALS_RULE else None

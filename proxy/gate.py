@@ -7,8 +7,8 @@ import logging
 
 from aiohttp import web
 
-from filters.credentials import credential_params
-from proxy.errors import error_response, login_required
+from filters.rules import with_query
+from proxy.errors import error_response, login_required, refusal_message
 from proxy.forwarding.cached import cache_ttl, forward_cached
 from proxy.forwarding.renewal import forward_renewing
 from proxy.forwarding.websocket import forward_websocket, is_websocket
@@ -17,11 +17,6 @@ from proxy.keys import DECISION, PRINCIPAL, PUBLIC_RULES, SCOPE, SETTINGS, TARGE
 
 log = logging.getLogger("porter.proxy")
 
-CREDENTIALS_REFUSED = (
-    "Porter does not accept OMERO credentials (bsession, username, password, server) in a "
-    "URL. Log in on porter's login page and open the link without them."
-)
-
 
 async def gate(request: web.Request) -> web.StreamResponse:
     scope = request[SCOPE]
@@ -29,15 +24,11 @@ async def gate(request: web.Request) -> web.StreamResponse:
     decision = rules.cached(request.method, scope.path) or await rules.decide(
         request.method, scope.path
     )
-    request[DECISION] = decision
-    if decision.forward is None:
-        log.info("bad path rid=%s: %s", scope.request_id, decision.reason)
-        return error_response(request, 400)
     query = request.raw_path.partition("?")[2]
-    credentials = credential_params(query)
-    if credentials:  # never forwarded: OMERO.web would log this request's session in anew
-        log.info("refused credentials in the query rid=%s: %s", scope.request_id, credentials)
-        return error_response(request, 400, CREDENTIALS_REFUSED)
+    decision = request[DECISION] = with_query(decision, query)
+    if decision.forward is None:  # never forwarded: a bad path, or OMERO credentials
+        log.info("bad request rid=%s: %s", scope.request_id, decision.reason)
+        return error_response(request, 400, refusal_message(decision))
     target = request.app[SETTINGS].proxy.prefix + decision.forward
     request[TARGET] = f"{target}?{query}" if query else target
     principal = await authenticate(request)

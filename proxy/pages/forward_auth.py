@@ -32,10 +32,9 @@ from yarl import URL
 
 from auth.errors import SessionGone
 from filters.canonical import strip_prefix
-from filters.credentials import credential_params
 from filters.redirects import safe_redirect
-from filters.rules import Decision
-from proxy.errors import NO_STORE, error_response, login_required, redirect
+from filters.rules import Decision, with_query
+from proxy.errors import NO_STORE, error_response, login_required, redirect, refusal_message
 from proxy.forwarding.cookies import parse_cookie_header
 from proxy.identity.chain import authenticate
 from proxy.keys import (
@@ -96,12 +95,10 @@ async def auth(request: web.Request) -> web.StreamResponse:
     if isinstance(original, web.Response):
         return original
     method, path, query = original
-    decision = request[DECISION] = await _decide(request, method, path)
+    decision = request[DECISION] = with_query(await _decide(request, method, path), query)
     if decision.forward is None:
-        log.info("forward-auth: bad path rid=%s: %s", request[SCOPE].request_id, decision.reason)
-        return error_response(request, 400)
-    if credential_params(query):
-        return error_response(request, 400, "OMERO credentials are not accepted in a URL.")
+        log.info("forward-auth: bad request rid=%s: %s", request[SCOPE].request_id, decision.reason)
+        return error_response(request, 400, refusal_message(decision))
     cache = request.app.get(DECISIONS)
     key = (method, path, *_credentials(request))
     if cache is not None and (hit := cache.get(key)) is not None:
