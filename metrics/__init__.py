@@ -81,6 +81,29 @@ CACHE_MEMORY_BYTES = Gauge(
 CACHE_DISK_BYTES = Gauge(
     "porter_cache_disk_bytes", "Bytes in the cache's shared disk tier", multiprocess_mode="max"
 )
+SLOTS_BUSY = Gauge(
+    "porter_upstream_slots_busy",
+    "Requests in flight to OMERO.web, by class (user, public)",
+    ["class"],
+    multiprocess_mode="livesum",
+)
+SLOTS_WAITING = Gauge(
+    "porter_upstream_slots_waiting",
+    "Requests waiting for a slot to OMERO.web, by class",
+    ["class"],
+    multiprocess_mode="livesum",
+)
+SLOT_WAIT_SECONDS = Histogram(
+    "porter_upstream_slot_wait_seconds",
+    "Time requests waited for a slot to OMERO.web, by class",
+    ["class"],
+    buckets=BUCKETS,
+)
+LIMIT_REFUSALS = Counter(
+    "porter_limit_refusals_total",
+    "Requests refused by [limits], by reason (rate, user_rate, wait, agent)",
+    ["reason"],
+)
 BUILD_INFO = Gauge(
     "porter_build_info",
     "Always 1: the versions running",

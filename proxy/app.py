@@ -23,6 +23,7 @@ from auth.oidc import OidcProvider, PreLoginSealer
 from auth.omero_backend import OmeroBackend
 from auth.porter_tokens import PorterTokenIssuer
 from auth.public_session import PublicSession
+from auth.rate_limit_redis import RedisRates
 from auth.sessions import SessionRecord
 from auth.sso_identity import SsoIdentityMapper
 from auth.sso_sessions import SharedSsoSessions, SsoSessions
@@ -35,6 +36,7 @@ from cache.store import PublicCache
 from filters.cors import CorsPolicy
 from filters.forwarded import TrustedProxies
 from filters.hosts import AllowedHosts
+from filters.limits import MemoryRates
 from filters.rules import PublicRules, RuleMatcher
 from filters.throttle import LoginThrottle, Throttle
 from mailer import MailSender
@@ -82,6 +84,7 @@ from proxy.keys import (
     CookieNames,
     ReadinessCheck,
 )
+from proxy.limits import LIMITS, Limits, robots_route
 from proxy.middleware.errors import error_boundary
 from proxy.middleware.responses import on_response_prepare
 from proxy.middleware.scope import request_scope
@@ -148,6 +151,10 @@ def create_app(settings: Settings) -> web.Application:
     oidc.add_routes(app, proxy.prefix)
     forward_auth.add_routes(app, proxy.prefix)
     cache_admin.add_routes(app, proxy.prefix)
+    if settings.limits.enabled:
+        _add_limits(app)
+    if settings.limits.robots_txt:
+        app.router.add_get(proxy.prefix + "/robots.txt", robots_route(settings.limits.robots_txt))
     if settings.metrics.enabled:
         _add_metrics(app)
     if settings.forward_auth.enabled and settings.forward_auth.decision_cache_ttl > 0:
@@ -157,6 +164,21 @@ def create_app(settings: Settings) -> web.Application:
     # [\s\S]: a decoded path may hold any character (even a newline): gate() judges it.
     app.router.add_route("*", r"/{tail:[\s\S]*}", _dispatch)
     return app
+
+
+def _add_limits(app: web.Application) -> None:
+    """Admission to OMERO.web by class, and the per-network rates: in Redis with the Redis
+    store (every process and host counts alike), else in this process."""
+    settings = app[SETTINGS]
+    store = app[SESSION_STORE]
+    rates = (
+        RedisRates(store.redis, store.key_prefix).hit
+        if store.redis is not None
+        else MemoryRates().hit
+    )
+    slots = settings.limits.slots(settings.proxy.workers)
+    app[LIMITS] = Limits(settings.limits, slots, rates, app[COOKIE_NAMES])
+    app[READINESS_CHECKS]["limits"] = app[LIMITS].check
 
 
 GAUGES_INTERVAL = 15.0  # seconds between readings of the gauges Prometheus shows

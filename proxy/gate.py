@@ -14,6 +14,7 @@ from proxy.forwarding.renewal import forward_renewing
 from proxy.forwarding.websocket import forward_websocket, is_websocket
 from proxy.identity.chain import authenticate
 from proxy.keys import DECISION, PRINCIPAL, PUBLIC_RULES, SCOPE, SETTINGS, TARGET
+from proxy.limits import LIMITS
 
 log = logging.getLogger("porter.proxy")
 
@@ -31,10 +32,15 @@ async def gate(request: web.Request) -> web.StreamResponse:
         return error_response(request, 400, refusal_message(decision))
     target = request.app[SETTINGS].proxy.prefix + decision.forward
     request[TARGET] = f"{target}?{query}" if query else target
+    limits = request.app.get(LIMITS)
+    if limits is not None and (refused := await limits.before_identity(request, decision)):
+        return refused  # before any session lookup or upstream work
     principal = await authenticate(request)
     if principal is None:
         return login_required(request)
     request[PRINCIPAL] = principal
+    if limits is not None and (refused := await limits.after_identity(request, principal)):
+        return refused
     if is_websocket(request):
         return await forward_websocket(request, principal.cookies)
     if principal.kind == "public" and (ttl := cache_ttl(request)) is not None:

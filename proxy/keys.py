@@ -56,6 +56,8 @@ class Notes:
     quiet: bool = False
     # The response must clear porter's session cookie (a stale cookie was sent).
     clear_cookie: bool = False
+    # Which [limits] rule refused the request (the access log's rule, kind "refused").
+    refusal: str | None = None
 
 
 @dataclass(frozen=True)
@@ -63,19 +65,22 @@ class CookieNames:
     """Cookie names the forwarding rewrites, worked out once from the settings.
 
     `held`: OMERO.web's session cookies porter keeps server-side (never to or from browsers);
-    `dropped`: every browser cookie not sent upstream (the held names and porter's own).
+    `dropped`: every browser cookie not sent upstream (the held names and porter's own);
+    `credentials`: the cookies the identity chain reads (porter's session, the SSO token).
     """
 
     held: frozenset[str]
     dropped: frozenset[str]
+    credentials: frozenset[str] = frozenset()
 
     @classmethod
     def from_settings(cls, settings: Settings) -> CookieNames:
         held = frozenset({settings.login.upstream_session_cookie})
-        porter = {settings.session.cookie_name, CSRF_COOKIE, PRELOGIN_COOKIE}
+        credentials = {settings.session.cookie_name}
         if settings.sso.token_cookie:
-            porter.add(settings.sso.token_cookie)
-        return cls(held, held | porter)
+            credentials.add(settings.sso.token_cookie)
+        porter = {CSRF_COOKIE, PRELOGIN_COOKIE, *credentials}
+        return cls(held, held | porter, frozenset(credentials))
 
 
 # A readiness check answers (ok, detail); detail is shown on /porter/readyz.

@@ -23,6 +23,7 @@ from auth.sso_settings import SsoSettings
 from auth.store_seal import StoreSeal
 from cache.settings import CacheSettings
 from filters.hosts import check_allowed_hosts
+from filters.limits import LimitsSettings
 from filters.settings import CorsSettings, PublicRuleSettings
 from mailer.settings import MailSettings
 from proxy.config import ConfigError, Problem, build, env_overrides, merge, tomllib
@@ -397,6 +398,7 @@ class Settings:
     sso: SsoSettings = field(default_factory=SsoSettings)
     oidc: OidcSettings = field(default_factory=OidcSettings)
     mail: MailSettings = field(default_factory=MailSettings)
+    limits: LimitsSettings = field(default_factory=LimitsSettings)
 
 
 def _name_source(problem: Problem, sources: Mapping[str, str]) -> Problem:

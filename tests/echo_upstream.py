@@ -32,6 +32,20 @@ class EchoState:
     # ?tile&hold requests wait for this (a test lets them go once it has seen enough).
     tile_release: asyncio.Event = field(default_factory=asyncio.Event)
 
+    # /busy/...: OMERO.web's gunicorn modelled: `threads` requests served at once, each
+    # taking `service_time`; more wait in its queue, first come first served.
+    threads: int = 4
+    service_time: float = 0.05
+    _gunicorn: asyncio.Semaphore | None = None
+    in_flight: dict[str, int] = field(default_factory=lambda: {"user": 0, "public": 0})
+    peak: dict[str, int] = field(default_factory=lambda: {"user": 0, "public": 0})
+    served: list[str] = field(default_factory=list)  # the class of each /busy answer, in order
+
+    def gunicorn(self) -> asyncio.Semaphore:
+        if self._gunicorn is None:
+            self._gunicorn = asyncio.Semaphore(self.threads)
+        return self._gunicorn
+
     def count(self, path: str) -> int:
         """Requests received for `path` (the part before any query)."""
         return sum(1 for r in self.received if r.raw_path.partition("?")[0] == path)
@@ -78,6 +92,23 @@ async def tile(request: web.Request) -> web.Response:
     if "vary" in query:
         response.headers["Vary"] = query["vary"]
     return response
+
+
+async def busy(request: web.Request) -> web.Response:
+    """A view of a small OMERO.web: it queues for one of a few threads, then takes its time.
+    Who asked is told by the held cookie porter sent (alice's, or the public session's)."""
+    state = request.app[STATE]
+    cookie = request.headers.get("Cookie", "")
+    kind = "public" if "echo-session-" in cookie else "user"
+    state.in_flight[kind] += 1  # sent by porter: in OMERO.web's hands (thread or queue)
+    state.peak[kind] = max(state.peak[kind], state.in_flight[kind])
+    try:
+        async with state.gunicorn():
+            await asyncio.sleep(state.service_time)
+            state.served.append(kind)
+    finally:
+        state.in_flight[kind] -= 1
+    return web.Response(text=f"{kind} {request.path}")
 
 
 async def echo(request: web.Request) -> web.StreamResponse:
@@ -234,5 +265,6 @@ def create_echo_app() -> web.Application:
     app.router.add_route("*", "/django-500/{tail:.*}", django_500)
     app.router.add_route("*", "/redirect", redirect)
     app.router.add_route("*", "/gzip", gzipped)
+    app.router.add_route("*", "/busy/{tail:.*}", busy)
     app.router.add_route("*", "/{tail:.*}", echo)
     return app

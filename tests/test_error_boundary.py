@@ -47,6 +47,7 @@ def test_the_table_has_one_row_per_failure_in_order() -> None:
         "OmeroError",
         "SsoError",
         "Refused",
+        "Overloaded",
     ]
 
 

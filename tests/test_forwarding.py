@@ -207,6 +207,7 @@ async def test_healthz_and_readyz(
         "upstream": True,
         "omero": True,
         "session_store": True,
+        "limits": True,  # advisory: slots, waiting, busiest networks
     }
     relayed = await client.get(
         "/porter/readyz", headers={**OPERATOR, "X-Forwarded-For": "203.0.113.9"}

@@ -27,6 +27,7 @@ from auth.store import SessionStoreError
 from cache.entry import Entry
 from cache.key import cache_key, normalise_query
 from cache.store import PublicCache
+from proxy.admission import Overloaded
 from proxy.errors import Refused, error_response
 from proxy.forwarding.cookies import rewrite_cookies, take_set_cookies
 from proxy.forwarding.headers import end_to_end
@@ -42,6 +43,7 @@ from proxy.keys import (
     SCOPE,
     SETTINGS,
 )
+from proxy.limits import upstream_slot
 from proxy.principal import Principal
 from proxy.reporting import report_exception, report_unavailable, report_upstream_error
 
@@ -268,6 +270,22 @@ async def _fetch(
     settings = app[SETTINGS].proxy
     target = settings.prefix + path + (f"?{query}" if query else "")
     url = URL(settings.upstream.rstrip("/") + target, encoded=True)
+    try:
+        async with upstream_slot(request, principal):
+            return await _fetch_slotted(request, principal, cache, url, key, ttl)
+    except Overloaded as exc:  # no slot in time: 503 for this request and its followers
+        return Failed(503, error=exc)
+
+
+async def _fetch_slotted(
+    request: web.Request,
+    principal: Principal,
+    cache: PublicCache,
+    url: URL,
+    key: str,
+    ttl: float,
+) -> Outcome:
+    app = request.app
     cookies = principal.cookies
     try:
         if not cookies:  # no public session now (OMERO is down): no request without one

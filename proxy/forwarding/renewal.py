@@ -25,6 +25,7 @@ from yarl import URL
 from proxy.forwarding.cookies import rewrite_cookies
 from proxy.forwarding.send import answer, send
 from proxy.keys import CLIENT_SESSION, SETTINGS
+from proxy.limits import upstream_slot
 from proxy.principal import Principal
 
 CONNECTION_FAILED = b"Connection Failed"
@@ -80,18 +81,19 @@ async def forward_renewing(request: web.Request, principal: Principal) -> web.St
     in, renew once; an idempotent request is then sent again (a body already streamed cannot
     be), any other gets OMERO.web's first answer. A renewal that fails raises (the error
     middleware answers), with OMERO.web's first answer released."""
-    upstream = await send(request, principal.cookies)
-    if isinstance(upstream, web.Response):
-        return upstream
-    if await logged_out_upstream(request, upstream, principal.cookies):
-        try:
-            cookies = await principal.renew()
-        except BaseException:
-            upstream.release()
-            raise
-        if request.method in _IDEMPOTENT:
-            upstream.release()
-            upstream = await send(request, cookies)
-            if isinstance(upstream, web.Response):
-                return upstream
-    return await answer(request, upstream, principal.capture)
+    async with upstream_slot(request, principal):  # held until the answer is relayed
+        upstream = await send(request, principal.cookies)
+        if isinstance(upstream, web.Response):
+            return upstream
+        if await logged_out_upstream(request, upstream, principal.cookies):
+            try:
+                cookies = await principal.renew()
+            except BaseException:
+                upstream.release()
+                raise
+            if request.method in _IDEMPOTENT:
+                upstream.release()
+                upstream = await send(request, cookies)
+                if isinstance(upstream, web.Response):
+                    return upstream
+        return await answer(request, upstream, principal.capture)

@@ -9,6 +9,7 @@ One ordered table, first match wins:
     OmeroError               502  any other failure of OMERO
     SsoError                 its status (401 with WWW-Authenticate, 403, 503)
     Refused                  its status and message (porter's own decision)
+    Overloaded               503 with Retry-After: no slot to OMERO.web within the wait bound
     HTTPException >= 400     porter's page for that status
     anything else            500, the traceback logged and mailed to the admins
 """
@@ -24,6 +25,7 @@ from aiohttp import hdrs, web
 from auth.errors import HandoffFailed, OmeroError, ServerUnavailable, SessionGone
 from auth.jwt_verify import SsoError
 from auth.store import SessionStoreUnavailable
+from proxy.admission import Overloaded
 from proxy.errors import Refused, error_response, login_required
 from proxy.keys import SCOPE
 from proxy.middleware.responses import cors_preflight
@@ -76,6 +78,17 @@ def _refused(request: web.Request, exc: Exception) -> web.StreamResponse:
     return error_response(request, exc.status, exc.message)
 
 
+def _overloaded(request: web.Request, exc: Exception) -> web.StreamResponse:
+    assert isinstance(exc, Overloaded)
+    request[SCOPE].notes.refusal = "limit:wait"
+    return error_response(
+        request,
+        503,
+        "OMERO.web is busy. Please retry in a few seconds.",
+        headers={hdrs.RETRY_AFTER: str(exc.retry_after)},
+    )
+
+
 ANSWERS: tuple[tuple[type[Exception], Answer], ...] = (
     (SessionStoreUnavailable, _store_unavailable),
     (SessionGone, _log_in_again),
@@ -84,6 +97,7 @@ ANSWERS: tuple[tuple[type[Exception], Answer], ...] = (
     (OmeroError, _omero_failed),
     (SsoError, _sso_refused),
     (Refused, _refused),
+    (Overloaded, _overloaded),
 )
 
 

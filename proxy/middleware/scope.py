@@ -110,6 +110,8 @@ def request_kind(request: web.Request, status: int) -> str:
     token, public), else porter (its own pages), denied (login required, deny) or
     bad_request."""
     principal = request[PRINCIPAL]
+    if request[SCOPE].notes.refusal is not None:
+        return "refused"
     if principal.kind != "anonymous":
         return str(principal.kind)
     decision = request.get(DECISION)
@@ -163,7 +165,7 @@ def _log_access(
             None if upstream is None else upstream * 1000,
             request_kind(request, status),
             None if principal.kind == "anonymous" else principal.user,
-            decision.rule if decision is not None else None,
+            scope.notes.refusal or (decision.rule if decision is not None else None),
             scope.notes.cache_state,
         ),
     )

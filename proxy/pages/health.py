@@ -50,7 +50,7 @@ def operator(request: web.Request, allowed: TrustedProxies) -> bool:
 
 # Shown, but porter is ready without them: it serves on (the cache disk tier: from memory
 # and OMERO.web), so a load balancer should not take it out of rotation for them.
-ADVISORY = frozenset({"cache_disk", "oidc"})
+ADVISORY = frozenset({"cache_disk", "oidc", "limits"})
 
 
 async def healthz(request: web.Request) -> web.Response:
