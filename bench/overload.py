@@ -60,7 +60,7 @@ web.run_app(app, host="127.0.0.1", port=int(sys.argv[1]), print=None, access_log
 """
 
 
-def sections(sim: OmeroSim, limits: bool) -> dict[str, Any]:
+def sections(sim: OmeroSim, limits: bool, slots: int = 0) -> dict[str, Any]:
     entry = sim.server_list_entry()
     return {
         "proxy": {"trusted_proxies": ["127.0.0.1/32"], "upstream_connections": 1000},
@@ -72,7 +72,12 @@ def sections(sim: OmeroSim, limits: bool) -> dict[str, Any]:
             "user": "public",
             "password": sim.users["public"],
         },
-        "limits": {"enabled": limits, "upstream_slots": THREADS, "allow_from": []},
+        "limits": {
+            "enabled": limits,
+            "omero_web_workers": THREADS,  # what the site says of its OMERO.web
+            "upstream_slots": slots,
+            "allow_from": [],
+        },
     }
 
 
@@ -155,6 +160,7 @@ def refusal_cost(procs: Processes, porter_url: str, seconds: float) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seconds", type=float, default=6.0)
+    parser.add_argument("--slots", type=int, default=0, help="upstream_slots (0: derived)")
     args = parser.parse_args()
     ensure_tools(["wrk"], ["wrk"])
     sim = start_sim()
@@ -168,7 +174,7 @@ def main() -> None:
             wait_port(port, process=web_process)
             web = f"http://127.0.0.1:{port}"
             porters = {
-                "limits": start_porter(procs, "limits", web, sections(sim, True)),
+                "limits": start_porter(procs, "limits", web, sections(sim, True, args.slots)),
                 "fifo": start_porter(procs, "fifo", web, sections(sim, False)),
             }
             print(

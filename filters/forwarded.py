@@ -98,6 +98,8 @@ class TrustedProxies:
         self._networks: tuple[IPNetwork, ...] = tuple(
             ipaddress.ip_network(c, strict=False) for c in cidrs
         )
+        # peers and hops repeat from request to request: their verdicts are kept, bounded
+        self._trusted_text = functools.lru_cache(maxsize=4096)(self.trusts_text)
 
     def trusts(self, address: IPAddress | None) -> bool:
         if address is None:
@@ -124,19 +126,18 @@ class TrustedProxies:
         host = host or ""
         if not self._networks:  # nobody is trusted (the default): no address to parse
             return Client(peer_text, scheme, host, (peer_text,))
-        peer_ip = _parse_ip(peer_text)
-        if not self.trusts(peer_ip):
+        if not self._trusted_text(peer_text):
             return Client(peer_text, scheme, host, (peer_text,))
         hops = [h.strip() for value in forwarded_for for h in value.split(",") if h.strip()]
         chain = [*hops, peer_text]
         # Walk from the nearest hop outwards; the first hop we do not trust is the client.
         index = len(chain) - 1
         while index > 0:
-            candidate = _parse_ip(chain[index - 1])
-            if candidate is None:
+            candidate = chain[index - 1]
+            if _canonical(candidate) is None:
                 break
             index -= 1
-            if not self.trusts(candidate):
+            if not self._trusted_text(candidate):
                 break
         client = chain[index]
         proto = _last_value(forwarded_proto)
@@ -145,5 +146,11 @@ class TrustedProxies:
         fwd_host = _last_value(forwarded_host)
         if fwd_host is not None and well_formed(fwd_host):
             host = fwd_host
-        address = str(_parse_ip(client) or client)
-        return Client(address, scheme, host, tuple(chain[index:]))
+        return Client(_canonical(client) or client, scheme, host, tuple(chain[index:]))
+
+
+@functools.lru_cache(maxsize=4096)
+def _canonical(text: str) -> str | None:
+    """An address as text in its one spelling, None when it is not an IP address."""
+    ip = _parse_ip(text)
+    return None if ip is None else str(ip)

@@ -13,6 +13,7 @@ the rule (`limit:agent`, `limit:rate`, `limit:user_rate`, `limit:wait`).
 from __future__ import annotations
 
 import contextlib
+import functools
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -50,7 +51,9 @@ class Limits:
         )
         self._user = Rate(settings.user_rate, settings.user_burst) if settings.user_rate else None
         self._agents = AgentPolicy(settings.deny_agents)
-        self._allowed = TrustedProxies(settings.allow_from)
+        allowed = TrustedProxies(settings.allow_from)
+        # addresses repeat (crawlers, users): their verdict is kept, bounded
+        self._allowed = functools.lru_cache(maxsize=8192)(allowed.trusts_text)
         self._credential_cookies = cookies.credentials
         self._talkers: Counter[str] = Counter()
         self._previous: Counter[str] = Counter()
@@ -64,7 +67,7 @@ class Limits:
         """A refusal made on the request alone, or None. Marks whether the public rate was
         already applied (`after_identity` then does not count it twice)."""
         address = request[SCOPE].client.address
-        if self._allowed.trusts_text(address):
+        if self._allowed(address):
             request[_CHECKED] = True
             return None
         if self._agents.active and self._agents.denied(request.headers.get(hdrs.USER_AGENT, "")):
@@ -102,7 +105,7 @@ class Limits:
             if self._public is None:
                 return None
             return await self._public_rate(request, request[SCOPE].client.address)
-        if self._user is None or self._allowed.trusts_text(request[SCOPE].client.address):
+        if self._user is None or self._allowed(request[SCOPE].client.address):
             return None
         wait = await self._rates("u:" + principal.user, self._user)
         if wait > 0:
@@ -140,6 +143,9 @@ class Limits:
 
 
 _CHECKED = web.RequestKey("limits_checked", bool)
+REASONS = ("rate", "user_rate", "agent", "wait")
+_RULES = {reason: "limit:" + reason for reason in REASONS}
+_REFUSALS = {reason: metrics.LIMIT_REFUSALS.labels(reason) for reason in REASONS}
 LIMITS = web.AppKey("limits", Limits)
 
 
@@ -157,8 +163,8 @@ def refuse(
     request: web.Request, status: int, reason: str, wait: float | None, message: str
 ) -> web.Response:
     """A short refusal (no template: it must stay cheap under a storm)."""
-    request[SCOPE].notes.refusal = "limit:" + reason
-    metrics.LIMIT_REFUSALS.labels(reason).inc()
+    request[SCOPE].notes.refusal = _RULES[reason]
+    _REFUSALS[reason].inc()
     headers = dict(NO_STORE)
     if wait is not None:
         headers[hdrs.RETRY_AFTER] = retry_value(wait)
@@ -167,7 +173,13 @@ def refuse(
         return web.json_response(
             {"error": message, "status": status}, status=status, headers=headers
         )
-    return web.Response(status=status, text=message + "\n", headers=headers)
+    headers[hdrs.CONTENT_TYPE] = "text/plain; charset=utf-8"
+    return web.Response(status=status, body=_encoded(message), headers=headers)
+
+
+@functools.lru_cache(maxsize=64)  # a handful of messages (Retry-After in whole seconds)
+def _encoded(message: str) -> bytes:
+    return (message + "\n").encode()
 
 
 def robots_route(path: str) -> Callable[[web.Request], Awaitable[web.Response]]:

@@ -306,7 +306,7 @@ def test_a_wrong_limit_names_its_key(tmp_path: Path, key: str, value: str) -> No
 
 def test_slots_follow_omero_webs_workers_and_porters_processes() -> None:
     limits = LimitsSettings(omero_web_workers=8, omero_web_threads=2)
-    assert (limits.slots(1), limits.slots(4), limits.slots(32)) == (16, 4, 1)
+    assert (limits.slots(1), limits.slots(4), limits.slots(32)) == (17, 5, 2)
     assert replace(limits, upstream_slots=6).slots(4) == 6
 
 
