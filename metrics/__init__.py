@@ -104,6 +104,13 @@ LIMIT_REFUSALS = Counter(
     "Requests refused by [limits], by reason (rate, user_rate, wait, agent)",
     ["reason"],
 )
+# every series exists from the start, at 0: a dashboard shows "none yet", not "no data"
+for _kind in ("user", "public"):
+    SLOTS_BUSY.labels(_kind)
+    SLOTS_WAITING.labels(_kind)
+    SLOT_WAIT_SECONDS.labels(_kind)
+for _reason in ("rate", "user_rate", "agent", "wait"):
+    LIMIT_REFUSALS.labels(_reason)
 BUILD_INFO = Gauge(
     "porter_build_info",
     "Always 1: the versions running",

@@ -96,10 +96,9 @@ async def tile(request: web.Request) -> web.Response:
 
 async def busy(request: web.Request) -> web.Response:
     """A view of a small OMERO.web: it queues for one of a few threads, then takes its time.
-    Who asked is told by the held cookie porter sent (alice's, or the public session's)."""
+    /busy/u/... are the tests' users' requests, the rest the crawlers'."""
     state = request.app[STATE]
-    cookie = request.headers.get("Cookie", "")
-    kind = "public" if "echo-session-" in cookie else "user"
+    kind = "user" if request.path.startswith("/busy/u/") else "public"
     state.in_flight[kind] += 1  # sent by porter: in OMERO.web's hands (thread or queue)
     state.peak[kind] = max(state.peak[kind], state.in_flight[kind])
     try:

@@ -21,11 +21,14 @@ from aiohttp.test_utils import TestClient
 from filters.limits import LimitsSettings, MemoryRates, Rate, network
 from proxy.admission import Admission, Overloaded
 from proxy.config import ConfigError
+from proxy.limits import LIMITS
 from proxy.log import AccessLine
 from proxy.settings import load_settings
+from tests.gateway_fixtures import GatewayFactory, cookieless_get, log_in
 from tests.omero_sim.fixture import OmeroSim
 from tests.porter_fixtures import OPERATOR, PorterFactory, Upstream
 from tests.session_fixtures import public_sections
+from tests.test_sso import Idp, bearer, sso_sections
 
 Client = TestClient[Any, Any]
 TRUSTED = ("127.0.0.1/32",)
@@ -106,11 +109,17 @@ async def test_a_request_that_waits_past_the_bound_is_refused_and_frees_nothing(
 
 
 async def test_users_are_served_while_a_public_storm_fills_omero_web(
-    echo_upstream: Upstream, porter: PorterFactory, omero_sim: OmeroSim
+    echo_upstream: Upstream, porter: PorterFactory, omero_sim: OmeroSim, tmp_path: Path
 ) -> None:
     echo_upstream.state.threads, echo_upstream.state.service_time = 4, 0.05
-    sections = storm_sections(omero_sim, upstream_slots=4, queue_timeout=0.25, public_rate=0)
+    idp = Idp(tmp_path)
+    sections = {
+        **storm_sections(omero_sim, upstream_slots=4, queue_timeout=0.25, public_rate=0),
+        "sso": sso_sections(omero_sim, idp)["sso"],
+        "omero": sso_sections(omero_sim, idp)["omero"],
+    }
     client = await porter(sections=sections, trusted_proxies=TRUSTED)
+    token = bearer(idp.token("bob"))
     stop = asyncio.Event()
     public: list[tuple[int, dict[str, str]]] = []
 
@@ -124,20 +133,20 @@ async def test_users_are_served_while_a_public_storm_fills_omero_web(
     crawlers = [asyncio.create_task(crawler(n)) for n in range(24)]
     await asyncio.sleep(0.3)  # the storm is on: OMERO.web's threads and porter's slots full
     users = []
-    for n in range(15):
-        users.append(await get(client, f"/busy/alice/{n}", user=True))
+    for n in range(15):  # alice, logged in, and bob with a token, throughout
+        users.append(await get(client, f"/busy/u/alice/{n}", user=True))
+        users.append(await get(client, f"/busy/u/bob/{n}", headers=token))
     stop.set()
     await asyncio.gather(*crawlers)
-    assert [status for status, _, _ in users] == [200] * 15  # no user request refused
-    assert all(body.startswith("user ") for _, _, body in users)  # as alice, not public
+    assert [status for status, _, _ in users] == [200] * 30  # no user request refused
     refused = [headers for status, headers in public if status == 503]
     assert refused, "24 crawlers on 4 slots of 50 ms must wait past 0.25 s"
     assert {h["Retry-After"] for h in refused} == {"1"}
     assert all(h["Content-Type"].startswith("text/html") for h in refused)  # porter's page
     assert {status for status, _ in public} <= {200, 503}
     state = echo_upstream.state
-    assert state.peak["public"] <= 4  # never more than OMERO.web's threads: no queue there
-    assert state.peak["user"] <= 1 + 1  # alice, and the headroom above the slots
+    assert state.peak["public"] <= 4  # the slots: never more in OMERO.web's hands
+    assert state.peak["user"] == 1  # one at a time, each let through
     ready = await (await client.get("/porter/readyz", headers=OPERATOR)).json()
     assert "slots user" in ready["checks"]["limits"]["detail"]
 
@@ -346,3 +355,55 @@ async def test_the_rate_is_shared_through_redis_and_a_redis_outage_lets_requests
     warnings = [r for r in caplog.records if r.name == "porter.limits"]
     assert len(warnings) == 1
     assert "rate limits are off" in warnings[0].getMessage()
+
+
+async def test_real_omero_web_serves_users_and_the_public_in_turn_and_no_slot_leaks(
+    gateway: GatewayFactory, omero_sim: OmeroSim
+) -> None:
+    ping = "/webclient/keepalive_ping/"
+    sections = {
+        **public_sections(omero_sim, url_filter=f"^{ping}$"),
+        "limits": LimitsSettings(upstream_slots=1, allow_from=()),
+    }
+    client = await gateway(sections=sections)
+    assert (await log_in(client, "alice", omero_sim.users["alice"])).status == 303
+
+    async def alice() -> tuple[int, str]:
+        async with client.get(ping) as resp:
+            return resp.status, await resp.text()
+
+    answers = await asyncio.gather(
+        *(cookieless_get(client, ping) for _ in range(30)), *(alice() for _ in range(10))
+    )
+    assert answers == [(200, "OK")] * 40  # one at a time through one slot, nobody refused
+    admission = client.app[LIMITS].admission
+    assert admission.busy == {"user": 0, "public": 0}
+    assert (admission.waiting("user"), admission.waiting("public")) == (0, 0)
+
+
+async def test_refusals_and_slots_are_in_the_metrics(
+    echo_upstream: Upstream, porter: PorterFactory, omero_sim: OmeroSim
+) -> None:
+    from proxy.settings import MetricsSettings
+    from tests.test_metrics import sample
+
+    sections = {
+        **storm_sections(omero_sim, public_rate=1.0, public_burst=1),
+        "metrics": MetricsSettings(allow_from=("127.0.0.0/8",)),
+    }
+    client = await porter(sections=sections, trusted_proxies=TRUSTED)
+
+    async def exposition() -> str:
+        async with client.get("/porter/metrics", headers=OPERATOR) as resp:
+            return await resp.text()
+
+    before = await exposition()
+    statuses = [(await get(client, f"/busy/m{n}", net="10.7.7.7"))[0] for n in range(4)]
+    assert statuses == [200, 429, 429, 429]
+    after = await exposition()
+    rate = 'porter_limit_refusals_total{reason="rate"}'
+    assert sample(after, rate) - sample(before, rate) == 3
+    for name in ("porter_upstream_slots_busy", "porter_upstream_slots_waiting"):
+        assert f'{name}{{class="public"}}' in after
+    assert 'porter_upstream_slot_wait_seconds_count{class="public"}' in after
+    assert "10.7.7" not in after  # networks are never labels

@@ -432,3 +432,27 @@ async def test_a_cache_purge_reaches_every_workers_memory(
     after = [number((await sent.request("GET", path + "?tile=1"))[1]) for _ in range(20)]
     assert min(after) > max(before)  # no worker answered from before the purge
     assert len({line["pid"] for line in access(handle, path)}) == 2
+
+
+async def test_two_workers_share_one_rate_limit_through_redis(
+    start_workers: StartWorkers, omero_sim: OmeroSim
+) -> None:
+    public = {
+        "enabled": True,
+        "url_filter": "^/webgateway/.*",
+        "user": "public",
+        "password": omero_sim.users["public"],
+    }
+    # loopback is the client here (no front proxy): take it off the allow list
+    limits = {"public_rate": 0.2, "public_burst": 4, "allow_from": []}
+    workers = await start_workers(2, public=public, limits=limits)
+    sent = Sent(workers.handle.url)
+    statuses = [
+        (await sent.request("GET", f"/webgateway/render_thumbnail/{n}/"))[0] for n in range(16)
+    ]
+    assert statuses.count(200) in (4, 5)  # one burst for both (a fifth if 5 s went by)
+    assert statuses.count(429) == 16 - statuses.count(200)
+    lines = access(workers.handle, "/webgateway/render_thumbnail/", prefix=True)
+    refused = [line for line in lines if line["status"] == 429]
+    assert {line["rule"] for line in refused} == {"limit:rate"}
+    assert len({line["pid"] for line in refused}) == 2  # both workers refused: one count
