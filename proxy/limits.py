@@ -72,7 +72,7 @@ class Limits:
             return None
         if self._agents.active and self._agents.denied(request.headers.get(hdrs.USER_AGENT, "")):
             return refuse(request, 403, "agent", None, "This client is not served here.")
-        if decision.kind != "public" or self._public is None or self._credentialed(request):
+        if decision.kind != "public" or self._credentialed(request):
             return None
         request[_CHECKED] = True
         return await self._public_rate(request, address)
@@ -88,7 +88,8 @@ class Limits:
         settings = self.settings
         net = cached_network(address, settings.ipv4_prefix, settings.ipv6_prefix)
         self._count(net)
-        assert self._public is not None
+        if self._public is None:
+            return None
         wait = await self._rates("p:" + net, self._public)
         if wait > 0:
             return refuse(request, 429, "rate", wait, "Too many requests from your network.")
@@ -102,8 +103,6 @@ class Limits:
         if request.get(_CHECKED):
             return None
         if principal.kind == "public":
-            if self._public is None:
-                return None
             return await self._public_rate(request, request[SCOPE].client.address)
         if self._user is None or self._allowed(request[SCOPE].client.address):
             return None

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import signal
 from dataclasses import replace
 from pathlib import Path
@@ -148,7 +149,11 @@ async def test_users_are_served_while_a_public_storm_fills_omero_web(
     assert state.peak["public"] <= 4  # the slots: never more in OMERO.web's hands
     assert state.peak["user"] == 1  # one at a time, each let through
     ready = await (await client.get("/porter/readyz", headers=OPERATOR)).json()
-    assert "slots user" in ready["checks"]["limits"]["detail"]
+    detail = ready["checks"]["limits"]["detail"]
+    assert "slots user 0 public 0 of 4" in detail  # the storm is over: nothing held
+    busiest = re.findall(r"10\.(\d+)\.0\.0/24 (\d+)", detail.split("top networks")[1])
+    assert len(busiest) == 10  # the ten busiest of the crawlers' 24 networks, with counts
+    assert all(int(n) < 24 and int(count) > 0 for n, count in busiest)
 
 
 async def test_the_wait_refusal_is_json_for_ajax(
