@@ -368,6 +368,7 @@ class Rogue:
         self.sign: Callable[[dict[str, Any]], str] = self.rs256
         self.nonces: dict[str, str] = {}
         self.token: Callable[[web.Request], Awaitable[web.StreamResponse]] = self.id_token
+        self.redeemed: list[str] = []  # every code sent to its token endpoint
 
     def app(self) -> web.Application:
         app = web.Application()
@@ -378,6 +379,7 @@ class Rogue:
         return app
 
     async def token_endpoint(self, request: web.Request) -> web.StreamResponse:
+        self.redeemed.append(str((await request.post()).get("code")))
         return await self.token(request)  # looked up now: a test may have replaced it
 
     def oidc(self, **settings: Any) -> OidcSettings:
@@ -995,14 +997,6 @@ async def test_a_code_comes_back_only_to_the_provider_the_login_started_at(
 ) -> None:
     """A hostile provider B sends "Log in with B" on to provider A with porter's parameters:
     A's code must never reach B's token endpoint, and nobody is logged in."""
-    redeemed: list[str] = []
-    answer = rogue.token
-
-    async def token(request: web.Request) -> web.StreamResponse:
-        redeemed.append(str((await request.post()).get("code")))
-        return await answer(request)
-
-    rogue.token = token
     hostile = OidcProviderSettings(
         id="rogue", issuer=rogue.issuer, client_id="porter", client_secret="x" * 32
     )
@@ -1042,7 +1036,7 @@ async def test_a_code_comes_back_only_to_the_provider_the_login_started_at(
         client.session.cookie_jar.update_cookies(
             {"porter_oidc": sealed}, client.make_url("/porter/oidc/idp/callback")
         )
-    assert redeemed == []  # B never saw A's code
+    assert rogue.redeemed == []  # B never saw A's code
     assert user_sessions(omero_sim, "alice") == before
 
 
@@ -1111,14 +1105,6 @@ async def test_a_callback_replayed_with_its_cookie_makes_no_second_session(
 ) -> None:
     """The rogue provider redeems a code as often as it is sent: porter's own state is what
     makes the second callback fail."""
-    redeemed: list[str] = []
-    answer = rogue.token
-
-    async def token(request: web.Request) -> web.StreamResponse:
-        redeemed.append(str((await request.post()).get("code")))
-        return await answer(request)
-
-    rogue.token = token
     entry = omero_sim.server_list_entry()
     sections = {
         "omero": OmeroSettings(
@@ -1140,4 +1126,4 @@ async def test_a_callback_replayed_with_its_cookie_makes_no_second_session(
             assert resp.status == 400
             assert SESSION_COOKIE not in resp.cookies or not resp.cookies[SESSION_COOKIE].value
             assert "too long or was started in another window" in await resp.text()
-    assert len(redeemed) == 1  # the replay never reached the provider
+    assert len(rogue.redeemed) == 1  # the replay never reached the provider
