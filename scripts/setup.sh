@@ -68,7 +68,11 @@ fi
 venv_python=.venv/bin/python
 
 stamp=.venv/.porter-installed-$mode
-want=$(cat pyproject.toml scripts/setup.sh scripts/ice_wheel.sh | sha256sum | cut -d' ' -f1)
+# The versions the suite passed with (scripts/constraints.sh); CONSTRAINTS=none: the newest
+# pyproject.toml allows, to upgrade them.
+constraints=(-c constraints.txt)
+[ "${CONSTRAINTS:-}" = none ] && constraints=()
+want=$(cat pyproject.toml constraints.txt scripts/setup.sh scripts/ice_wheel.sh | sha256sum | cut -d' ' -f1)
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
   exit 0
 fi
@@ -78,7 +82,7 @@ wheel=$(bash scripts/ice_wheel.sh "$venv_python")
 extras=""
 [ "$mode" = test ] && extras="[test]"
 say "installing porter$extras and its packages"
-quiet $venv_python -m pip install "$wheel" -e ".$extras"
+quiet $venv_python -m pip install "${constraints[@]}" "$wheel" -e ".$extras"
 $venv_python -c "import aiohttp, Ice, omero, jwt, cachetools, aiosmtplib" \
   || { say "the installed packages do not import; remove .venv and run again"; exit 1; }
 echo "$want" >"$stamp"
