@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from proxy.config import ConfigError, dump
-from proxy.settings import DEFAULT_CONFIG, Settings, load_settings
+from proxy.settings import CONFIG_SEARCH, DEFAULT_CONFIG, Settings, find_config, load_settings
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 
@@ -265,9 +265,8 @@ def parser() -> tuple[argparse.ArgumentParser, dict[str, Command]]:
         prog="run.py", description="omero-porter: a gateway in front of OMERO.web"
     )
     config = argparse.ArgumentParser(add_help=False)
-    config.add_argument(
-        "--config", type=Path, default=DEFAULT_CONFIG, help="config file (default: %(default)s)"
-    )
+    searched = " then ".join(str(p) for p in CONFIG_SEARCH)
+    config.add_argument("--config", type=Path, help=f"config file (default: {searched})")
     sub = top.add_subparsers(dest="command", metavar="COMMAND")
     commands: dict[str, Command] = {}
 
@@ -300,6 +299,10 @@ def parser() -> tuple[argparse.ArgumentParser, dict[str, Command]]:
     )
     commands["clearsessions"] = _clearsessions
 
+    init = sub.add_parser("init-config", help="write the commented config.toml porter ships")
+    init.add_argument("path", metavar="PATH", type=Path, help="where, e.g. ./config.toml")
+    init.add_argument("--force", action="store_true", help="replace an existing file")
+
     cache = sub.add_parser("cache", parents=[config], help="public answer cache: stats or purge")
     cache.add_argument("action", choices=("stats", "purge"))
     cache.add_argument(
@@ -312,18 +315,52 @@ def parser() -> tuple[argparse.ArgumentParser, dict[str, Command]]:
 def main(argv: Sequence[str] | None = None) -> int:
     top, commands = parser()
     argv = list(sys.argv[1:] if argv is None else argv)
+    before: list[str] = []  # `run.py --config X check`: an option given before the command
+    while argv and argv[0].startswith("--config"):
+        take = 1 if "=" in argv[0] else 2
+        before += argv[:take]
+        argv = argv[take:]
     if not argv or (argv[0].startswith("-") and argv[0] not in ("-h", "--help")):
         argv.insert(0, "serve")
+    argv[1:1] = before
     try:
         args = top.parse_args(argv)
     except SystemExit as exc:  # argparse exits 2 on usage errors, 0 on --help
         return int(exc.code or 0)
+    if args.command == "init-config":
+        return _init_config(args)
+    if args.config is None:
+        args.config = find_config()
+        if args.config is None:
+            looked = ", ".join(str(p.absolute()) for p in CONFIG_SEARCH)
+            print(
+                f"porter: no configuration file: looked for {looked}; give --config PATH, "
+                "or write one with `omero-porter init-config PATH`",
+                file=sys.stderr,
+            )
+            return EXIT_USAGE
     try:
         settings = load_settings(args.config)
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return EXIT_USAGE
     return commands[args.command](args, settings)
+
+
+def _init_config(args: argparse.Namespace) -> int:
+    """Write the shipped, commented config.toml to PATH (never over a file, unless --force)."""
+    target: Path = args.path
+    if target.exists() and not args.force:
+        print(f"init-config: {target} exists; give --force to replace it", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        target.write_text(DEFAULT_CONFIG.read_text())
+        target.chmod(0o640)  # it will hold paths to secrets, maybe secrets: not for everyone
+    except OSError as exc:
+        print(f"init-config: cannot write {target}: {exc.strerror or exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    print(f"wrote {target}: edit it, then `omero-porter check --config {target}`")
+    return EXIT_OK
 
 
 if __name__ == "__main__":

@@ -40,7 +40,18 @@ __all__ = [
     "load_settings",
 ]
 
-DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "config.toml"
+# The commented config.toml porter ships (in the package; in a checkout, the top-level file).
+DEFAULT_CONFIG = Path(__file__).resolve().parent / "config.toml"
+# Where a command looks for its configuration when not given --config, in order.
+CONFIG_SEARCH = (Path("config.toml"), Path("/etc/omero-porter/config.toml"))
+
+
+def find_config(search: tuple[Path, ...] = CONFIG_SEARCH) -> Path | None:
+    """The first configuration file of `search` that exists (absolute), or None."""
+    for candidate in search:
+        if candidate.is_file():
+            return candidate.resolve()
+    return None
 
 
 def _check_upstream(value: str) -> None:
