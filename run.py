@@ -8,8 +8,10 @@ Exit codes: 0 ok, 2 usage or configuration error, 1 runtime failure.
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import sys
+import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -17,12 +19,14 @@ from proxy.config import ConfigError, dump
 from proxy.settings import CONFIG_SEARCH, DEFAULT_CONFIG, Settings, find_config, load_settings
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"  # the workers' metrics, summed by gunicorn's arbiter
+OWNED_ENV = "PORTER_METRICS_DIR_MADE"  # ours to remove at exit (a site's own is left alone)
 
 
 def _serve(args: argparse.Namespace, settings: Settings) -> int:
     from dataclasses import replace
 
-    from proxy.server import configure_logging, serve
+    from proxy.log import configure_logging
     from proxy.settings import cross_section_problems
 
     proxy = settings.proxy
@@ -37,13 +41,27 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
     if problems:
         print(ConfigError(str(args.config), problems), file=sys.stderr)
         return EXIT_USAGE
+    if proxy.workers > 1 and MULTIPROC_ENV not in os.environ:
+        # prometheus-client reads its mode when first imported, and this process has imported
+        # it already: start again with the workers' shared directory set
+        directory = tempfile.mkdtemp(prefix="porter-metrics-")
+        os.environ[MULTIPROC_ENV] = os.environ[OWNED_ENV] = directory
+        os.execv(  # noqa: S606 (porter itself, with its own arguments)
+            sys.executable, [sys.executable, str(Path(__file__).resolve()), *args.argv]
+        )
     listener = configure_logging(proxy.log_level, settings.log.format)
     try:
-        if proxy.workers > 1 and not args.worker:
-            from proxy.workers import supervise
+        if proxy.workers > 1:
+            from proxy.gunicorn_app import run_workers
 
-            return supervise(settings, args.config, proxy.workers)
-        serve(settings, worker=args.worker)
+            return run_workers(
+                args.config,
+                settings,
+                lambda: configure_logging(proxy.log_level, settings.log.format),
+            )
+        from proxy.server import serve  # after the multiprocess set-up: it imports metrics
+
+        serve(settings)
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return EXIT_USAGE
@@ -276,7 +294,6 @@ def parser() -> tuple[argparse.ArgumentParser, dict[str, Command]]:
     serve.add_argument(
         "--workers", type=int, help="porter processes sharing the port (overrides proxy.workers)"
     )
-    serve.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     commands["serve"] = _serve
 
     sub.add_parser("check", parents=[config], help="validate the configuration and print it")
@@ -327,6 +344,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = top.parse_args(argv)
     except SystemExit as exc:  # argparse exits 2 on usage errors, 0 on --help
         return int(exc.code or 0)
+    args.argv = argv
     if args.command == "init-config":
         return _init_config(args)
     if args.config is None:

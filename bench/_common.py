@@ -262,6 +262,8 @@ def start_porter(
     }
     all_sections = {"proxy": proxy, **(sections or {})}
     all_sections["proxy"] = {**proxy, **all_sections.get("proxy", {})}
+    if all_sections.get("session", {}).get("store") == "redis":  # names and seals sessions
+        all_sections["proxy"].setdefault("secret_key", "bench-secret-key-0123456789-abcdefghij")
     config = write_config(procs.directory / f"{name}.toml", all_sections)
     argv = [sys.executable, str(ROOT / "run.py"), "serve", "--config", str(config)]
     process = procs.start(name, argv)

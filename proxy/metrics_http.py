@@ -1,6 +1,6 @@
 """Where Prometheus scrapes porter: `GET /porter/metrics` for `[metrics] allow_from` clients
 (404 for anyone else), and a separate listener on `[metrics] listen` (served by the single
-porter process, or with workers by their supervising parent, summing every worker)."""
+porter process, or with workers by gunicorn's arbiter, summing every worker)."""
 
 from __future__ import annotations
 
@@ -56,7 +56,7 @@ async def start_listener(settings: MetricsSettings) -> web.AppRunner | None:
 
 
 def serve_multiprocess(settings: MetricsSettings, directory: str) -> WSGIServer | None:
-    """The supervising parent's listener: every worker's values, summed (a thread)."""
+    """The arbiter's listener: every worker's values, summed (a thread)."""
     if not settings.listen:
         return None
     host, port = split_listen(settings.listen)

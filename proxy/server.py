@@ -88,56 +88,56 @@ class PorterRunner(web.AppRunner):
         )
 
 
-async def run(
-    app: web.Application, host: str, port: int, shutdown_grace: float, worker: bool = False
-) -> None:
-    """Serve `app` until SIGTERM/SIGINT, then give in-flight requests `shutdown_grace`. A
-    worker shares the port with its siblings (SO_REUSEPORT) and stops when its parent goes."""
+async def run(app: web.Application, host: str, port: int, shutdown_grace: float) -> None:
+    """Serve `app` until SIGTERM/SIGINT, then give in-flight requests `shutdown_grace`."""
     runner = PorterRunner(
         app, handle_signals=True, access_log=None, shutdown_timeout=shutdown_grace
     )
     await runner.setup()
-    # a single process serves its own metrics listener; workers' parent serves their sum
-    metrics_runner = None if worker else await start_listener(app[SETTINGS].metrics)
+    metrics_runner = await start_listener(app[SETTINGS].metrics)
     try:
-        await web.TCPSite(runner, host, port, reuse_port=worker).start()
+        await web.TCPSite(runner, host, port).start()
         proxy = app[SETTINGS].proxy
-        log.info(  # said once the socket listens: tests and supervisors wait for this line
-            "porter %s on http://%s:%d%s/ -> %s (loop: %s)",
-            f"worker {os.getpid()} listening" if worker else "listening",
+        log.info(  # said once the socket listens: tests and scripts wait for this line
+            "porter listening on http://%s:%d%s/ -> %s (loop: %s)",
             host,
             port,
             proxy.prefix,
             proxy.upstream,
             type(asyncio.get_running_loop()).__module__.split(".")[0],
         )
-        if worker:
-            await _until_orphaned(os.getppid())
-        else:
-            await asyncio.Event().wait()  # until a signal raises GracefulExit
+        await asyncio.Event().wait()  # until a signal raises GracefulExit
     finally:
         await runner.cleanup()
         if metrics_runner is not None:
             await metrics_runner.cleanup()
 
 
-async def _until_orphaned(parent: int) -> None:
-    """Return when the supervising parent is gone (this worker was re-parented)."""
-    while True:
-        await asyncio.sleep(1.0)
-        if os.getppid() != parent:
-            break
-    log.warning("the supervising parent %d is gone: stopping", parent)
+def porter_runner(settings: Settings) -> PorterRunner:
+    """The runner of one gunicorn worker (gunicorn owns the sockets and the signals)."""
+    app = create_app(settings)
+    app.on_startup.append(_freeze_heap)
+    app.on_startup.append(_worker_started)
+    return PorterRunner(app, access_log=None, shutdown_timeout=settings.proxy.shutdown_grace)
 
 
-def serve(settings: Settings, worker: bool = False) -> None:
+async def _worker_started(app: web.Application) -> None:
+    log.info(  # tests wait for this line
+        "porter worker %d listening -> %s (loop: %s)",
+        os.getpid(),
+        app[SETTINGS].proxy.upstream,
+        type(asyncio.get_running_loop()).__module__.split(".")[0],
+    )
+
+
+def serve(settings: Settings) -> None:
     """Serve until SIGTERM/SIGINT, then let in-flight requests finish for the grace period."""
     proxy = settings.proxy
     app = create_app(settings)
     app.on_startup.append(_freeze_heap)
     loop = new_event_loop()
     asyncio.set_event_loop(loop)
-    main = loop.create_task(run(app, proxy.host, proxy.port, proxy.shutdown_grace, worker))
+    main = loop.create_task(run(app, proxy.host, proxy.port, proxy.shutdown_grace))
     try:
         loop.run_until_complete(main)
     except (GracefulExit, KeyboardInterrupt):

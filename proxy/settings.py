@@ -162,6 +162,14 @@ class ProxySettings:
         default=100,
         metadata={"doc": "Most connections held open to OMERO.web at once", "min": 1},
     )
+    worker_timeout: float = field(
+        default=30.0,
+        metadata={
+            "doc": "Seconds a worker may leave its heartbeat unanswered before gunicorn "
+            "replaces it (with workers > 1)",
+            "min": 2.0,
+        },
+    )
     shutdown_grace: float = field(
         default=30.0,
         metadata={"doc": "Seconds in-flight requests may finish after SIGTERM", "min": 0},
@@ -174,8 +182,8 @@ class ProxySettings:
     workers: int = field(
         default=1,
         metadata={
-            "doc": "Porter processes sharing the port (SO_REUSEPORT), supervised and replaced "
-            "if they die; more than 1 needs session.store = 'redis'",
+            "doc": "Porter processes: more than 1 runs them as gunicorn workers (HUP reloads "
+            "this file); needs session.store = 'redis'",
             "min": 1,
             "max": 64,
         },
@@ -317,7 +325,7 @@ class MetricsSettings:
         default="",
         metadata={
             "doc": 'Address of a separate metrics listener, e.g. "127.0.0.1:9090" (GET '
-            "/metrics; with workers, the supervising parent serves their sum); empty: off",
+            "/metrics; with workers, gunicorn's arbiter serves their sum); empty: off",
             "check": _check_listen,
         },
     )

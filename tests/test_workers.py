@@ -5,6 +5,7 @@ for OMERO.web). Each new connection may land on any worker; the JSON log's pid s
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import re
@@ -86,7 +87,9 @@ def start_workers(
 ) -> StartWorkers:
     """`await start_workers(n)`: porter with n workers on Redis, once all of them listen."""
 
-    async def start(count: int, **extra: dict[str, Any]) -> Workers:
+    async def start(
+        count: int, proxy_extra: dict[str, Any] | None = None, **extra: dict[str, Any]
+    ) -> Workers:
         idp = Idp(tmp_path)
         metrics_port = free_port()
         handle = porter_process(
@@ -94,6 +97,7 @@ def start_workers(
             upstream=echo_upstream.url,
             workers=count,
             operator_token=OPERATOR_TOKEN,  # `run.py cache purge` reaches a worker with it
+            **(proxy_extra or {}),
         )
         pids = await asyncio.to_thread(wait_workers, handle, count)
         return Workers(handle, pids, idp, metrics_port)
@@ -338,7 +342,8 @@ async def test_a_killed_worker_is_replaced_and_its_requests_fail_cleanly(
     live = await asyncio.to_thread(wait_workers, handle, WORKERS)
     assert victim not in live
     assert len(set(live) - set(pids)) == 1  # one new worker
-    assert any("died with signal 9" in line.get("message", "") for line in log_lines(handle))
+    messages = [line.get("message", "") for line in log_lines(handle)]
+    assert f"Worker (pid:{victim}) was sent SIGKILL! Perhaps out of memory?" in messages
     for n in range(20):  # and porter serves on, on every worker
         assert (await sent.request("GET", f"/echo/after/{n}", headers=token))[0] == 200
     assert handle.stop() == 0
@@ -456,3 +461,75 @@ async def test_two_workers_share_one_rate_limit_through_redis(
     refused = [line for line in lines if line["status"] == 429]
     assert {line["rule"] for line in refused} == {"limit:rate"}
     assert len({line["pid"] for line in refused}) == 2  # both workers refused: one count
+
+
+async def test_hup_reloads_the_configuration_without_dropping_a_request(
+    start_workers: StartWorkers, omero_sim: OmeroSim, tmp_path: Path
+) -> None:
+    public = {
+        "enabled": True,
+        "url_filter": "^/webgateway/.*",
+        "user": "public",
+        "password": omero_sim.users["public"],
+    }
+    workers = await start_workers(2, public=public)
+    handle = workers.handle
+    sent = Sent(handle.url)
+    assert (await sent.request("GET", "/webclient/open/1"))[0] == 302  # not public yet
+    config = next(tmp_path.glob(f"porter-{handle.url.rsplit(':', 1)[1]}.toml"))
+    config.write_text(
+        config.read_text().replace(
+            'url_filter = "^/webgateway/.*"', 'url_filter = "^/webclient/open/.*"'
+        )
+    )
+    statuses: list[int] = []
+    stop = asyncio.Event()
+
+    async def steady() -> None:  # a visitor who never stops asking, through the reload
+        n = 0
+        while not stop.is_set():
+            n += 1
+            statuses.append((await sent.request("GET", f"/webgateway/img/{n}"))[0])
+
+    visitors = [asyncio.create_task(steady()) for _ in range(4)]
+    await asyncio.sleep(0.5)
+    handle.process.send_signal(signal.SIGHUP)
+    deadline = time.monotonic() + 30
+    while (await sent.request("GET", "/webclient/open/2"))[0] != 200:  # the new filter
+        assert time.monotonic() < deadline, handle.log()[-3000:]
+        await asyncio.sleep(0.2)
+    await asyncio.sleep(0.5)
+    stop.set()
+    await asyncio.gather(*visitors)
+    # the old filter's paths, before and after: 200 (old workers), then 302 (new ones);
+    # never a failed request during the reload
+    assert set(statuses) <= {200, 302}, statuses
+    assert statuses[0] == 200
+    assert statuses[-1] == 302
+    live = await asyncio.to_thread(wait_workers, handle, 2)
+    assert not set(live) & set(workers.pids)  # every worker replaced
+    assert handle.stop() == 0
+
+
+async def test_a_hung_worker_is_replaced(start_workers: StartWorkers) -> None:
+    workers = await start_workers(2, proxy_extra={"worker_timeout": 2})
+    handle, pids = workers.handle, workers.pids
+    victim = pids[0]
+    os.kill(victim, signal.SIGSTOP)  # alive, but never answers its heartbeat again
+    try:
+        deadline = time.monotonic() + 30
+        while _alive(victim):
+            assert time.monotonic() < deadline, handle.log()[-3000:]
+            await asyncio.sleep(0.2)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(victim, signal.SIGCONT)
+    live = await asyncio.to_thread(wait_workers, handle, 2)
+    assert victim not in live
+    messages = [line.get("message", "") for line in log_lines(handle)]
+    assert f"WORKER TIMEOUT (pid:{victim})" in messages
+    sent = Sent(handle.url)
+    token = bearer(workers.idp.token("bob"))
+    answers = {(await sent.request("GET", f"/echo/after/{n}", headers=token))[0] for n in range(10)}
+    assert answers == {200}
+    assert handle.stop() == 0
