@@ -90,6 +90,7 @@ class PorterArbiter(BaseApplication):  # type: ignore[misc]
             "timeout": math.ceil(proxy.worker_timeout),
             "proc_name": "omero-porter",
             "control_socket_disable": True,  # managed by signals (systemd), no other door
+            "reuse_port": True,  # a socket per worker: the kernel spreads connections evenly
             "logger_class": PorterLogger,
             "loglevel": proxy.log_level,
             "errorlog": "-",
