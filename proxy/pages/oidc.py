@@ -130,14 +130,14 @@ async def callback(request: web.Request) -> web.StreamResponse:
         provider = request.app[OIDC_PROVIDERS].get(pre.provider)
         if provider is None:  # the configuration changed meanwhile
             raise OidcError("login_expired", LOGIN_EXPIRED, status=400)
-        if not await _first_use(request, pre):
-            log.warning("OIDC callback replayed rid=%s", _rid(request))
-            raise OidcError("replayed", LOGIN_EXPIRED, status=400)
         if pre.provider != named:  # another provider's callback URL: a mix-up
             log.warning(
                 "OIDC callback of %s for a login at %s rid=%s", named, provider.id, _rid(request)
             )
             raise OidcError("bad_state", LOGIN_EXPIRED, status=400)
+        if not await _first_use(request, pre):  # not spent by a callback refused above
+            log.warning("OIDC callback replayed rid=%s", _rid(request))
+            raise OidcError("replayed", LOGIN_EXPIRED, status=400)
         if "error" in query:
             log.info("OIDC provider %s answered %.40r", provider.id, query.get("error"))
             raise OidcError("denied", PROVIDER_REFUSED, status=403)
