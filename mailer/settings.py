@@ -52,6 +52,7 @@ class MailSettings:
         metadata={
             "doc": 'Who gets error mail, [["Full Name", "email"], ...] (omero.web.admins)',
             "check": _check_admins,
+            "example": 'admins = [["Ada Admin", "ada@example.org"]]',
         },
     )
     server_email: str = field(

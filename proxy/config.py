@@ -5,7 +5,8 @@ Each package declares a frozen dataclass whose fields carry `metadata`:
 - ``doc``: one line, shown by ``run.py check`` and mirrored in config.toml;
 - ``min`` / ``max`` / ``choices``: bounds on the value;
 - ``secret``: masked when printed; may also be given as ``<name>_file`` (a path);
-- ``check``: a callable that raises ``ValueError("why")`` for a bad value.
+- ``check``: a callable that raises ``ValueError("why")`` for a bad value;
+- ``example``: how to write the value, added to a message when its shape is wrong.
 
 A dataclass may add ``problems(self) -> list[tuple[str, str]]`` for checks across fields.
 
@@ -260,6 +261,10 @@ def build(cls: type[Any], table: Mapping[str, Any], prefix: str, problems: list[
         value = convert(raw, hints[name], key, found)
         if value is not _MISSING:
             _check_field(value, raw, f.metadata, key, found)
+        elif "example" in f.metadata:  # a shape TOML cannot show by its type alone
+            found = [
+                Problem(p.key, f"{p.message}; write it like {f.metadata['example']}") for p in found
+            ]
         if f.metadata.get("secret"):  # say what is wrong, never what the secret is
             found = [Problem(p.key, p.message.replace(show(raw), "the value")) for p in found]
         problems.extend(found)

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import pytest
 
 from mailer.settings import MailSettings
+from proxy.config import ConfigError
+from proxy.settings import load_settings
 
 
 def check_of(name: str) -> object:
@@ -53,3 +56,16 @@ def test_defaults_are_safe_and_send_nothing() -> None:
     assert settings.active is False  # no admins
     assert settings.email_port == 25
     assert settings.tls_verify is True
+
+
+def test_admins_of_the_wrong_shape_are_shown_the_right_one(tmp_path: Path) -> None:
+    config = tmp_path / "c.toml"
+    config.write_text('[mail]\nadmins = ["ada@example.org"]\n')
+    with pytest.raises(ConfigError) as found:
+        load_settings(config, environ={})
+    [problem] = found.value.problems
+    assert problem.key == "mail.admins[0]"
+    assert problem.message == (
+        "'ada@example.org' is not a list; "
+        'write it like admins = [["Ada Admin", "ada@example.org"]]'
+    )
