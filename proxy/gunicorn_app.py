@@ -90,7 +90,9 @@ class PorterArbiter(BaseApplication):  # type: ignore[misc]
             "timeout": math.ceil(proxy.worker_timeout),
             "proc_name": "omero-porter",
             "control_socket_disable": True,  # managed by signals (systemd), no other door
-            "reuse_port": True,  # a socket per worker: the kernel spreads connections evenly
+            # one listening socket, the arbiter's, shared by the workers: with one per worker
+            # (reuse_port) a worker leaving on HUP resets the connections in its backlog
+            "reuse_port": False,
             "logger_class": PorterLogger,
             "loglevel": proxy.log_level,
             "errorlog": "-",

@@ -66,6 +66,16 @@ def sections(
     }
 
 
+def public_section(sim: OmeroSim) -> dict[str, Any]:
+    """[public] on, /webgateway/ public, as the shared public user of the test server."""
+    return {
+        "enabled": True,
+        "url_filter": "^/webgateway/.*",
+        "user": "public",
+        "password": sim.users["public"],
+    }
+
+
 @dataclass
 class Workers:
     handle: PorterProcess
@@ -400,12 +410,7 @@ async def test_sigterm_lets_every_workers_requests_finish(start_workers: StartWo
 async def test_a_cache_purge_reaches_every_workers_memory(
     start_workers: StartWorkers, omero_sim: OmeroSim, tmp_path: Path
 ) -> None:
-    public = {
-        "enabled": True,
-        "url_filter": "^/webgateway/.*",
-        "user": "public",
-        "password": omero_sim.users["public"],
-    }
+    public = public_section(omero_sim)
     workers = await start_workers(2, public=public, cache={"enabled": True})
     handle = workers.handle
     sent = Sent(handle.url)
@@ -442,12 +447,7 @@ async def test_a_cache_purge_reaches_every_workers_memory(
 async def test_two_workers_share_one_rate_limit_through_redis(
     start_workers: StartWorkers, omero_sim: OmeroSim
 ) -> None:
-    public = {
-        "enabled": True,
-        "url_filter": "^/webgateway/.*",
-        "user": "public",
-        "password": omero_sim.users["public"],
-    }
+    public = public_section(omero_sim)
     # loopback is the client here (no front proxy): take it off the allow list
     limits = {"public_rate": 0.2, "public_burst": 4, "allow_from": []}
     workers = await start_workers(2, public=public, limits=limits)
@@ -466,12 +466,7 @@ async def test_two_workers_share_one_rate_limit_through_redis(
 async def test_hup_reloads_the_configuration_without_dropping_a_request(
     start_workers: StartWorkers, omero_sim: OmeroSim, tmp_path: Path
 ) -> None:
-    public = {
-        "enabled": True,
-        "url_filter": "^/webgateway/.*",
-        "user": "public",
-        "password": omero_sim.users["public"],
-    }
+    public = public_section(omero_sim)
     workers = await start_workers(2, public=public)
     handle = workers.handle
     sent = Sent(handle.url)
@@ -506,6 +501,10 @@ async def test_hup_reloads_the_configuration_without_dropping_a_request(
     assert set(statuses) <= {200, 302}, statuses
     assert statuses[0] == 200
     assert statuses[-1] == 302
+    deadline = time.monotonic() + 30
+    while any(_alive(pid) for pid in workers.pids):  # the old ones finish and leave
+        assert time.monotonic() < deadline, handle.log()[-3000:]
+        await asyncio.sleep(0.1)
     live = await asyncio.to_thread(wait_workers, handle, 2)
     assert not set(live) & set(workers.pids)  # every worker replaced
     assert handle.stop() == 0
