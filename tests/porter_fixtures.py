@@ -44,10 +44,19 @@ class Upstream:
 LOG_BURST = 0.12  # seconds: proxy/log.py's GATHER, and the write, with room
 
 
+_GIVEN: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A port nobody listens on, never one this test run handed out before: two calls in a
+    row could otherwise name the same port (nothing binds it in between)."""
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = int(s.getsockname()[1])
+        if port not in _GIVEN:
+            _GIVEN.add(port)
+            return port
 
 
 @pytest.fixture
