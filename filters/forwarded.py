@@ -91,6 +91,15 @@ def _last_value(values: Sequence[str]) -> str | None:
     return items[-1] if items else None
 
 
+def check_cidrs(value: Iterable[str]) -> None:
+    """Settings ``check`` for a list of addresses or CIDR networks."""
+    for item in value:
+        try:
+            ipaddress.ip_network(item, strict=False)
+        except ValueError:
+            raise ValueError(f"{item!r} is not an IP address or CIDR network") from None
+
+
 class TrustedProxies:
     """The peers whose forwarding headers are believed (default: none)."""
 

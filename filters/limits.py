@@ -25,18 +25,11 @@ from pathlib import Path
 
 from cachetools import TTLCache
 
+from filters.forwarded import check_cidrs
 from filters.regex_guard import GuardedPattern, MatchTimeout, check_patterns, compile_pattern
 
 AGENT_BUDGET = 0.05  # seconds the User-Agent patterns may take on one agent string
 AGENTS_KEPT = 4096  # agent strings whose verdict is remembered
-
-
-def _check_networks(value: tuple[str, ...]) -> None:
-    for item in value:
-        try:
-            ipaddress.ip_network(item, strict=False)
-        except ValueError:
-            raise ValueError(f"{item!r} is not an IP address or CIDR network") from None
 
 
 def _check_file(value: str) -> None:
@@ -137,7 +130,7 @@ class LimitsSettings:
             "doc": "CIDRs the rate limits and the User-Agent list skip (monitoring, a "
             "partner's harvester; loopback: a front proxy missing from trusted_proxies "
             "would make every visitor one client)",
-            "check": _check_networks,
+            "check": check_cidrs,
         },
     )
     deny_agents: tuple[str, ...] = field(

@@ -5,7 +5,6 @@ Each package owns the dataclass of its own section; this module only composes th
 
 from __future__ import annotations
 
-import ipaddress
 import os
 import stat
 import typing
@@ -22,6 +21,7 @@ from auth.session_settings import SessionSettings
 from auth.sso_settings import SsoSettings
 from auth.store_seal import StoreSeal
 from cache.settings import CacheSettings
+from filters.forwarded import check_cidrs
 from filters.hosts import check_allowed_hosts
 from filters.limits import LimitsSettings
 from filters.settings import CorsSettings, PublicRuleSettings
@@ -75,14 +75,6 @@ def _check_prefix(value: str) -> None:
         raise ValueError("must be a plain path without dot segments, ?, #, % or spaces")
 
 
-def _check_cidrs(value: tuple[str, ...]) -> None:
-    for item in value:
-        try:
-            ipaddress.ip_network(item, strict=False)
-        except ValueError:
-            raise ValueError(f"{item!r} is not an IP address or CIDR network") from None
-
-
 def _check_secret_key(value: str) -> None:
     if len(value) < 32:
         raise ValueError(
@@ -118,7 +110,7 @@ class ProxySettings:
         default=(),
         metadata={
             "doc": "CIDRs whose X-Forwarded-* headers are believed (default: trust none)",
-            "check": _check_cidrs,
+            "check": check_cidrs,
         },
     )
     status_detail_from: tuple[str, ...] = field(
@@ -126,7 +118,7 @@ class ProxySettings:
         metadata={
             "doc": "CIDRs from which the operator token is accepted (a second fence: the "
             "token decides)",
-            "check": _check_cidrs,
+            "check": check_cidrs,
         },
     )
     operator_token: str | None = field(
@@ -333,7 +325,7 @@ class MetricsSettings:
         default=(),
         metadata={
             "doc": "CIDRs that may GET /porter/metrics on porter's own port; empty: off",
-            "check": _check_cidrs,
+            "check": check_cidrs,
         },
     )
 
