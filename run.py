@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """omero-porter command line: serve (default) | check | explain | mail-test | clearsessions |
-cache stats|purge.
+cache stats|purge | init-config | demo.
 
 Exit codes: 0 ok, 2 usage or configuration error, 1 runtime failure.
 """
@@ -316,6 +316,12 @@ def parser() -> tuple[argparse.ArgumentParser, dict[str, Command]]:
     )
     commands["clearsessions"] = _clearsessions
 
+    demo = sub.add_parser(
+        "demo", help="porter in front of a real OMERO.web and the OMERO test server (a checkout)"
+    )
+    demo.add_argument("--host", default="127.0.0.1", help="listen address")
+    demo.add_argument("--port", type=int, default=8080, help="listen port")
+
     init = sub.add_parser("init-config", help="write the commented config.toml porter ships")
     init.add_argument("path", metavar="PATH", type=Path, help="where, e.g. ./config.toml")
     init.add_argument("--force", action="store_true", help="replace an existing file")
@@ -347,6 +353,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.argv = argv
     if args.command == "init-config":
         return _init_config(args)
+    if args.command == "demo":
+        return _demo(args)
     if args.config is None:
         args.config = find_config()
         if args.config is None:
@@ -363,6 +371,32 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(exc, file=sys.stderr)
         return EXIT_USAGE
     return commands[args.command](args, settings)
+
+
+def _demo(args: argparse.Namespace) -> int:
+    """Serve porter in front of the test stack (tests/demo.py) until Ctrl-C."""
+    try:
+        import omeroweb  # noqa: F401
+
+        from tests.demo import banner, running
+    except ImportError as exc:
+        print(
+            f"demo: {exc}. The demo runs from a checkout of omero-porter, with omero-web "
+            "installed: `./scripts/run demo` does both.",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
+    with running(args.host, args.port) as demo:
+        try:
+            settings = load_settings(demo.config)
+        except ConfigError as exc:
+            print(exc, file=sys.stderr)
+            return EXIT_USAGE
+        print(banner(demo, args.host, args.port), flush=True)
+        serve_args = argparse.Namespace(
+            host=None, port=None, workers=None, config=demo.config, argv=[]
+        )
+        return _serve(serve_args, settings)
 
 
 def _init_config(args: argparse.Namespace) -> int:

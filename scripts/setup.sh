@@ -2,6 +2,7 @@
 # Install what porter needs, idempotently: system packages, a virtualenv in .venv, the patched
 # zeroc-ice wheel (built once, cached outside the tree), porter and its Python packages.
 #   scripts/setup.sh run    what the gateway needs
+#   scripts/setup.sh demo   plus omero-web, for `run.py demo`
 #   scripts/setup.sh test   plus what the tests need (redis-server, aiosmtpd, omero-web, ...)
 set -euo pipefail
 
@@ -44,9 +45,9 @@ build_packages=(g++ libssl-dev libbz2-dev)
 test_packages=(redis-server chromium nginx-light)
 
 case "$mode" in
-  run) apt_install "${build_packages[@]}" ;;
+  run|demo) apt_install "${build_packages[@]}" ;;
   test) apt_install "${build_packages[@]}" "${test_packages[@]}" ;;
-  *) echo "usage: scripts/setup.sh run|test" >&2; exit 2 ;;
+  *) echo "usage: scripts/setup.sh run|demo|test" >&2; exit 2 ;;
 esac
 
 # The tests' OpenID provider (panva's oidc-provider on Node), pinned by its lockfile.
@@ -81,6 +82,7 @@ quiet $venv_python -m pip install --upgrade pip setuptools wheel
 wheel=$(bash scripts/ice_wheel.sh "$venv_python")
 extras=""
 [ "$mode" = test ] && extras="[test]"
+[ "$mode" = demo ] && extras="[demo]"
 say "installing porter$extras and its packages"
 quiet $venv_python -m pip install "${constraints[@]}" "$wheel" -e ".$extras"
 $venv_python -c "import aiohttp, Ice, omero, jwt, cachetools, aiosmtplib" \

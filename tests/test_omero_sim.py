@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -171,10 +172,46 @@ def test_an_operation_not_simulated_fails_at_once_naming_it(
     clients: Callable[..., Any],
 ) -> None:
     sf = clients().createSession("alice", omero_sim.users["alice"])
-    with pytest.raises(omero.InternalException, match=r"IQuery\.findAllByQuery"):
+    with pytest.raises(omero.InternalException, match=r"IQuery\.projection"):
+        sf.getQueryService().projection("select e.id from Experimenter e", None)
+    with pytest.raises(omero.InternalException, match="select e from Experimenter e"):
         sf.getQueryService().findAllByQuery("select e from Experimenter e", None)
     with pytest.raises(omero.InternalException, match="createRawFileStore"):
         sf.createRawFileStore()
+
+
+def test_a_session_finds_the_images_of_its_groups_and_gets_their_thumbnails(
+    omero_sim: OmeroSim,
+) -> None:
+    conn = BlitzGateway(
+        "alice", omero_sim.users["alice"], host=omero_sim.host, port=omero_sim.ssl_port
+    )
+    assert conn.connect()
+    try:
+        assert conn.getObject("Image", 1) is None  # in public-data: not alice's group
+        image = conn.getObject("Image", 3)
+        assert (image.getName(), image.getSizeX(), image.getSizeY()) == (
+            "unpublished.tif",
+            512,
+            512,
+        )
+        jpeg = image.getThumbnail(size=(200,), direct=False)
+        from PIL import Image as Canvas
+
+        assert Canvas.open(io.BytesIO(jpeg)).size == (200, 200)
+        assert image.getThumbnail(size=(200,), direct=False) == jpeg  # the same picture each time
+    finally:
+        conn.close()
+    public = BlitzGateway(
+        "public", omero_sim.users["public"], host=omero_sim.host, port=omero_sim.ssl_port
+    )
+    assert public.connect()
+    try:
+        assert public.getObject("Image", 3) is None
+        wide = public.getObject("Image", 1)  # 512 x 384
+        assert Canvas.open(io.BytesIO(wide.getThumbnail(size=(96,)))).size == (96, 72)
+    finally:
+        public.close()
 
 
 def test_blitz_gateway_connects_and_moves_to_the_insecure_router(

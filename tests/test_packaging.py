@@ -83,6 +83,10 @@ def test_the_wheel_installs_a_command_that_writes_and_checks_its_configuration(
     assert f"looked for {empty / 'config.toml'}, /etc/omero-porter/config.toml" in missing.stderr
     assert "init-config" in missing.stderr
 
+    demo = _run(command, "demo", cwd=empty)  # the test server lives in a checkout's tests/
+    assert demo.returncode == 2
+    assert "runs from a checkout" in demo.stderr
+
     where = _run(
         venv / "bin" / "python", "-c", "import proxy, run; print(proxy.__file__)", cwd=empty
     )

@@ -38,11 +38,25 @@ class User:
 
 
 @dataclass(frozen=True)
+class Image:
+    """An image: who owns it, in which group and dataset, its size and the hue of its pixels."""
+
+    id: int
+    name: str
+    dataset: str
+    owner: str
+    group: str
+    size: tuple[int, int] = (512, 512)
+    hue: float = 0.0
+
+
+@dataclass(frozen=True)
 class Directory:
-    """Who may log in, with which password, in which groups."""
+    """Who may log in, with which password, in which groups; the images they can see."""
 
     users: dict[str, User] = field(default_factory=dict)
     groups: dict[str, Group] = field(default_factory=dict)
+    images: dict[int, Image] = field(default_factory=dict)
 
     @classmethod
     def load(cls, path: Path = DEFAULT_USERS_FILE) -> Directory:
@@ -66,7 +80,26 @@ class Directory:
                 admin=bool(u.get("admin")),
                 leads=tuple(u.get("leads", ())),
             )
-        return cls(users=users, groups=groups)
+        images = {
+            i["id"]: Image(
+                id=i["id"],
+                name=i["name"],
+                dataset=i["dataset"],
+                owner=i["owner"],
+                group=i["group"],
+                size=(int(i["size"][0]), int(i["size"][1])),
+                hue=float(i.get("hue", 0.0)),
+            )
+            for i in data.get("images", ())
+        }
+        for image in images.values():
+            if image.owner not in users or image.group not in groups:
+                raise ValueError(f"image {image.id}: unknown owner or group")
+        return cls(users=users, groups=groups, images=images)
+
+    def images_for(self, user: User) -> list[Image]:
+        """The images `user` may read: those of the groups they are a member of (admins: all)."""
+        return [i for i in self.images.values() if user.admin or i.group in user.groups]
 
     def authenticate(self, name: str, password: str) -> User | None:
         """The user when the password matches, else None."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 import Ice
@@ -11,6 +12,7 @@ import omero.clients
 
 from tests.omero_sim import model
 from tests.omero_sim.fallback import fail_fast
+from tests.omero_sim.images import THUMBNAIL_STORE
 from tests.omero_sim.state import SimState
 
 
@@ -34,6 +36,12 @@ class ServiceFactoryI(omero.api.ServiceFactory):  # type: ignore[misc]
 
     def getByName(self, name: str, current: Any) -> Any:
         return omero.api.ServiceInterfacePrx.uncheckedCast(
+            current.adapter.createProxy(Ice.Identity(name, current.id.category))
+        )
+
+    def createThumbnailStore(self, current: Any) -> Any:
+        name = f"{THUMBNAIL_STORE}/{uuid.uuid4()}"
+        return omero.api.ThumbnailStorePrx.uncheckedCast(
             current.adapter.createProxy(Ice.Identity(name, current.id.category))
         )
 

@@ -54,7 +54,9 @@ class Locator(Ice.ServantLocator):  # type: ignore[misc]
             return None
         if ident.name == binding.key:
             return self.factory
-        return self.services.get(ident.name) or self._unsimulated(ident.name)
+        # stateful services (createThumbnailStore): "<service>/<uuid>", one servant for all
+        name = ident.name.split("/", 1)[0]
+        return self.services.get(name) or self._unsimulated(name)
 
     def _unsimulated(self, name: str) -> Any:
         with self._lock:

@@ -8,9 +8,9 @@ from typing import Any
 import omero
 import omero.model
 import omero.sys
-from omero.rtypes import rbool, rlong, rstring, rtime
+from omero.rtypes import rbool, rint, rlong, rstring, rtime
 
-from tests.omero_sim.directory import Directory, User
+from tests.omero_sim.directory import Directory, Image, User
 from tests.omero_sim.sessions import Session
 
 ADMIN_PRIVILEGES = (
@@ -98,3 +98,27 @@ def session_object(directory: Directory, session: Session) -> Any:
     obj.details.owner = omero.model.ExperimenterI(session.user.id, False)
     obj.details.group = omero.model.ExperimenterGroupI(directory.groups[session.group].id, False)
     return obj
+
+
+def image(directory: Directory, found: Image) -> Any:
+    """A loaded omero.model.Image with its owner, group and primary pixels (one plane)."""
+    img = omero.model.ImageI(found.id, True)
+    img.name = rstring(found.name)
+    img.description = rstring(f"{found.name} of {found.dataset}")
+    img.acquisitionDate = rtime(0)
+    img.archived = rbool(False)
+    img.partial = rbool(False)
+    owner = directory.users[found.owner]
+    img.details.owner = omero.model.ExperimenterI(owner.id, False)
+    img.details.group = group(directory, found.group)
+    img.details.permissions = omero.model.PermissionsI(directory.groups[found.group].permissions)
+    pixels = omero.model.PixelsI(found.id, True)
+    pixels.sizeX = rint(found.size[0])
+    pixels.sizeY = rint(found.size[1])
+    pixels.sizeZ = rint(1)
+    pixels.sizeC = rint(1)
+    pixels.sizeT = rint(1)
+    pixels.details.owner = img.details.owner
+    pixels.details.group = img.details.group
+    img.addPixels(pixels)
+    return img

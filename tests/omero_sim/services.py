@@ -15,6 +15,7 @@ import omero.constants
 from tests.omero_sim import model
 from tests.omero_sim.directory import User
 from tests.omero_sim.fallback import fail_fast
+from tests.omero_sim.images import THUMBNAIL_STORE, QueryI, ThumbnailStoreI
 from tests.omero_sim.state import SimState
 
 
@@ -207,6 +208,8 @@ def service_servants(state: SimState) -> dict[str, Ice.Object]:
         "omero.api.IAdmin": AdminI(state),
         "omero.api.IConfig": ConfigI(state),
         "omero.api.ISession": SessionServiceI(state),
+        "omero.api.IQuery": QueryI(state),
+        THUMBNAIL_STORE: ThumbnailStoreI(state),
     }
 
 
