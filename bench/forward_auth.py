@@ -42,8 +42,9 @@ from bench._common import (
     wrk_matrix,
 )
 from bench.forwarding import NGINX
+from tests.nginx_fixture import write_nginx_conf
 from tests.omero_sim.fixture import OmeroSim, start_sim, stop_sim
-from tests.test_forward_auth import write_nginx_config
+from tests.test_forward_auth import site_config
 
 PUBLIC = "/webgateway/small"
 PRIVATE = "/webclient/small"
@@ -55,9 +56,8 @@ def start_nginx_forward_auth(procs: Processes, tmp: Path, name: str, porter: str
     directory = tmp / name
     directory.mkdir()
     port = free_port()
-    conf = write_nginx_config(
-        directory, int(porter.rsplit(":", 1)[1]), int(up.rsplit(":", 1)[1]), port
-    )
+    site = site_config(int(porter.rsplit(":", 1)[1]), int(up.rsplit(":", 1)[1]), port, directory)
+    conf = write_nginx_conf(directory, site)
     process = procs.start(name, ["nginx", "-c", str(conf), "-p", str(directory)])
     wait_port(port, process=process)
     return f"http://127.0.0.1:{port}"

@@ -7,6 +7,7 @@ import contextlib
 import gc
 import logging
 import os
+import signal
 from http import HTTPStatus
 from typing import Any
 
@@ -94,6 +95,8 @@ async def run(app: web.Application, host: str, port: int, shutdown_grace: float)
         app, handle_signals=True, access_log=None, shutdown_timeout=shutdown_grace
     )
     await runner.setup()
+    with contextlib.suppress(NotImplementedError, AttributeError):  # no SIGHUP on Windows
+        asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, _no_reload)
     metrics_runner = await start_listener(app[SETTINGS].metrics)
     try:
         await web.TCPSite(runner, host, port).start()
@@ -111,6 +114,15 @@ async def run(app: web.Application, host: str, port: int, shutdown_grace: float)
         await runner.cleanup()
         if metrics_runner is not None:
             await metrics_runner.cleanup()
+
+
+def _no_reload() -> None:
+    """SIGHUP (`systemctl reload`) to one process: its default action would end porter."""
+    log.warning(
+        "SIGHUP: one porter process does not reload its configuration; restart it to apply "
+        "a change (in-memory sessions are lost), or run [proxy] workers > 1, which reload on "
+        "SIGHUP with no dropped request"
+    )
 
 
 def porter_runner(settings: Settings) -> PorterRunner:

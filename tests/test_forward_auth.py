@@ -5,12 +5,7 @@ server, with porter answering the decisions."""
 from __future__ import annotations
 
 import asyncio
-import os
 import re
-import shutil
-import socket
-import subprocess
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -27,31 +22,13 @@ from proxy.pages.forward_auth import DECISIONS
 from proxy.settings import ForwardAuthSettings
 from tests.bypass_corpus import CASES, CORPUS_RULES
 from tests.gateway_fixtures import GatewayFactory
+from tests.nginx_fixture import Nginx, free_port
 from tests.omero_sim.fixture import OmeroSim
 from tests.web_fixture import OmeroWeb
 
 ROOT = Path(__file__).resolve().parent.parent
 DOC = ROOT / "docs" / "forward-auth.md"
 PING = "/webclient/keepalive_ping/"
-
-# Workers run as the test's own user, so they may write the cache in the test's directory.
-WRAPPER = """
-daemon off;
-{user}
-worker_processes 1;
-error_log {dir}/error.log warn;
-pid {dir}/nginx.pid;
-events {{ worker_connections 256; }}
-http {{
-    access_log off;
-    client_body_temp_path {dir}/body;
-    proxy_temp_path {dir}/proxy;
-    fastcgi_temp_path {dir}/fastcgi;
-    uwsgi_temp_path {dir}/uwsgi;
-    scgi_temp_path {dir}/scgi;
-    include {dir}/omero-porter.conf;
-}}
-"""
 
 
 def shipped_config() -> str:
@@ -61,62 +38,13 @@ def shipped_config() -> str:
     return str(blocks[0])
 
 
-def write_nginx_config(directory: Path, porter_port: int, web_port: int, port: int) -> Path:
-    """docs/forward-auth.md's configuration for these ports, in a runnable nginx.conf under
-    `directory` (its cache, temp files and logs there too); the nginx.conf's path."""
+def site_config(porter_port: int, web_port: int, port: int, directory: Path) -> str:
+    """docs/forward-auth.md's configuration for these ports, its cache under `directory`."""
     config = shipped_config()
     config = config.replace("server 127.0.0.1:8080;", f"server 127.0.0.1:{porter_port};")
     config = config.replace("server 127.0.0.1:4080;", f"server 127.0.0.1:{web_port};")
     config = config.replace("listen 80;", f"listen 127.0.0.1:{port};")
-    config = config.replace("/var/cache/nginx/omero-public", str(directory / "cache"))
-    (directory / "omero-porter.conf").write_text(config)
-    user = "user root;" if os.geteuid() == 0 else ""
-    (directory / "nginx.conf").write_text(WRAPPER.format(dir=directory, user=user))
-    return directory / "nginx.conf"
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-class Nginx:
-    def __init__(self, directory: Path, porter_port: int, web_port: int) -> None:
-        binary = shutil.which("nginx") or "/usr/sbin/nginx"
-        if not Path(binary).exists():
-            pytest.fail("nginx is not installed (scripts/setup.sh test installs nginx-light)")
-        self.port = _free_port()
-        conf = write_nginx_config(directory, porter_port, web_port, self.port)
-        self.directory = directory
-        with (directory / "stderr.log").open("wb") as stderr:
-            self.process = subprocess.Popen(
-                [binary, "-c", str(conf), "-p", str(directory)],
-                stdout=subprocess.DEVNULL,
-                stderr=stderr,
-            )
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", self.port), 0.2).close()
-                break
-            except OSError:
-                if self.process.poll() is not None or time.monotonic() > deadline:
-                    log = (directory / "stderr.log").read_text() + self.error_log()
-                    pytest.fail(f"nginx did not start:\n{log}")
-                time.sleep(0.05)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def error_log(self) -> str:
-        path = self.directory / "error.log"
-        return path.read_text() if path.exists() else ""
-
-    def stop(self) -> None:
-        self.process.terminate()
-        self.process.wait(10)
+    return config.replace("/var/cache/nginx/omero-public", str(directory / "cache"))
 
 
 @pytest.fixture
@@ -126,7 +54,8 @@ def nginx_factory(tmp_path: Path) -> Iterator[Callable[[int, int], Nginx]]:
     def start(porter_port: int, web_port: int) -> Nginx:
         directory = tmp_path / f"nginx{len(started)}"
         directory.mkdir()
-        server = Nginx(directory, porter_port, web_port)
+        port = free_port()
+        server = Nginx(directory, site_config(porter_port, web_port, port, directory), port)
         started.append(server)
         return server
 
@@ -296,7 +225,7 @@ async def test_porter_down_means_nginx_lets_nothing_through(
     nginx_factory: Callable[[int, int], Nginx],
 ) -> None:
     web_port = int(omero_web.base_url.rsplit(":", 1)[1])
-    nginx = nginx_factory(_free_port(), web_port)  # nobody listens where porter should
+    nginx = nginx_factory(free_port(), web_port)  # nobody listens where porter should
     async with aiohttp.ClientSession() as client, client.get(nginx.url + PING) as resp:
         assert resp.status == 500
         assert await resp.text() != "OK"
