@@ -89,7 +89,43 @@ def _check(args: argparse.Namespace, settings: Settings) -> int:
     ):
         for key, message in found:
             print(f"warning: {section}.{key}: {message}", file=sys.stderr)
+    problem = _logo_problem(settings)
+    if problem is not None:
+        print(f"warning: login.login_logo: {problem}", file=sys.stderr)
     return EXIT_OK
+
+
+def _logo_problem(settings: Settings) -> str | None:
+    """Why anonymous visitors will not see the login page's logo (None: they will)."""
+    import urllib.error
+    import urllib.request
+
+    from filters.rules import decide
+    from proxy.app import public_rules
+
+    logo = settings.login.login_logo
+    if not logo or settings.login.login_logo_file:
+        return None
+    if logo.startswith("/"):
+        decision = decide("GET", logo.split("?", 1)[0], public_rules(settings))
+        if decision.kind != "public":
+            return (
+                f"{logo} is a path on this site that porter does not serve to anonymous "
+                "visitors: the login page shows it only if the front proxy serves it (as "
+                "deploy/nginx-porter.conf serves /static/); or set login_logo_file"
+            )
+        return None
+    try:
+        with urllib.request.urlopen(logo, timeout=5) as resp:  # noqa: S310 (http(s) only)
+            kind = resp.headers.get_content_type()
+    except urllib.error.HTTPError as exc:
+        return f"{logo} answered {exc.code}; the login page will show no logo"
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        reason = getattr(exc, "reason", None) or exc
+        return f"{logo} cannot be fetched ({reason}); the login page will show no logo"
+    if not kind.startswith("image/"):
+        return f"{logo} is not an image ({kind})"
+    return None
 
 
 def _explain(args: argparse.Namespace, settings: Settings) -> int:

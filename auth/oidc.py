@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import hashlib
 import hmac
 import json
@@ -146,6 +147,7 @@ class OidcProvider:
         self._verifier: JwtVerifier | None = None
         self._fetched_at = 0.0
         self._attempted_at: float | None = None
+        self._retry: asyncio.Task[None] | None = None
         self._error = "not fetched yet"
         self._fetches: SingleFlight[str, Discovery] = SingleFlight("OIDC discovery")
 
@@ -157,6 +159,26 @@ class OidcProvider:
     def error(self) -> str | None:
         """Why the provider is unusable now (None: its discovery document is held)."""
         return None if self._discovery is not None else self._error
+
+    @property
+    def failed(self) -> bool:
+        """True when porter asked for the discovery document, got none, and is not asking now:
+        its login button cannot work until a later fetch (``retry_soon``) succeeds."""
+        return (
+            self._discovery is None
+            and self._attempted_at is not None
+            and not self._fetches.running(self.id)
+        )
+
+    def retry_soon(self) -> None:
+        """Ask for the discovery document again, in the background, if RETRY has passed since
+        the last attempt (a login page asks on behalf of the next visitor)."""
+        if self._retry is None or self._retry.done():
+            self._retry = asyncio.get_running_loop().create_task(self._discover_quietly())
+
+    async def _discover_quietly(self) -> None:
+        with contextlib.suppress(OidcError):  # logged by _fetch
+            await self.discovery()
 
     async def discovery(self) -> Discovery:
         """The provider's endpoints; OidcError(provider_unavailable) when they cannot be had."""
@@ -358,6 +380,10 @@ class OidcProvider:
         return str(URL(found.end_session_endpoint).update_query(query))
 
     async def aclose(self) -> None:
+        if self._retry is not None:
+            self._retry.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._retry
         await self._fetches.close()
         if self._verifier is not None:
             await self._verifier.aclose()

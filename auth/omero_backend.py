@@ -192,6 +192,19 @@ class OmeroBackend:
             "server_version", target, omero_ice.server_version, self._config, target
         )
 
+    async def reset_password(self, server: int | str, username: str, email: str) -> bool:
+        """Ask the server to mail a new password (see omero_ice.reset_password)."""
+        target = self.servers.get(server)
+        return await self._run(
+            "reset_password",
+            target,
+            omero_ice.reset_password,
+            self._config,
+            target,
+            username,
+            email,
+        )
+
     async def _run(
         self,
         op: str,

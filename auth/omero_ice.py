@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
+import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -17,6 +18,7 @@ from typing import Any, TypeVar
 import Ice
 import omero
 import omero.clients
+import omero.cmd
 import omero.constants
 import omero.model
 import omero.rtypes
@@ -217,6 +219,27 @@ def server_version(config: IceConfig, server: Server) -> str:
     """The server's version, read as OMERO.web does: through a guest session."""
     with _client(config, server) as client:
         return str(client.createSession("guest", "guest").getConfigService().getVersion())
+
+
+RESET_WAIT = 0.1  # seconds between polls of a ResetPasswordRequest's handle
+
+
+def reset_password(config: IceConfig, server: Server, username: str, email: str) -> bool:
+    """Ask the server to mail `username` a new password, as OMERO.web's forgotten-password
+    view does: a ResetPasswordRequest through a guest session. True when the server did it
+    (the name and address matched an account); the caller tells the user the same either way.
+    """
+    with _client(config, server) as client:
+        handle = client.createSession("guest", "guest").submit(
+            omero.cmd.ResetPasswordRequest(username, email)
+        )
+        try:
+            while (response := handle.getResponse()) is None:  # bounded by the caller's timeout
+                time.sleep(RESET_WAIT)
+        finally:
+            with contextlib.suppress(Exception):
+                handle.close()
+        return not isinstance(response, omero.cmd.ERR)
 
 
 class _AdminGone(Exception):

@@ -43,7 +43,7 @@ from mailer import MailSender
 from proxy import metrics_http
 from proxy.config import ConfigError, Problem
 from proxy.csrf import Csrf
-from proxy.errors import error_response
+from proxy.errors import REFUSAL_PAGES, RefusalPages, error_response
 from proxy.forwarding.handoff import handoff, web_logout
 from proxy.forwarding.send import UpstreamRequest
 from proxy.gate import gate
@@ -88,7 +88,7 @@ from proxy.limits import LIMITS, Limits, robots_route
 from proxy.middleware.errors import error_boundary
 from proxy.middleware.responses import on_response_prepare
 from proxy.middleware.scope import request_scope
-from proxy.pages import cache_admin, forward_auth, health, login, oidc, sso
+from proxy.pages import cache_admin, forgot_password, forward_auth, health, login, logo, oidc, sso
 from proxy.pages.feedback import feedback
 from proxy.settings import Settings
 
@@ -112,6 +112,7 @@ def create_app(settings: Settings) -> web.Application:
     app[ALLOWED_HOSTS] = AllowedHosts(proxy.allowed_hosts)
     app[STATUS_DETAIL] = TrustedProxies(proxy.status_detail_from)
     app[TEMPLATES] = _templates(settings)
+    app[REFUSAL_PAGES] = RefusalPages(app)
     app[CSRF] = Csrf(
         proxy.secret_key,
         cookie_path=(proxy.prefix or "") + "/porter/",
@@ -147,6 +148,8 @@ def create_app(settings: Settings) -> web.Application:
     health.add_routes(app, proxy.prefix)
     app.router.add_post(proxy.prefix + "/porter/feedback", feedback)
     login.add_routes(app, proxy.prefix)
+    logo.add_routes(app, proxy.prefix)
+    forgot_password.add_routes(app, proxy.prefix)
     sso.add_routes(app, proxy.prefix)
     oidc.add_routes(app, proxy.prefix)
     forward_auth.add_routes(app, proxy.prefix)

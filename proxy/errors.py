@@ -3,6 +3,7 @@ and AJAX clients), redirects, and "please log in"."""
 
 from __future__ import annotations
 
+from html import escape
 from http import HTTPStatus
 from urllib.parse import quote
 
@@ -11,6 +12,7 @@ from multidict import MultiDictProxy
 
 from filters.rules import CREDENTIALS_RULE, Decision
 from proxy.keys import CSRF, SCOPE, SETTINGS, TEMPLATES
+from proxy.settings import Settings
 
 # The Cache-Control of every answer porter makes itself (it may depend on the session).
 NO_STORE: dict[str, str] = {hdrs.CACHE_CONTROL: "no-store"}
@@ -82,6 +84,30 @@ PAGE_HEADERS: dict[str, str] = {
 }
 
 
+STYLESHEET_PATH = "/porter/assets/porter.css"
+LOGO_PATH = "/porter/assets/logo"  # [login] login_logo_file, served by porter
+
+
+def logo_url(settings: Settings) -> str:
+    """Where pages load the logo from: porter's own copy of `login_logo_file`, else the
+    `login_logo` URL as configured (as OMERO.web uses it)."""
+    if settings.login.login_logo_file:
+        return settings.proxy.prefix + LOGO_PATH
+    return settings.login.login_logo
+
+
+def page_look(settings: Settings) -> dict[str, str]:
+    """What every page of porter's shares with the login page: stylesheet, title, logo."""
+    prefix = settings.proxy.prefix
+    return {
+        "stylesheet": prefix + STYLESHEET_PATH,
+        "site_title": settings.login.login_title,
+        "logo": logo_url(settings),
+        "home": prefix + "/",
+        "prefix": prefix,
+    }
+
+
 def error_response(
     request: web.Request,
     status: int,
@@ -107,17 +133,69 @@ def error_response(
     feedback = None
     if status == 500 and app[SETTINGS].mail.active:
         feedback = app[CSRF].token(request, response, "feedback")
-    template = app[TEMPLATES].select_template([f"error_{status}.html", "error.html"])
-    response.text = template.render(
-        status=status,
-        title=title,
-        message=message,
-        request_id=request_id,
+    response.text = render_error(
+        app,
+        status,
+        message,
+        request_id,
+        retry_after=extra.get(hdrs.RETRY_AFTER),
         traceback=traceback if app[SETTINGS].proxy.debug else None,
         feedback_token=feedback,
-        prefix=app[SETTINGS].proxy.prefix,
     )
     return response
+
+
+def render_error(
+    app: web.Application,
+    status: int,
+    message: str,
+    request_id: str,
+    *,
+    retry_after: str | None = None,
+    traceback: str | None = None,
+    feedback_token: str | None = None,
+) -> str:
+    """The HTML error page (an admin's error_<status>.html or error.html first)."""
+    template = app[TEMPLATES].select_template([f"error_{status}.html", "error.html"])
+    return template.render(
+        status=status,
+        title=HTTPStatus(status).phrase,
+        message=message,
+        request_id=request_id,
+        retry_after=retry_after,
+        traceback=traceback,
+        feedback_token=feedback_token,
+        **page_look(app[SETTINGS]),
+    )
+
+
+_SLOT = "\x00request-id\x00"
+
+
+class RefusalPages:
+    """Error pages for refusals made under a storm (429, 403, 503 of [limits]): rendered once
+    per status, message and Retry-After, then only the request id is put in, so a browser's
+    refusal costs a few byte joins rather than a template."""
+
+    def __init__(self, app: web.Application, size: int = 128) -> None:
+        self._app = app
+        self._size = size
+        self._pages: dict[tuple[int, str, str | None], tuple[bytes, bytes]] = {}
+
+    def body(self, status: int, message: str, retry_after: str | None, request_id: str) -> bytes:
+        key = (status, message, retry_after)
+        parts = self._pages.get(key)
+        if parts is None:
+            html = render_error(self._app, status, message, _SLOT, retry_after=retry_after)
+            before, _, after = html.partition(_SLOT)
+            parts = (before.encode(), after.encode())
+            if len(self._pages) >= self._size:
+                self._pages.clear()  # a handful of keys in practice: never grows unbounded
+            self._pages[key] = parts
+        return parts[0] + escape(request_id).encode() + parts[1]
+
+
+REFUSAL_PAGES = web.AppKey("refusal_pages", RefusalPages)  # [limits]' refusals for browsers
 
 
 def redirect(location: str, status: int = 303) -> web.Response:

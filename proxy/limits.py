@@ -27,7 +27,7 @@ from filters.limits import AgentPolicy, LimitsSettings, Rate, cached_network
 from filters.limits import retry_after as retry_value
 from filters.rules import Decision
 from proxy.admission import Admission, SlotClass
-from proxy.errors import NO_STORE, wants_json
+from proxy.errors import NO_STORE, PAGE_HEADERS, REFUSAL_PAGES, request_id_of, wants_json
 from proxy.keys import SCOPE, CookieNames
 from proxy.principal import Principal
 
@@ -167,12 +167,19 @@ def refuse(
     headers = dict(NO_STORE)
     if wait is not None:
         headers[hdrs.RETRY_AFTER] = retry_value(wait)
-        message += f" Retry after {headers[hdrs.RETRY_AFTER]} s."
     if wants_json(request):
         return web.json_response(
             {"error": message, "status": status}, status=status, headers=headers
         )
+    if "text/html" in request.headers.get(hdrs.ACCEPT, ""):  # a browser: porter's page
+        headers.update(PAGE_HEADERS)
+        headers[hdrs.CONTENT_TYPE] = "text/html; charset=utf-8"
+        retry = headers.get(hdrs.RETRY_AFTER)
+        page = request.app[REFUSAL_PAGES].body(status, message, retry, request_id_of(request))
+        return web.Response(status=status, body=page, headers=headers)
     headers[hdrs.CONTENT_TYPE] = "text/plain; charset=utf-8"
+    if wait is not None:
+        message += f" Retry after {headers[hdrs.RETRY_AFTER]} s."
     return web.Response(status=status, body=_encoded(message), headers=headers)
 
 

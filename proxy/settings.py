@@ -83,6 +83,21 @@ def _check_secret_key(value: str) -> None:
         )
 
 
+def _check_logo(value: str) -> None:
+    if (value and not value.startswith(("/", "https://", "http://"))) or value.startswith("//"):
+        raise ValueError(
+            "must be an https:// URL or a path on this site (e.g. /static/mysite/logo.png); "
+            "for a file porter serves itself, use login_logo_file"
+        )
+
+
+def _check_logo_file(value: str) -> None:
+    if value:
+        from proxy.pages.logo import read_logo
+
+        read_logo(value)
+
+
 @dataclass(frozen=True)
 class ProxySettings:
     """The listener, the upstream OMERO.web and the forwarding limits."""
@@ -347,7 +362,21 @@ class LoginSettings:
     )
     login_logo: str = field(
         default="",
-        metadata={"doc": "URL of a logo shown on the login page (omero.web.login_logo)"},
+        metadata={
+            "doc": "URL of a logo on porter's pages (omero.web.login_logo): https://..., or a "
+            "path such as /static/mysite/logo.png that the front proxy serves (run.py check "
+            "warns when anonymous visitors cannot load it)",
+            "check": _check_logo,
+        },
+    )
+    login_logo_file: str = field(
+        default="",
+        metadata={
+            "doc": "A logo image file (.png .jpg .gif .svg .webp, at most 1 MiB) porter reads "
+            "at start and serves itself at /porter/assets/logo; wins over login_logo",
+            "check": _check_logo_file,
+            "example": "/etc/omero-porter/logo.png",
+        },
     )
     login_title: str = field(default="OMERO", metadata={"doc": "Heading of the login page"})
     password_login: bool = field(
@@ -355,6 +384,14 @@ class LoginSettings:
         metadata={
             "doc": "Offer the user name and password form; false: single sign-on only "
             "([[oidc.providers]] buttons; OMERO.web's API login refused too)"
+        },
+    )
+    show_forgot_password: bool = field(
+        default=True,
+        metadata={
+            "doc": 'Offer "Forgot your password?" on the login page: porter\'s form asks the '
+            "OMERO server to mail a new password (omero.web.show_forgot_password; off for "
+            "LDAP sites)"
         },
     )
     handoff_path: str = field(

@@ -221,7 +221,7 @@ async def test_unreachable_omero_web_shows_a_502_page_with_status_message_and_re
     steps = open_error_page(session_cookie(client), url_of(client, "/webclient/"))
     seen = await browser.run(steps, failure_shot=tmp_path / "failure.png")
     assert seen.status == 502
-    assert seen.title == "502 Bad Gateway"
+    assert seen.title == "502 Bad Gateway — OMERO"  # the login page's title (login_title)
     assert seen.heading == "502 Bad Gateway"
     assert "OMERO.web could not be reached." in seen.body
     assert f"Request id: {seen.request_id}." in seen.body
@@ -257,7 +257,7 @@ async def test_500_page_feedback_form_reaches_the_admins_and_thanks_the_person(
     seen = await browser.run(steps, failure_shot=tmp_path / "failure.png")
     assert "Something went wrong on our side." in seen.error_body
     assert f"Request id: {seen.request_id}." in seen.error_body
-    assert seen.thanks_title == "Thank you"
+    assert seen.thanks_title == "Thank you — OMERO"
     assert "Your comment has been passed to the administrators." in seen.thanks_body
     # The OMERO.web error mail first, then the person's comment, quoting the request id.
     received = await smtp_server.inbox.wait_for(2)

@@ -6,7 +6,7 @@ import re
 
 from aiohttp import web
 
-from proxy.errors import PAGE_HEADERS, error_response, posted_form
+from proxy.errors import PAGE_HEADERS, error_response, page_look, posted_form
 from proxy.keys import CSRF, SETTINGS, TEMPLATES
 from proxy.reporting import report_feedback
 
@@ -35,6 +35,6 @@ async def feedback(request: web.Request) -> web.StreamResponse:
     page = request.app[TEMPLATES].get_template("feedback.html")
     html = page.render(
         message="Your comment has been passed to the administrators.",
-        home=(settings.proxy.prefix or "") + "/",
+        **page_look(settings),
     )
     return web.Response(text=html, content_type="text/html", headers=PAGE_HEADERS)

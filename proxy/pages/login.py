@@ -29,12 +29,21 @@ from auth.sessions import SessionRecord
 from auth.store import SessionStoreUnavailable
 from filters.redirects import safe_redirect
 from proxy.django_csrf import django_csrf_valid, new_django_secret
-from proxy.errors import NO_STORE, PAGE_HEADERS, error_response, posted_form, redirect
+from proxy.errors import (
+    NO_STORE,
+    PAGE_HEADERS,
+    STYLESHEET_PATH,
+    error_response,
+    page_look,
+    posted_form,
+    redirect,
+)
 from proxy.forwarding.handoff import handoff, web_logout
 from proxy.identity.session import identify
 from proxy.keys import (
     CLIENT_SESSION,
     CSRF,
+    OIDC_PROVIDERS,
     OMERO,
     SCOPE,
     SESSION_STORE,
@@ -50,7 +59,6 @@ log = logging.getLogger("porter.login")
 
 MAX_FORM = 16 * 1024
 STYLESHEET = (Path(__file__).parent.parent / "assets" / "porter.css").read_bytes()
-STYLESHEET_PATH = "/porter/assets/porter.css"
 NO_PASSWORD_FORM = "Logging in with a user name and password is turned off on this site."  # noqa: S105
 
 
@@ -103,14 +111,10 @@ def render_login(
         request.app[TEMPLATES]
         .get_template("login.html")
         .render(
-            title=settings.login.login_title,
-            logo=settings.login.login_logo,
-            stylesheet=_prefix(request) + STYLESHEET_PATH,
-            providers=[
-                {"label": p.label, "url": oidc_login_url(request, p.id, target)}
-                for p in settings.oidc.providers
-            ],
+            **page_look(settings),
+            providers=_providers(request, target),
             password_login=settings.login.password_login,
+            forgot_password=settings.login.show_forgot_password and settings.login.password_login,
             action=_prefix(request) + "/porter/login",
             csrf_token=token,
             url=target,
@@ -122,6 +126,26 @@ def render_login(
         )
     )
     return response
+
+
+def _providers(request: web.Request, target: str) -> list[dict[str, Any]]:
+    """The OpenID buttons: one whose discovery failed is shown disabled, and asked again in
+    the background (at most once per its retry interval), so the next visitor may have it."""
+    held = request.app.get(OIDC_PROVIDERS) or {}  # none without [oidc]
+    buttons: list[dict[str, Any]] = []
+    for settings in request.app[SETTINGS].oidc.providers:
+        provider = held.get(settings.id)
+        failed = provider is not None and provider.failed
+        if failed and provider is not None:
+            provider.retry_soon()
+        buttons.append(
+            {
+                "label": settings.label,
+                "url": oidc_login_url(request, settings.id, target),
+                "disabled": failed,
+            }
+        )
+    return buttons
 
 
 async def login_page(request: web.Request) -> web.StreamResponse:
@@ -398,7 +422,7 @@ async def logout_page(request: web.Request) -> web.StreamResponse:
         request.app[TEMPLATES]
         .get_template("logout.html")
         .render(
-            stylesheet=_prefix(request) + STYLESHEET_PATH,
+            **page_look(request.app[SETTINGS]),
             user=identity.record.user_name,
             action=_prefix(request) + "/porter/logout",
             csrf_token=token,

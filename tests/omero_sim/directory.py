@@ -27,6 +27,7 @@ class User:
     last: str = ""
     admin: bool = False
     leads: tuple[str, ...] = ()
+    email: str = ""
 
     @property
     def default_group(self) -> str:
@@ -79,6 +80,7 @@ class Directory:
                 last=u.get("last", ""),
                 admin=bool(u.get("admin")),
                 leads=tuple(u.get("leads", ())),
+                email=u.get("email", ""),
             )
         images = {
             i["id"]: Image(

@@ -9,8 +9,10 @@ import Ice
 import omero
 import omero.api
 import omero.clients
+import omero.cmd
 
 from tests.omero_sim import model
+from tests.omero_sim.commands import HANDLE, run_command
 from tests.omero_sim.fallback import fail_fast
 from tests.omero_sim.images import THUMBNAIL_STORE
 from tests.omero_sim.state import SimState
@@ -43,6 +45,20 @@ class ServiceFactoryI(omero.api.ServiceFactory):  # type: ignore[misc]
         name = f"{THUMBNAIL_STORE}/{uuid.uuid4()}"
         return omero.api.ThumbnailStorePrx.uncheckedCast(
             current.adapter.createProxy(Ice.Identity(name, current.id.category))
+        )
+
+    def submit_async(self, cb: Any, request: Any, current: Any) -> None:
+        try:
+            self.state.session_of(current)
+        except Ice.ObjectNotExistException as exc:
+            cb.ice_exception(exc)
+            return
+        name = f"{HANDLE}/{uuid.uuid4()}"
+        self.state.handles.answer(name, run_command(self.state, request))
+        cb.ice_response(
+            omero.cmd.HandlePrx.uncheckedCast(
+                current.adapter.createProxy(Ice.Identity(name, current.id.category))
+            )
         )
 
     def keepAlive(self, service: Any, current: Any) -> bool:

@@ -14,6 +14,7 @@ from typing import Any
 
 import Ice
 
+from tests.omero_sim.commands import HANDLE
 from tests.omero_sim.factory import ServiceFactoryI
 from tests.omero_sim.router import ROUTER_ID, RouterI
 from tests.omero_sim.services import service_servants, unsimulated_service
@@ -56,6 +57,8 @@ class Locator(Ice.ServantLocator):  # type: ignore[misc]
             return self.factory
         # stateful services (createThumbnailStore): "<service>/<uuid>", one servant for all
         name = ident.name.split("/", 1)[0]
+        if name == HANDLE:
+            return self.state.handles
         return self.services.get(name) or self._unsimulated(name)
 
     def _unsimulated(self, name: str) -> Any:

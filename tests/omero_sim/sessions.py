@@ -248,6 +248,8 @@ class SessionRegistry:
                 "detaches",
                 "keepalives",
                 "router_sessions_created",
+                "password_resets",
+                "password_reset_refusals",
             )
             out: dict[str, Any] = {k: self.stats[k] for k in keys}
             out["sessions_active"] = len(self._sessions)

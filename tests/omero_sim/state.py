@@ -12,6 +12,7 @@ from typing import Any
 
 import Ice
 
+from tests.omero_sim.commands import HandleI
 from tests.omero_sim.directory import Directory
 from tests.omero_sim.sessions import Session, SessionRegistry
 
@@ -31,6 +32,7 @@ class SimState:
     registry: SessionRegistry
     config: dict[str, str] = field(default_factory=dict)
     version: str = SERVER_VERSION
+    handles: HandleI = field(default_factory=HandleI)  # submitted commands' answers
 
     def session_of(self, current: Any) -> Session:
         """The session a call belongs to; ObjectNotExist when it has gone (as OMERO)."""
