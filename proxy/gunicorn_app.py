@@ -152,12 +152,16 @@ def _child_exit(server: Any, worker: Any) -> None:
 def run_workers(config: Path, settings: Settings, log_setup: Any) -> int:
     """Serve with `settings.proxy.workers` gunicorn workers until TERM; the exit status. The
     process was started with PROMETHEUS_MULTIPROC_DIR set (run.py sees to it)."""
+    arbiter = os.getpid()
     try:
         PorterArbiter(config, settings, log_setup).run()
     except SystemExit as exc:
         return int(exc.code or 0)
     finally:
+        # a worker leaves through here too (gunicorn forks it inside run() and it exits with
+        # SystemExit): only the arbiter removes the directory, or an old worker leaving after
+        # a HUP would take it from the new ones
         made = os.environ.get(OWNED_ENV)
-        if made and made == os.environ.get(MULTIPROC_ENV):
+        if os.getpid() == arbiter and made and made == os.environ.get(MULTIPROC_ENV):
             shutil.rmtree(made, ignore_errors=True)
     return 0

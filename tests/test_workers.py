@@ -507,7 +507,13 @@ async def test_hup_reloads_the_configuration_without_dropping_a_request(
         await asyncio.sleep(0.1)
     live = await asyncio.to_thread(wait_workers, handle, 2)
     assert not set(live) & set(workers.pids)  # every worker replaced
+    # the workers' shared metrics directory outlives the old workers (they once removed it
+    # on their way out, and the new ones could not start)
+    environ = Path(f"/proc/{handle.process.pid}/environ").read_bytes().split(b"\0")
+    [metrics_dir] = [e.split(b"=", 1)[1] for e in environ if e.startswith(b"PROMETHEUS_")]
+    assert Path(metrics_dir.decode()).is_dir()
     assert handle.stop() == 0
+    assert not Path(metrics_dir.decode()).exists()  # the arbiter's to remove, at its exit
 
 
 async def test_a_hung_worker_is_replaced(start_workers: StartWorkers) -> None:
