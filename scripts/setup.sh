@@ -77,6 +77,12 @@ want=$(cat pyproject.toml constraints.txt scripts/setup.sh scripts/ice_wheel.sh 
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
   exit 0
 fi
+# what the gateway needs is part of what the demo and the tests need: installed already
+if [ "$mode" = run ]; then
+  for wider in demo test; do
+    [ "$(cat ".venv/.porter-installed-$wider" 2>/dev/null)" = "$want" ] && exit 0
+  done
+fi
 
 quiet $venv_python -m pip install --upgrade pip setuptools wheel
 wheel=$(bash scripts/ice_wheel.sh "$venv_python")
