@@ -25,6 +25,8 @@ error_log {dir}/error.log warn;
 pid {dir}/nginx.pid;
 events {{ worker_connections 256; }}
 http {{
+    include /etc/nginx/mime.types;  # as Debian's own nginx.conf
+    default_type application/octet-stream;
     access_log {dir}/access.log;
     client_body_temp_path {dir}/body;
     proxy_temp_path {dir}/proxy;

@@ -31,6 +31,7 @@ from yarl import URL
 from auth.omero_settings import OmeroSettings
 from auth.public_settings import PublicSessionSettings
 from filters.settings import PublicRuleSettings
+from proxy.settings import LoginSettings
 from tests.gateway_fixtures import form_token
 from tests.nginx_fixture import Nginx, free_port
 from tests.omero_sim.fixture import OmeroSim
@@ -243,6 +244,9 @@ def nginx_site(porter_port: int, http_port: int, https_port: int, directory: Pat
 GatewayClient = Callable[..., Awaitable[Any]]
 
 
+LOGO = "/static/webgateway/img/logo_login2.png"  # OMERO.web's own, as login_logo
+
+
 async def tls_front(
     gateway: GatewayClient, sim: OmeroSim, tmp_path: Path, trusted: tuple[str, ...]
 ) -> tuple[Nginx, str]:
@@ -250,6 +254,7 @@ async def tls_front(
     porter = await gateway(
         trusted_proxies=trusted,
         sections={
+            "login": LoginSettings(login_logo=LOGO),
             "omero": OmeroSettings(server_list=((entry[0], entry[1], entry[2]),)),
             "public": PublicRuleSettings(
                 enabled=True, url_filter="/webgateway/render_thumbnail/[0-9]+/.*"
@@ -316,6 +321,13 @@ async def test_tls_nginx_in_front_of_porter_logs_in_over_https_with_secure_cooki
                 assert static.headers["Server"] == "nginx"  # server_tokens off: no version
                 assert "X-Request-Id" not in static.headers  # porter stamps every answer
                 assert static.headers.getall("Cache-Control") == ["max-age=604800"]  # 7d
+
+            # login_logo under /static/: on porter's login page, and served by nginx to anyone
+            async with browser.get(base + "/porter/login") as page:
+                assert f'src="{LOGO}"' in await page.text()
+            async with browser.get(base + LOGO) as logo:
+                assert (logo.status, logo.content_type) == (200, "image/png")
+                assert "X-Request-Id" not in logo.headers
 
             # alice logs in on porter's page over https: every cookie Secure
             login = await log_in_over_https(
