@@ -20,6 +20,7 @@ import contextlib
 import dataclasses
 import logging
 import time
+from collections.abc import Awaitable
 from dataclasses import dataclass
 from email.message import EmailMessage
 from pathlib import Path
@@ -302,20 +303,45 @@ class MailSender:
         log.error("admin mail lost for %s: the spool %s is full", label, self._spool.directory)
         return False
 
+    async def _finish_even_if_stopped(self, path: Path, sending: Awaitable[object]) -> None:
+        """Await one spooled mail's delivery. Stopped half-way, porter still finishes it
+        (the SMTP server may have taken it already: cut off, a later porter would send it
+        again), within email_timeout, then drops or returns its claim and stops."""
+        assert self._spool is not None
+        task = asyncio.ensure_future(sending)
+        try:
+            await asyncio.shield(task)
+        except asyncio.CancelledError:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(asyncio.shield(task), self._settings.email_timeout)
+            if task.done() and not task.cancelled() and task.exception() is None:
+                self._spool.remove(path)
+                self._counters.spool_delivered += 1
+                self._counters.sent += 1
+            else:
+                task.cancel()
+                self._spool.unclaim(path)
+            raise
+
     async def _deliver_spooled(self) -> None:
         """Every `spool_retry_interval`: deliver spooled mail, oldest first, until one fails."""
         if self._spool is None or time.monotonic() < self._next_spool_try:
             return
         self._next_spool_try = time.monotonic() + self._settings.spool_retry_interval
-        for path in self._spool.files():
+        self._spool.release_stale()
+        for queued in self._spool.files():
+            path = self._spool.claim(queued)
+            if path is None:
+                continue  # another process is delivering it
             message = self._spool.read(path)
             if message is None:
                 continue
             try:
-                await deliver(message, self._settings)
+                await self._finish_even_if_stopped(path, deliver(message, self._settings))
             except DeliveryError as exc:
                 if exc.transient:
                     self._smtp_down = True
+                    self._spool.unclaim(path)
                     return
                 self._counters.lost_undeliverable += 1
                 metrics.MAILS.labels("dropped").inc()

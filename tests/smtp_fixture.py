@@ -61,8 +61,11 @@ class Inbox:
     """The aiosmtpd handler: keeps every message it accepts."""
 
     messages: list[Received] = field(default_factory=list)
+    delay: float = 0.0  # seconds each message takes to be accepted (a slow SMTP server)
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        if self.delay:
+            await asyncio.sleep(self.delay)
         parsed = email.message_from_bytes(envelope.content, policy=email.policy.default)
         assert isinstance(parsed, EmailMessage)
         self.messages.append(

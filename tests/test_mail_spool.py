@@ -92,3 +92,42 @@ async def test_the_spool_is_bounded_and_says_what_it_drops(
     assert (counters.spooled, counters.lost_spool_full) == (2, 2)
     assert len(list(tmp_path.glob("*.eml"))) == 2
     assert caplog.text.count("the spool") == 2
+
+
+async def test_a_crashed_claimers_mail_goes_back_to_the_queue_and_a_live_ones_stays(
+    start_smtp: Callable[..., SmtpServer], tmp_path: Path
+) -> None:
+    """A process that claimed a mail (renamed it `.sending-<pid>`) and died: another sender
+    delivers it. A live process's fresh claim is left alone, until CLAIM_TIMEOUT."""
+    import os
+    import subprocess
+    import time
+    from email.message import EmailMessage
+
+    from mailer.spool import CLAIM_TIMEOUT, CLAIMED, MailSpool
+
+    spool = MailSpool(tmp_path, max_files=10, max_bytes=1_000_000)
+    for n in range(3):
+        message = EmailMessage()
+        message["From"], message["To"] = "porter@example.org", "ada@example.org"
+        message["Subject"] = f"spooled {n}"
+        message.set_content("x")
+        assert spool.put(message)
+        time.sleep(0.001)  # names sort by time
+    gone_pid = subprocess.Popen(["true"])  # a pid that has exited
+    gone_pid.wait()
+    first, second, third = spool.files()
+    crashed = first.rename(first.with_name(f"{first.name}{CLAIMED}{gone_pid.pid}"))
+    live = second.rename(second.with_name(f"{second.name}{CLAIMED}1"))  # init: alive
+    old = third.rename(third.with_name(f"{third.name}{CLAIMED}1"))
+    long_ago = time.time() - CLAIM_TIMEOUT - 1
+    os.utime(old, (long_ago, long_ago))
+    server = start_smtp()
+    sender = MailSender(spooled(server.port, tmp_path), tick=0.02)
+    async with sender:
+        await server.inbox.wait_for(2)
+        await asyncio.sleep(0.3)
+    assert len(server.inbox.messages) == 2  # the crashed claimer's and the stale one
+    assert not crashed.exists()
+    assert not old.exists()
+    assert live.exists()  # still another process's to deliver

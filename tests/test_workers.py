@@ -538,3 +538,57 @@ async def test_a_hung_worker_is_replaced(start_workers: StartWorkers) -> None:
     answers = {(await sent.request("GET", f"/echo/after/{n}", headers=token))[0] for n in range(10)}
     assert answers == {200}
     assert handle.stop() == 0
+
+
+def _spool_mails(directory: Path, count: int) -> set[str]:
+    """`count` admin mails waiting in a spool, as an SMTP outage leaves them; their ids."""
+    from email.message import EmailMessage
+
+    from mailer.spool import MailSpool
+
+    spool = MailSpool(directory, max_files=10_000, max_bytes=100_000_000)
+    ids = set()
+    for n in range(count):
+        message = EmailMessage()
+        message["From"] = "porter@example.org"
+        message["To"] = "ada@example.org"
+        message["Subject"] = f"[porter] spooled {n}"
+        message["Message-ID"] = f"<spooled-{n}@porter.test>"
+        message.set_content(f"mail {n}")
+        assert spool.put(message)
+        ids.add(message["Message-ID"])
+    return ids
+
+
+@pytest.mark.parametrize("count", [2, 4])
+async def test_spooled_mail_is_delivered_exactly_once_by_workers_and_across_a_restart(
+    start_workers: StartWorkers, start_smtp: Callable[..., Any], tmp_path: Path, count: int
+) -> None:
+    """Every worker delivers the shared spool; a claim (an atomic rename) makes each mail one
+    worker's, so none is sent twice, also when porter is restarted half-way."""
+    spool = tmp_path / "spool"
+    spool.mkdir(mode=0o700)
+    wanted = _spool_mails(spool, 120)
+    smtp = start_smtp()
+    smtp.inbox.delay = 0.05  # slow enough for the restart to fall in the middle
+    mail = {
+        "enabled": True,
+        "admins": [["Ada Admin", "ada@example.org"]],
+        "email_host": "127.0.0.1",
+        "email_port": smtp.port,
+        "server_email": "porter@example.org",
+        "spool_dir": str(spool),
+        "spool_retry_interval": 0.2,
+    }
+    first = await start_workers(count, mail=mail)
+    await smtp.inbox.wait_for(20)
+    assert first.handle.stop() == 0  # a restart in the middle of the delivery
+    assert len(smtp.inbox.messages) < len(wanted), "all delivered before the restart"
+    second = await start_workers(count, mail=mail)
+    await smtp.inbox.wait_for(len(wanted), timeout=60)
+    await asyncio.sleep(1.0)  # a duplicate, if any, would arrive now
+    assert second.handle.stop() == 0
+    ids = [m.message["Message-ID"] for m in smtp.inbox.messages]
+    assert len(ids) == len(wanted)  # none twice
+    assert set(ids) == wanted  # none lost
+    assert list(spool.iterdir()) == []  # nothing left claimed or queued
