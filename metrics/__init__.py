@@ -104,6 +104,19 @@ LIMIT_REFUSALS = Counter(
     "Requests refused by [limits], by reason (rate, user_rate, wait, agent)",
     ["reason"],
 )
+CONNECTIONS_OPEN = Gauge(
+    "porter_connections_open",
+    "Client connections open now",
+    multiprocess_mode="livesum",
+)
+CONNECTIONS_CUT = Counter(
+    "porter_connections_cut_total",
+    "Client connections porter closed itself, by reason (header_timeout: no complete "
+    "request head in time; over_limit: max_connections reached)",
+    ["reason"],
+)
+for _cut in ("header_timeout", "over_limit"):
+    CONNECTIONS_CUT.labels(_cut)
 # every series exists from the start, at 0: a dashboard shows "none yet", not "no data"
 for _kind in ("user", "public"):
     SLOTS_BUSY.labels(_kind)

@@ -8,6 +8,8 @@ import gc
 import logging
 import os
 import signal
+import time
+from collections import Counter
 from http import HTTPStatus
 from typing import Any
 
@@ -17,6 +19,7 @@ from aiohttp.web_protocol import RequestHandler
 from aiohttp.web_runner import GracefulExit
 from aiohttp.web_server import Server
 
+import metrics
 from proxy.app import create_app
 from proxy.finish import SERVER
 from proxy.keys import SETTINGS
@@ -48,7 +51,65 @@ async def _freeze_heap(app: web.Application) -> None:
 class _QuietRequestHandler(RequestHandler):
     """aiohttp's connection handler, except for requests its parser refuses (a header too
     long, a malformed line): aiohttp's own page and log line quote the offending bytes, which
-    may be porter's HttpOnly session cookie. Porter answers those quoting nothing."""
+    may be porter's HttpOnly session cookie. Porter answers those quoting nothing.
+
+    It also bounds what aiohttp does not: a request head must be complete within
+    `header_timeout` seconds of its first byte (of the connection, for the first one), or the
+    connection is closed; and the server keeps at most `max_connections` open."""
+
+    _head_timer: asyncio.TimerHandle | None = None
+
+    @property
+    def _limits(self) -> _QuietServer:
+        return self._manager  # type: ignore[return-value]
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        server = self._limits
+        super().connection_made(transport)
+        server.open_connections += 1
+        metrics.CONNECTIONS_OPEN.inc()
+        if server.max_connections and server.open_connections > server.max_connections:
+            metrics.CONNECTIONS_CUT.labels("over_limit").inc()
+            server.note_cut("over_limit")
+            self.force_close()
+            transport.close()
+            return
+        self._arm_head_timer()
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        server = self._limits
+        if server is not None:
+            server.open_connections -= 1
+            metrics.CONNECTIONS_OPEN.dec()
+        self._disarm_head_timer()
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        # the first bytes of a next request's head on a kept-alive connection start its clock
+        if self._head_timer is None and not self._request_in_progress and not self._messages:
+            self._arm_head_timer()
+        super().data_received(data)
+        if self._messages or self._request_in_progress:
+            self._disarm_head_timer()  # a complete head: from here, the request's own timeouts
+
+    def _arm_head_timer(self) -> None:
+        timeout = self._limits.header_timeout if self._limits is not None else 0.0
+        if timeout > 0 and self._head_timer is None:
+            self._head_timer = self._loop.call_later(timeout, self._head_too_slow)
+
+    def _disarm_head_timer(self) -> None:
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
+
+    def _head_too_slow(self) -> None:
+        self._head_timer = None
+        if self._messages or self._request_in_progress or self.transport is None:
+            return
+        metrics.CONNECTIONS_CUT.labels("header_timeout").inc()
+        self._limits.note_cut("header_timeout")
+        self.force_close()
+        self.transport.close()
 
     def handle_error(
         self,
@@ -71,22 +132,52 @@ class _QuietRequestHandler(RequestHandler):
 
 
 class _QuietServer(Server):
+    header_timeout = 0.0
+    max_connections = 0
+    open_connections = 0
+    _cuts: Counter[str]
+    _cuts_logged_at = 0.0
+
     def __call__(self) -> RequestHandler:
         return _QuietRequestHandler(self, loop=self._loop, **self._kwargs)
 
+    def note_cut(self, reason: str) -> None:
+        """One WARNING per minute at most, with the count since the last one."""
+        self._cuts[reason] += 1
+        now = time.monotonic()
+        if now - self._cuts_logged_at >= CUT_LOG_INTERVAL:
+            self._cuts_logged_at = now
+            counts = ", ".join(f"{n} {why}" for why, n in sorted(self._cuts.items()))
+            self._cuts.clear()
+            log.warning(
+                "closed client connections: %s (header_timeout %gs, max_connections %d)",
+                counts,
+                self.header_timeout,
+                self.max_connections,
+            )
+
+
+CUT_LOG_INTERVAL = 60.0
+
 
 class PorterRunner(web.AppRunner):
-    """An AppRunner whose connections answer parser errors with `_QuietRequestHandler`."""
+    """An AppRunner whose connections are `_QuietRequestHandler`s, with the listener's
+    header timeout and connection cap from [proxy]."""
 
     async def _make_server(self) -> Server:
         made = await super()._make_server()
-        return _QuietServer(
+        server = _QuietServer(
             made.request_handler,
             request_factory=made.request_factory,
             handler_cancellation=made.handler_cancellation,
             loop=made._loop,
             **made._kwargs,
         )
+        proxy = self.app[SETTINGS].proxy
+        server.header_timeout = proxy.header_timeout
+        server.max_connections = proxy.max_connections
+        server._cuts = Counter()
+        return server
 
 
 async def run(app: web.Application, host: str, port: int, shutdown_grace: float) -> None:

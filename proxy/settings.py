@@ -181,6 +181,24 @@ class ProxySettings:
         default=30.0,
         metadata={"doc": "Seconds in-flight requests may finish after SIGTERM", "min": 0},
     )
+    header_timeout: float = field(
+        default=10.0,
+        metadata={
+            "doc": "Seconds a client has to send a complete request head (request line and "
+            "headers), on a new connection and for each next request on a kept-alive one; "
+            "past it the connection is closed (slowloris); 0: off",
+            "min": 0,
+        },
+    )
+    max_connections: int = field(
+        default=8192,
+        metadata={
+            "doc": "Client connections one porter process keeps open at most; a new one past "
+            "it is closed at once (metric porter_connections_cut_total); 0: no limit. Keep it "
+            "under the process's open-file limit",
+            "min": 0,
+        },
+    )
     log_level: str = field(
         default="info",
         metadata={"doc": "Logging level", "choices": ("debug", "info", "warning", "error")},
