@@ -92,6 +92,87 @@ def formatter(kind: str) -> logging.Formatter:
     return _Json() if kind == "json" else _Text()
 
 
+FLOOD_INTERVAL = 10.0  # seconds a repeated warning's repeats are counted, not written
+
+
+class _Burst:
+    __slots__ = ("first", "last", "level", "logger", "repeats", "since", "started", "total")
+
+    def __init__(self, record: logging.LogRecord, now: float) -> None:
+        self.first = record.getMessage()
+        self.level = record.levelno
+        self.logger = record.name
+        self.started = self.since = self.last = now
+        self.repeats = 0  # in this interval
+        self.total = 1  # since the burst began, the first line included
+
+
+class FloodGate:
+    """Repeated warnings and errors, per cause (logger, level and message template): the first
+    line of a burst is written and its repeats counted; each interval with repeats writes one
+    summary ("...: 4823 more in the last 10 s"), and a cause quiet for a whole interval writes
+    one INFO that it cleared, with its total. So an outage writes tens of lines, not one per
+    failed request, and the counts still add up. Access lines and anything under WARNING
+    pass untouched."""
+
+    def __init__(self, interval: float = FLOOD_INTERVAL, clock: Any = time.monotonic) -> None:
+        self.interval = interval
+        self._clock = clock
+        self._bursts: dict[tuple[str, int, str], _Burst] = {}
+
+    def admit(self, record: logging.LogRecord) -> bool:
+        """True when `record` is to be written."""
+        if not logging.WARNING <= record.levelno < logging.CRITICAL:
+            return True
+        key = (record.name, record.levelno, str(record.msg))
+        burst = self._bursts.get(key)
+        now = self._clock()
+        if burst is None:
+            if len(self._bursts) < 10_000:  # bounded whatever the variety of messages
+                self._bursts[key] = _Burst(record, now)
+            return True
+        burst.repeats += 1
+        burst.total += 1
+        burst.last = now
+        return False
+
+    def due(self, everything: bool = False) -> list[logging.LogRecord]:
+        """The summaries and all-clear lines whose time has come (`everything`: the repeats
+        not yet told, at once, as porter stops)."""
+        now = self._clock()
+        out: list[logging.LogRecord] = []
+        for key, burst in list(self._bursts.items()):
+            if now - burst.since < self.interval and not (everything and burst.repeats):
+                continue
+            if burst.repeats:
+                out.append(
+                    _record(
+                        burst.logger,
+                        burst.level,
+                        "%s: %d more in the last %.0f s",
+                        (burst.first, burst.repeats, now - burst.since),
+                    )
+                )
+                burst.repeats = 0
+                burst.since = now
+            elif now - burst.last >= self.interval:
+                del self._bursts[key]
+                if burst.total > 1:
+                    out.append(
+                        _record(
+                            burst.logger,
+                            logging.INFO,
+                            "cleared: %s (%d in all over %.0f s)",
+                            (burst.first, burst.total, burst.last - burst.started),
+                        )
+                    )
+        return out
+
+
+def _record(name: str, level: int, msg: str, args: tuple[Any, ...]) -> logging.LogRecord:
+    return logging.LogRecord(name, level, "", 0, msg, args, None)
+
+
 class _DeferredQueueHandler(logging.handlers.QueueHandler):
     """Puts records on the queue as they are: formatting (and writing) happen on the
     listener's thread, never on the event loop. Porter's log arguments are plain values."""
@@ -109,21 +190,32 @@ class _BatchingListener(logging.handlers.QueueListener):
     write and one flush: one system call for a burst of lines, not one per line (the thread
     holds the GIL the event loop needs while it works)."""
 
-    def __init__(self, records: queue.SimpleQueue[Any], output: logging.StreamHandler[Any]):
+    def __init__(
+        self,
+        records: queue.SimpleQueue[Any],
+        output: logging.StreamHandler[Any],
+        gate: FloodGate | None = None,
+    ):
         super().__init__(records, output, respect_handler_level=True)
         self._records = records
         self._output = output
+        self._gate = gate or FloodGate()
 
     def _monitor(self) -> None:
         records = self._records
         output = self._output
+        gate = self._gate
         stop = False
         while not stop:
-            batch = [records.get()]
-            # let a burst gather: one wake-up of this thread per GATHER seconds under load,
-            # not one per line (each wake-up takes the GIL from the event loop)
-            time.sleep(GATHER)
-            while len(batch) < BATCH:
+            try:  # wake at least once a second: the flood gate's summaries are due in time
+                batch = [records.get(timeout=1.0)]
+            except queue.Empty:
+                batch = []
+            else:
+                # let a burst gather: one wake-up of this thread per GATHER seconds under
+                # load, not one per line (each wake-up takes the GIL from the event loop)
+                time.sleep(GATHER)
+            while batch and len(batch) < BATCH:
                 try:
                     batch.append(records.get_nowait())
                 except queue.Empty:
@@ -133,23 +225,26 @@ class _BatchingListener(logging.handlers.QueueListener):
                 if record is None:  # QueueListener.stop()'s sentinel
                     stop = True
                     continue
-                if record.levelno < output.level:
+                if record.levelno < output.level or not gate.admit(record):
                     continue
                 try:
                     lines.append(output.format(record))
                 except Exception:  # as logging does: report it, keep logging
                     output.handleError(record)
+            for record in gate.due(everything=stop):
+                lines.append(output.format(record))
             if lines:
-                self._write("\n".join(lines) + "\n", batch[-1])
+                self._write("\n".join(lines) + "\n", batch[-1] if batch else None)
 
-    def _write(self, text: str, record: logging.LogRecord) -> None:
+    def _write(self, text: str, record: logging.LogRecord | None) -> None:
         output = self._output
         output.acquire()
         try:
             output.stream.write(text)
             output.flush()
         except Exception:  # a full disk must not stop the listener
-            output.handleError(record)
+            if record is not None:
+                output.handleError(record)
         finally:
             output.release()
 
