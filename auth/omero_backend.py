@@ -56,6 +56,9 @@ class OmeroBackend:
         self._pool = ThreadPoolExecutor(settings.pool_size, thread_name_prefix="porter-omero")
         self._admin_keys: dict[int, str] = {}  # server id -> the held admin session (SSO)
         self._admin_logins: SingleFlight[int, str] = SingleFlight("admin login")
+        # told of every call's outcome per server (porter's outage mail): reached, or not
+        self.on_reached: Callable[[int], None] | None = None
+        self.on_unreachable: Callable[[int, str], None] | None = None
 
     async def login(
         self, server: int | str, username: str, password: str, client_ip: str | None = None
@@ -218,19 +221,33 @@ class OmeroBackend:
         future = loop.run_in_executor(self._pool, work)
         timeout = self.settings.call_timeout
         try:
-            return await asyncio.wait_for(future, timeout)
+            result = await asyncio.wait_for(future, timeout)
         except asyncio.TimeoutError:
             if abandoned is not None:
                 abandoned.set()  # a login finishing late closes its session
             log.info("OMERO %s on server %d: no answer within %g s", op, server.id, timeout)
-            raise ServerUnavailable(
-                f"server {server.id} ({server.address}) did not answer within {timeout:g} s",
-                server_id=server.id,
-            ) from None
+            why = f"server {server.id} ({server.address}) did not answer within {timeout:g} s"
+            self._told(server.id, why)
+            raise ServerUnavailable(why, server_id=server.id) from None
+        except ServerUnavailable as exc:
+            self._told(server.id, str(exc))
+            raise
+        except OmeroError:  # it answered (with an error of its own): reachable
+            self._told(server.id, None)
+            raise
         except asyncio.CancelledError:
             if abandoned is not None:
                 abandoned.set()
             raise
+        self._told(server.id, None)
+        return result
+
+    def _told(self, server_id: int, unreachable: str | None) -> None:
+        if unreachable is None:
+            if self.on_reached is not None:
+                self.on_reached(server_id)
+        elif self.on_unreachable is not None:
+            self.on_unreachable(server_id, unreachable)
 
     async def aclose(self) -> None:
         """Stop the pool: queued calls are dropped, running ones finish (bounded by Ice's

@@ -142,6 +142,8 @@ def fingerprint(report: Report) -> str:
         return f"upstream:{report.status}:{view}:{exception_named(report.excerpt or '')}"
     if report.kind == "unavailable":
         return f"unavailable:{report.status}"
+    if report.kind in ("omero_down", "omero_up"):
+        return f"{report.kind}:{report.server_id}"
     return f"feedback:{report.client}"
 
 
@@ -157,7 +159,8 @@ class Deduplicator:
 
     def _window_length(self, report: Report) -> float:
         s = self._settings
-        return s.unavailable_window if report.kind == "unavailable" else s.dedup_window
+        outage = report.kind in ("unavailable", "omero_down", "omero_up")
+        return s.unavailable_window if outage else s.dedup_window
 
     def observe(self, report: Report) -> Decision:
         """Record `report`: SEND it now, or fold it into its window's digest."""

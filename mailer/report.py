@@ -14,13 +14,17 @@ from typing import Any, Literal
 
 from mailer.scrub import scrub_text
 
-ReportKind = Literal["exception", "upstream_error", "unavailable", "feedback"]
+ReportKind = Literal[
+    "exception", "upstream_error", "unavailable", "feedback", "omero_down", "omero_up"
+]
 
 TITLES: dict[str, str] = {
     "exception": "Porter error",
     "upstream_error": "OMERO.web error",
     "unavailable": "OMERO.web unavailable",
     "feedback": "Feedback",
+    "omero_down": "OMERO server unreachable",
+    "omero_up": "OMERO server back",
 }
 
 # How many innermost frames identify an exception for dedup.
@@ -89,6 +93,8 @@ class Report:
 
     def headline(self) -> str:
         """What failed, where, scrubbed: e.g. "OMERO.web error 500: GET /webclient/x"."""
+        if self.kind in ("omero_down", "omero_up"):
+            return f"{TITLES[self.kind]}: server {self.server_id}"
         status = f" {self.status}" if self.status is not None else ""
         where = scrub_text(f"{self.method} {self.path}".strip(), self.secrets)
         return f"{TITLES[self.kind]}{status}: {where}"

@@ -63,6 +63,7 @@ from proxy.keys import (
     METRICS_ON,
     OIDC_PROVIDERS,
     OMERO,
+    OUTAGES,
     PORTER_TOKENS,
     PRELOGIN,
     PUBLIC,
@@ -88,6 +89,7 @@ from proxy.limits import LIMITS, Limits, robots_route
 from proxy.middleware.errors import error_boundary
 from proxy.middleware.responses import on_response_prepare
 from proxy.middleware.scope import request_scope
+from proxy.omero_outages import OmeroOutages
 from proxy.pages import cache_admin, forgot_password, forward_auth, health, login, logo, oidc, sso
 from proxy.pages.feedback import feedback
 from proxy.settings import Settings
@@ -126,6 +128,9 @@ def create_app(settings: Settings) -> web.Application:
     }
     app[WEBSOCKETS] = set()
     app[OMERO] = OmeroBackend(settings.omero)
+    outages = app[OUTAGES] = OmeroOutages(app[MAILER].submit)
+    app[OMERO].on_reached = outages.answered
+    app[OMERO].on_unreachable = outages.failed
     app[PUBLIC_RULES] = RuleMatcher(public_rules(settings))
     app.on_cleanup.append(_close_rules)
     app[CORS] = cors

@@ -30,6 +30,7 @@ from filters.throttle import Throttle
 from mailer import MailSender
 from proxy.csrf import COOKIE as CSRF_COOKIE
 from proxy.csrf import Csrf
+from proxy.omero_outages import OmeroOutages
 from proxy.principal import Principal
 from proxy.settings import Settings
 
@@ -111,6 +112,7 @@ SSO_SESSIONS = web.AppKey("sso_sessions", SsoSessions)
 PORTER_TOKENS = web.AppKey("porter_tokens", PorterTokenIssuer)
 VERIFIED_TOKENS = web.AppKey("verified_tokens", VerifiedTokens)
 CSRF = web.AppKey("csrf", Csrf)
+OUTAGES = web.AppKey("omero_outages", OmeroOutages)  # the admins' outage mail
 OIDC_PROVIDERS = web.AppKey("oidc_providers", dict[str, OidcProvider])
 PRELOGIN = web.AppKey("oidc_prelogin", PreLoginSealer)
 WEBSOCKETS = web.AppKey("websockets", set[web.WebSocketResponse])

@@ -34,7 +34,7 @@ def warning(msg: str, *args: Any, name: str = "porter.proxy") -> logging.LogReco
 def test_the_first_line_passes_repeats_are_counted_and_the_counts_add_up() -> None:
     clock = Clock()
     gate = FloodGate(interval=10.0, clock=clock)
-    written = []
+    written: list[int | str] = []
     for n in range(5000):  # 25 s of an outage at 200 failures a second
         clock.now = n * 0.005
         if gate.admit(warning("OMERO server %d unavailable", 1)):

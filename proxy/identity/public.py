@@ -8,9 +8,9 @@ from contextlib import contextmanager
 
 from aiohttp import web
 
-from auth.errors import HandoffFailed, OmeroError
+from auth.errors import HandoffFailed, OmeroError, ServerUnavailable
 from proxy.errors import Refused
-from proxy.keys import DECISION, PUBLIC, PUBLIC_CACHE, SCOPE, SETTINGS
+from proxy.keys import DECISION, OUTAGES, PUBLIC, PUBLIC_CACHE, SCOPE, SETTINGS
 from proxy.principal import Principal
 
 log = logging.getLogger("porter.proxy")
@@ -75,4 +75,6 @@ def _unavailable(request: web.Request) -> Iterator[None]:
         yield
     except (OmeroError, HandoffFailed) as exc:
         log.warning("public session unavailable rid=%s: %s", request[SCOPE].request_id, exc)
+        if isinstance(exc, ServerUnavailable):
+            request.app[OUTAGES].refused(exc.server_id, request[SCOPE].request_id)
         raise Refused(503, UNAVAILABLE) from None

@@ -27,7 +27,7 @@ from auth.jwt_verify import SsoError
 from auth.store import SessionStoreUnavailable
 from proxy.admission import Overloaded
 from proxy.errors import Refused, error_response, login_required
-from proxy.keys import SCOPE
+from proxy.keys import OUTAGES, SCOPE
 from proxy.middleware.responses import cors_preflight
 from proxy.middleware.scope import Handler
 from proxy.reporting import report_exception
@@ -53,7 +53,9 @@ def _handoff_failed(request: web.Request, exc: Exception) -> web.StreamResponse:
 
 
 def _server_unavailable(request: web.Request, exc: Exception) -> web.StreamResponse:
+    assert isinstance(exc, ServerUnavailable)
     log.warning("OMERO server unavailable rid=%s: %s", _rid(request), exc)
+    request.app[OUTAGES].refused(exc.server_id, _rid(request))
     return error_response(request, 503, "The OMERO server is unavailable. Please retry.")
 
 

@@ -45,6 +45,7 @@ from proxy.keys import (
     CSRF,
     OIDC_PROVIDERS,
     OMERO,
+    OUTAGES,
     SCOPE,
     SESSION_STORE,
     SETTINGS,
@@ -249,7 +250,8 @@ async def authenticate(
         raise LoginFailed(401, "Wrong user name or password.") from None
     except UnknownServer:
         raise LoginFailed(400, "Please choose a server from the list.") from None
-    except ServerUnavailable:
+    except ServerUnavailable as exc:
+        request.app[OUTAGES].refused(exc.server_id, request[SCOPE].request_id)
         raise LoginFailed(503, "The OMERO server is not responding. Please try later.") from None
     except OmeroError as exc:
         log.warning("login failed on server %s: %s", server, exc)
