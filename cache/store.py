@@ -180,8 +180,9 @@ class PublicCache:
             if not self._disk_down:
                 self._disk_down = True
                 log.warning(
-                    "cache disk tier failing (%s): serving from memory and OMERO.web",
+                    "cache disk tier failing (%s: %s): serving from memory and OMERO.web",
                     type(exc).__name__,
+                    exc,
                 )
             return None
         if self._disk_down:

@@ -4,6 +4,8 @@ bytes, never a reason for a 500, and never a way to run code planted in its dire
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
 import shutil
 import subprocess
 import sys
@@ -285,3 +287,63 @@ def test_check_warns_of_a_cache_that_cannot_work(
     config.write_text("[cache]\nrules = [{path = '(a+)+', ttl = 5}]\n")
     assert run.main(["check", "--config", str(config)]) == 2
     assert "cache.rules[0].path" in capsys.readouterr().err
+
+
+async def test_a_removed_and_recreated_disk_dir_is_noticed_and_reopened(
+    echo_upstream: Upstream, porter: PorterFactory, omero_sim: OmeroSim, tmp_path: Path
+) -> None:
+    """`rm -rf disk_dir; mkdir disk_dir` under a running porter: it counts the error, serves
+    from memory, reopens the new directory and writes there, readyz is ready again, and it
+    holds none of the deleted files (their space comes back)."""
+    directory = tmp_path / "cache"
+    sections = cache_sections(omero_sim, memory_bytes=1024**2, disk_dir=str(directory))
+    client = await porter(logged_in=False, sections=sections)
+    store = client.app[PUBLIC_CACHE]
+    await anonymous(client, thumbnail(1, 50_000))
+    await store.flush()
+    shutil.rmtree(directory)
+    directory.mkdir(mode=0o700)  # the admin's new, empty directory
+    for n in range(2, 5):
+        status, _, headers = await anonymous(client, thumbnail(n, 50_000))
+        assert (status, headers["X-Cache"]) == (200, "MISS")
+    await store.flush()
+    assert store.counters.disk_errors >= 1  # noticed and counted
+    assert store.disk is not None
+    assert store.disk.reopened == 1
+    assert (directory / "cache.db").is_file()  # the new directory is the tier now
+    stats = await store.disk_stats()
+    assert stats is not None
+    assert stats["entries"] >= 2  # written to the new directory
+    ready = await (await client.get("/porter/readyz", headers=OPERATOR)).json()
+    assert ready["checks"]["cache_disk"]["ok"] is True
+    assert "degraded" not in ready or ready["degraded"] == []
+    held = []
+    for fd in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(OSError):
+            held.append(os.readlink(f"/proc/self/fd/{fd}"))
+    assert not [p for p in held if p.endswith("(deleted)") and str(directory) in p]
+
+
+async def test_a_removed_disk_dir_is_made_again_and_a_loose_one_is_refused(
+    echo_upstream: Upstream, porter: PorterFactory, omero_sim: OmeroSim, tmp_path: Path
+) -> None:
+    directory = tmp_path / "cache"
+    sections = cache_sections(omero_sim, memory_bytes=1024**2, disk_dir=str(directory))
+    client = await porter(logged_in=False, sections=sections)
+    store = client.app[PUBLIC_CACHE]
+    assert store.disk is not None
+    shutil.rmtree(directory)  # gone, nobody makes it again
+    await anonymous(client, thumbnail(1, 50_000))
+    await store.flush()
+    assert directory.is_dir()  # porter made it again, 0700
+    assert directory.stat().st_mode & 0o777 == 0o700
+    shutil.rmtree(directory)
+    directory.mkdir()
+    directory.chmod(0o777)  # someone else could plant answers in this one
+    await asyncio.sleep(1.1)  # REOPEN_EVERY
+    status, _, headers = await anonymous(client, thumbnail(2, 50_000))
+    assert (status, headers["X-Cache"]) == (200, "MISS")  # served, from memory and upstream
+    await store.flush()
+    assert not (directory / "cache.db").exists()  # not used
+    ready = await (await client.get("/porter/readyz", headers=OPERATOR)).json()
+    assert ready["checks"]["cache_disk"]["ok"] is False
