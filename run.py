@@ -49,7 +49,7 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
         os.execv(  # noqa: S606 (porter itself, with its own arguments)
             sys.executable, [sys.executable, str(Path(__file__).resolve()), *args.argv]
         )
-    listener = configure_logging(proxy.log_level, settings.log.format)
+    listener = configure_logging(proxy.log_level, settings.log.format, settings.log.file)
     try:
         if proxy.workers > 1:
             from proxy.gunicorn_app import run_workers
@@ -57,7 +57,7 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
             return run_workers(
                 args.config,
                 settings,
-                lambda: configure_logging(proxy.log_level, settings.log.format),
+                lambda: configure_logging(proxy.log_level, settings.log.format, settings.log.file),
             )
         from proxy.server import serve  # after the multiprocess set-up: it imports metrics
 

@@ -200,6 +200,7 @@ class _BatchingListener(logging.handlers.QueueListener):
         self._records = records
         self._output = output
         self._gate = gate or FloodGate()
+        self._next_watch = 0.0
 
     def _monitor(self) -> None:
         records = self._records
@@ -240,6 +241,11 @@ class _BatchingListener(logging.handlers.QueueListener):
         output = self._output
         output.acquire()
         try:
+            if isinstance(output, logging.handlers.WatchedFileHandler):
+                now = time.monotonic()
+                if now >= self._next_watch:  # moved away by logrotate: a new file
+                    self._next_watch = now + 1.0
+                    output.reopenIfNeeded()
             output.stream.write(text)
             output.flush()
         except Exception:  # a full disk must not stop the listener
@@ -249,7 +255,9 @@ class _BatchingListener(logging.handlers.QueueListener):
             output.release()
 
 
-def configure_logging(level: str, kind: str = "text") -> logging.handlers.QueueListener:
+def configure_logging(
+    level: str, kind: str = "text", file: str = ""
+) -> logging.handlers.QueueListener:
     """Log lines go through a queue to a thread that formats and writes them; the listener
     returned is started (stop it to flush at exit).
 
@@ -259,7 +267,9 @@ def configure_logging(level: str, kind: str = "text") -> logging.handlers.QueueL
     logging.logThreads = False
     logging.logProcesses = False
     logging.logMultiprocessing = False
-    output = logging.StreamHandler()
+    output: logging.StreamHandler[Any] = (
+        logging.handlers.WatchedFileHandler(file) if file else logging.StreamHandler()
+    )
     output.setFormatter(formatter(kind))
     records: queue.SimpleQueue[logging.LogRecord] = queue.SimpleQueue()
     root = logging.getLogger()

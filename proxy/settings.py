@@ -326,6 +326,14 @@ class LogSettings:
             "check": _check_log_paths,
         },
     )
+    file: str = field(
+        default="",
+        metadata={
+            "doc": "Write the log to this file instead of standard output (appended; "
+            "reopened within a second when logrotate moves it away); empty: standard output",
+            "example": "/var/log/omero-porter/porter.log",
+        },
+    )
 
 
 def _check_listen(value: str) -> None:
