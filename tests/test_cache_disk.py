@@ -10,7 +10,7 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -347,3 +347,54 @@ async def test_a_removed_disk_dir_is_made_again_and_a_loose_one_is_refused(
     assert not (directory / "cache.db").exists()  # not used
     ready = await (await client.get("/porter/readyz", headers=OPERATOR)).json()
     assert ready["checks"]["cache_disk"]["ok"] is False
+
+
+@contextlib.contextmanager
+def small_disk(path: Path, size: str) -> Iterator[Path]:
+    """A tmpfs of `size` at `path`, mode 0700 (root can mount one here; else skipped)."""
+    path.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size},mode=0700", "tmpfs", str(path)],
+        capture_output=True,
+        text=True,
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here ({mounted.stderr.strip()}): needs root")
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", str(path)], check=False)
+
+
+async def test_a_full_disk_tier_is_a_miss_and_comes_back_when_there_is_room(
+    echo_upstream: Upstream, porter: PorterFactory, omero_sim: OmeroSim, tmp_path: Path
+) -> None:
+    with small_disk(tmp_path / "disk", "400k") as directory:
+        sections = cache_sections(omero_sim, memory_bytes=64 * 1024**2, disk_dir=str(directory))
+        client = await porter(logged_in=False, sections=sections)
+        store = client.app[PUBLIC_CACHE]
+        statuses = set()
+        for n in range(1, 25):  # 24 x 50 kB: far past the 400 kB disk
+            status, _, headers = await anonymous(client, thumbnail(n, 50_000))
+            statuses.add(status)
+            await store.flush()
+        assert statuses == {200}  # a full disk is never an error
+        full_errors = store.counters.disk_errors
+        assert full_errors >= 1
+        status, _, headers = await anonymous(client, thumbnail(24, 50_000))
+        assert (status, headers["X-Cache"]) == (200, "HIT")  # from memory
+
+        subprocess.run(["mount", "-o", "remount,size=16m", str(directory)], check=True)
+        status, _, _ = await anonymous(client, thumbnail(30, 50_000))
+        await store.flush()
+        ready = await (await client.get("/porter/readyz", headers=OPERATOR)).json()
+        assert ready["checks"]["cache_disk"]["ok"] is True  # room again: the tier works
+        stats = await store.disk_stats()
+        assert stats is not None
+
+        after = store.counters.disk_errors
+        for n in range(40, 43):
+            await anonymous(client, thumbnail(n, 50_000))
+            await store.flush()
+        assert store.counters.disk_errors == after  # room again: no new errors
+        await client.close()
