@@ -3,6 +3,10 @@ OMERO test server, under a steady mix of traffic, with its resources printed as 
 
 Run on demand (not a test):
     .venv/bin/python bench/soak.py [--duration 600] [--interval 30] [--connections 16]
+                                   [--workers 2]
+
+Porter runs as production would: `--workers` gunicorn workers on the Redis store, the public
+cache in memory and on its shared disk tier.
 
 The mix, per connection, request after request until the duration ends:
 - public:  cookieless GETs of public paths (keepalive_ping, getImgRDef);
@@ -47,13 +51,29 @@ USERS = ("alice", "bob", "carol")
 EXPECTED = {"public": {200}, "user": {200}, "bad": {400}, "churn": {200, 303}}
 
 
+def _children(pid: int) -> list[int]:
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(stat.parent.name))
+        except (OSError, ValueError, IndexError):
+            continue
+    return found
+
+
 def proc_status(pid: int) -> dict[str, int]:
-    fields = {}
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        name, _, value = line.partition(":")
-        if name in ("VmRSS", "Threads"):
-            fields[name] = int(value.split()[0])
-    fields["FDs"] = len(list(Path(f"/proc/{pid}/fd").iterdir()))
+    """RSS (KiB), threads and FDs of porter: the process and its workers, summed."""
+    fields = {"VmRSS": 0, "Threads": 0, "FDs": 0}
+    for one in [pid, *_children(pid)]:
+        try:
+            for line in Path(f"/proc/{one}/status").read_text().splitlines():
+                name, _, value = line.partition(":")
+                if name in ("VmRSS", "Threads"):
+                    fields[name] += int(value.split()[0])
+            fields["FDs"] += len(list(Path(f"/proc/{one}/fd").iterdir()))
+        except OSError:
+            continue  # a worker replaced meanwhile
     return fields
 
 
@@ -153,6 +173,14 @@ async def soak(args: argparse.Namespace, directory: Path) -> int:
                         "user": "public",
                         "password": sim.users["public"],
                     },
+                    "proxy": {"workers": args.workers},
+                    "cache": {  # memory and the shared disk tier, as production would
+                        "enabled": True,
+                        "disk_dir": str(directory / "cache-disk"),
+                        "rules": [
+                            {"path": "/webclient/keepalive_ping/", "methods": ["GET"], "ttl": 1.0}
+                        ],
+                    },
                 },
             )
             cookies = {user: await log_in(porter.url, user, sim.users[user]) for user in USERS}
@@ -219,6 +247,7 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=600, help="seconds of traffic")
     parser.add_argument("--interval", type=float, default=30, help="seconds between reports")
     parser.add_argument("--connections", type=int, default=16, help="concurrent clients")
+    parser.add_argument("--workers", type=int, default=2, help="porter's gunicorn workers")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         sys.exit(asyncio.run(soak(args, Path(tmp))))
