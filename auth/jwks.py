@@ -299,9 +299,13 @@ class StaticKeys:
 class JwksCache:
     """A JWKS URL's keys, fetched on first use, after `max_age`, and on an unknown kid.
 
-    At most one fetch runs at a time (callers share it) and a new one starts at most once per
-    `min_refresh_interval` seconds. When the last fetch failed, or the keys are older than
-    `max_age` and cannot be refetched, `candidates` raises `JwksUnavailable` (fail closed).
+    At most one fetch runs at a time (callers share it). An unknown kid always gets one
+    refetch, so a login right after a key rotation (even two rotations within a second)
+    passes; the rate limit is per kid (one refetch per kid per `min_refresh_interval`), and
+    a refetch that found nothing new holds every further unknown-kid refetch back for the
+    interval, so tokens with made-up kids cannot make porter hammer the provider. When the
+    last fetch failed, or the keys are older than `max_age` and cannot be refetched,
+    `candidates` raises `JwksUnavailable` (fail closed).
     `session`: an aiohttp ClientSession to use; None: the cache opens (and closes) its own.
     """
 
@@ -330,6 +334,8 @@ class JwksCache:
         self._attempted_at: float | None = None
         self._error: str | None = None
         self._fetches: SingleFlight[str, bool] = SingleFlight("JWKS fetch")
+        self._kids_tried: dict[str | None, float] = {}  # unknown kid -> its last refetch
+        self._quiet_until = float("-inf")  # after a refetch that found nothing new
 
     async def candidates(self, kid: str | None, alg: str) -> list[VerifyKey]:
         """Keys for this kid and alg, refetching once (rate-limited) when none is known."""
@@ -339,7 +345,7 @@ class JwksCache:
                 raise self._unavailable()
         found = [k for k in self._keys if k.matches(kid, alg)]
         if not found:
-            if await self._refresh():
+            if await self._refetch_for(kid):
                 found = [k for k in self._keys if k.matches(kid, alg)]
             elif self._error is not None:  # the last fetch failed: the kid may well exist
                 raise self._unavailable()
@@ -366,6 +372,26 @@ class JwksCache:
                 return False
             self._attempted_at = now
         return await self._fetches.run(self.url, self._fetch)
+
+    async def _refetch_for(self, kid: str | None) -> bool:
+        """One refetch for an unknown `kid`, unless this kid had one within the interval or
+        the last refetch found nothing new (then share a running fetch, or give up)."""
+        if self._fetches.running(self.url):
+            return await self._fetches.run(self.url, self._fetch)
+        now = self._clock()
+        tried = self._kids_tried.get(kid)
+        if now < self._quiet_until or (tried is not None and now - tried < self._min_interval):
+            return False
+        if len(self._kids_tried) >= 1024:  # bounded whatever kids tokens make up
+            self._kids_tried.clear()
+        self._kids_tried[kid] = self._attempted_at = now
+        before = _identities(self._keys)
+        fetched = await self._fetches.run(self.url, self._fetch)
+        if (
+            fetched and _identities(self._keys) <= before
+        ):  # nothing new: hold further refetches back
+            self._quiet_until = self._clock() + self._min_interval
+        return fetched
 
     async def _fetch(self) -> bool:
         self.fetches += 1
@@ -406,6 +432,21 @@ class JwksCache:
                 if len(body) > self._max_size:
                     raise KeyLoadError(f"larger than {self._max_size} bytes")
         return bytes(body)
+
+
+def _identities(keys: Sequence[VerifyKey]) -> set[tuple[str, str | None, str | None, bytes]]:
+    """What tells keys apart (public key objects are not hashable)."""
+    found = set()
+    for k in keys:
+        raw = (
+            k.key
+            if isinstance(k.key, bytes)
+            else k.key.public_bytes(
+                serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+            )
+        )
+        found.add((k.family, k.kid, k.alg, raw))
+    return found
 
 
 def describe_failure(exc: BaseException) -> str:

@@ -337,7 +337,8 @@ class SsoSettings:
     jwks_refresh_interval: int = field(
         default=30,
         metadata={
-            "doc": "Fewest seconds between two fetches of a JWKS URL (unknown kid)",
+            "doc": "Seconds before the same unknown kid refetches a JWKS URL again, and "
+            "after a refetch that found no new key (a rotated key is always fetched at once)",
             "min": 1,
         },
     )
