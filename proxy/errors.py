@@ -3,8 +3,10 @@ and AJAX clients), redirects, and "please log in"."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from html import escape
 from http import HTTPStatus
+from typing import Any
 from urllib.parse import quote
 
 from aiohttp import hdrs, web
@@ -106,6 +108,29 @@ def page_look(settings: Settings) -> dict[str, str]:
         "home": prefix + "/",
         "prefix": prefix,
     }
+
+
+def form_page(
+    request: web.Request,
+    template: str,
+    form: str,
+    *,
+    status: int = 200,
+    headers: Mapping[str, str] | None = None,
+    **context: Any,
+) -> web.Response:
+    """One of porter's form pages (login, logout, forgotten password): its template with the
+    site's look and a fresh CSRF token for `form`, never cached, framed or sniffed."""
+    response = web.Response(
+        status=status, content_type="text/html", headers={**PAGE_HEADERS, **(headers or {})}
+    )
+    token = request.app[CSRF].token(request, response, form)
+    response.text = (
+        request.app[TEMPLATES]
+        .get_template(template)
+        .render(**page_look(request.app[SETTINGS]), csrf_token=token, **context)
+    )
+    return response
 
 
 def error_response(

@@ -15,8 +15,8 @@ import logging
 from aiohttp import hdrs, web
 
 from auth.errors import OmeroError, ServerUnavailable, UnknownServer
-from proxy.errors import PAGE_HEADERS, error_response, page_look
-from proxy.keys import CSRF, OMERO, SCOPE, SETTINGS, TEMPLATES, THROTTLE
+from proxy.errors import error_response, form_page
+from proxy.keys import CSRF, OMERO, SCOPE, SETTINGS, THROTTLE
 from proxy.pages.login import FormTooLarge, read_form
 
 log = logging.getLogger("porter.login")
@@ -39,26 +39,19 @@ def _render(
     email: str = "",
     headers: dict[str, str] | None = None,
 ) -> web.Response:
-    settings = request.app[SETTINGS]
-    response = web.Response(
-        status=status, content_type="text/html", headers={**PAGE_HEADERS, **(headers or {})}
+    return form_page(
+        request,
+        "forgot_password.html",
+        "forgot-password",
+        status=status,
+        headers=headers,
+        action=request.app[SETTINGS].proxy.prefix + PATH,
+        servers=list(request.app[OMERO].servers),
+        username=username,
+        email=email,
+        error=error,
+        notice=notice,
     )
-    token = request.app[CSRF].token(request, response, "forgot-password")
-    response.text = (
-        request.app[TEMPLATES]
-        .get_template("forgot_password.html")
-        .render(
-            **page_look(settings),
-            action=settings.proxy.prefix + PATH,
-            csrf_token=token,
-            servers=list(request.app[OMERO].servers),
-            username=username,
-            email=email,
-            error=error,
-            notice=notice,
-        )
-    )
-    return response
 
 
 def _offered(request: web.Request) -> bool:

@@ -34,7 +34,7 @@ from proxy.errors import (
     PAGE_HEADERS,
     STYLESHEET_PATH,
     error_response,
-    page_look,
+    form_page,
     posted_form,
     redirect,
 )
@@ -49,7 +49,6 @@ from proxy.keys import (
     SCOPE,
     SESSION_STORE,
     SETTINGS,
-    TEMPLATES,
     THROTTLE,
 )
 from proxy.pages.oidc_links import end_session_location as oidc_end_session
@@ -102,31 +101,25 @@ def render_login(
     server: int = 1,
     headers: Mapping[str, str] | None = None,
 ) -> web.Response:
-    settings = request.app[SETTINGS]
-    response = web.Response(
-        status=status, content_type="text/html", headers={**PAGE_HEADERS, **(headers or {})}
-    )
-    token = request.app[CSRF].token(request, response, "login")
+    login = request.app[SETTINGS].login
     target = landing(request, url)
-    response.text = (
-        request.app[TEMPLATES]
-        .get_template("login.html")
-        .render(
-            **page_look(settings),
-            providers=_providers(request, target),
-            password_login=settings.login.password_login,
-            forgot_password=settings.login.show_forgot_password and settings.login.password_login,
-            action=_prefix(request) + "/porter/login",
-            csrf_token=token,
-            url=target,
-            servers=list(request.app[OMERO].servers),
-            selected_server=server,
-            username=username,
-            error=error,
-            notice=notice,
-        )
+    return form_page(
+        request,
+        "login.html",
+        "login",
+        status=status,
+        headers=headers,
+        providers=_providers(request, target),
+        password_login=login.password_login,
+        forgot_password=login.show_forgot_password and login.password_login,
+        action=_prefix(request) + "/porter/login",
+        url=target,
+        servers=list(request.app[OMERO].servers),
+        selected_server=server,
+        username=username,
+        error=error,
+        notice=notice,
     )
-    return response
 
 
 def _providers(request: web.Request, target: str) -> list[dict[str, Any]]:
@@ -418,19 +411,14 @@ async def logout_page(request: web.Request) -> web.StreamResponse:
         headers["Content-Security-Policy"] = headers["Content-Security-Policy"].replace(
             "form-action 'self'", f"form-action 'self' {origin}"
         )
-    response = web.Response(content_type="text/html", headers=headers)
-    token = request.app[CSRF].token(request, response, "logout")
-    response.text = (
-        request.app[TEMPLATES]
-        .get_template("logout.html")
-        .render(
-            **page_look(request.app[SETTINGS]),
-            user=identity.record.user_name,
-            action=_prefix(request) + "/porter/logout",
-            csrf_token=token,
-        )
+    return form_page(
+        request,
+        "logout.html",
+        "logout",
+        headers=headers,
+        user=identity.record.user_name,
+        action=_prefix(request) + "/porter/logout",
     )
-    return response
 
 
 async def logout_submit(request: web.Request) -> web.StreamResponse:
