@@ -21,7 +21,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tests.omero_sim.process import OmeroSim
+from tests.omero_sim.process import OmeroSim, stop_process
 
 START_TIMEOUT = 60.0
 PUBLIC_URL_FILTER = r"^/(webgateway|webclient/keepalive_ping)/"
@@ -174,11 +174,5 @@ def start_web(config: dict[str, str], workdir: Path) -> OmeroWeb:
 
 
 def stop_web(web: OmeroWeb) -> None:
-    if web.process is None:
-        return
-    web.process.terminate()
-    try:
-        web.process.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        web.process.kill()
-        web.process.wait()
+    if web.process is not None:
+        stop_process(web.process)

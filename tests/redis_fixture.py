@@ -22,6 +22,7 @@ from pathlib import Path
 import pytest
 
 from auth.session_settings import SessionSettings
+from tests.omero_sim.process import stop_process
 
 REDIS_PASSWORD = "redis-Pa55word-q7"
 
@@ -117,12 +118,7 @@ class RedisServer:
         """Stop the server (its data is gone: no persistence)."""
         process, self._process = self._process, None
         if process is not None and process.poll() is None:
-            process.terminate()
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+            stop_process(process)
 
 
 @pytest.fixture(scope="session")

@@ -5,8 +5,6 @@ OMERO.web and the OMERO test server)."""
 
 from __future__ import annotations
 
-import datetime
-import ipaddress
 import os
 import re
 import shlex
@@ -22,10 +20,6 @@ from typing import Any
 
 import aiohttp
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 from yarl import URL
 
 from auth.omero_settings import OmeroSettings
@@ -36,6 +30,7 @@ from tests.gateway_fixtures import form_token
 from tests.nginx_fixture import Nginx, free_port
 from tests.omero_sim.fixture import OmeroSim
 from tests.porter_fixtures import PorterProcess, _wait_listening, write_config
+from tests.smtp_fixture import make_cert
 from tests.web_fixture import OmeroWeb
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -167,39 +162,6 @@ def test_the_units_commands_start_reload_and_stop_porter(tmp_path: Path) -> None
 # ~ nginx with TLS
 
 
-def self_signed(directory: Path) -> tuple[Path, Path]:
-    """A certificate for localhost and 127.0.0.1, and its key (PEM files in `directory`)."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
-    now = datetime.datetime.now(datetime.timezone.utc)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(
-            x509.SubjectAlternativeName(
-                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
-            ),
-            critical=False,
-        )
-        .sign(key, hashes.SHA256())
-    )
-    cert_path, key_path = directory / "cert.pem", directory / "key.pem"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    return cert_path, key_path
-
-
 def collect_static(directory: Path) -> Path:
     """OMERO.web's `collectstatic` into `directory`/var/static (its STATIC_ROOT there)."""
     (directory / "etc" / "grid").mkdir(parents=True)
@@ -220,9 +182,13 @@ def collect_static(directory: Path) -> Path:
     return directory / "var" / "static"
 
 
-def nginx_site(porter_port: int, http_port: int, https_port: int, directory: Path) -> str:
-    """deploy/nginx-porter.conf with this test's ports, certificate and STATIC_ROOT."""
-    cert, key = self_signed(directory)
+def nginx_site(
+    porter_port: int, http_port: int, https_port: int, directory: Path
+) -> tuple[str, Path]:
+    """deploy/nginx-porter.conf with this test's ports, certificate (made here, self-signed
+    for localhost and 127.0.0.1) and STATIC_ROOT; and the certificate, for the clients."""
+    made = make_cert(directory)
+    cert, key = made.cert, made.key
     static = collect_static(directory / "omerodir")
     site = NGINX.read_text()
     replacements = {
@@ -238,7 +204,7 @@ def nginx_site(porter_port: int, http_port: int, https_port: int, directory: Pat
     for old, new in replacements.items():
         assert old in site, f"deploy/nginx-porter.conf no longer holds {old!r}"
         site = site.replace(old, new)
-    return site
+    return site, cert
 
 
 GatewayClient = Callable[..., Awaitable[Any]]
@@ -267,9 +233,8 @@ async def tls_front(
     http_port, https_port = free_port(), free_port()
     directory = tmp_path / "nginx"
     directory.mkdir()
-    site = nginx_site(porter.server.port, http_port, https_port, directory)
-    nginx = Nginx(directory, site, https_port)
-    return nginx, str(directory / "cert.pem")
+    site, cert = nginx_site(porter.server.port, http_port, https_port, directory)
+    return Nginx(directory, site, https_port), str(cert)
 
 
 async def log_in_over_https(

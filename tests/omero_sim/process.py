@@ -153,14 +153,19 @@ def start_sim(idle_timeout: float = 600.0, users_file: Path = DEFAULT_USERS_FILE
     )
 
 
+def stop_process(process: subprocess.Popen[bytes]) -> None:
+    """SIGTERM, then SIGKILL if it is still there after 10 s."""
+    process.terminate()
+    try:
+        process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
 def stop_sim(sim: OmeroSim) -> None:
     if sim.process is None:
         return
-    sim.process.terminate()
-    try:
-        sim.process.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        sim.process.kill()
-        sim.process.wait()
+    stop_process(sim.process)
     if sim.process.stdout is not None:
         sim.process.stdout.close()
