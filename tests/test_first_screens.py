@@ -23,6 +23,7 @@ from proxy.settings import LoginSettings
 from tests.gateway_fixtures import GatewayFactory
 from tests.omero_sim.fixture import OmeroSim
 from tests.porter_fixtures import PorterFactory, Upstream, free_port
+from tests.session_fixtures import omero
 from tests.test_browser import session_cookie, url_of
 from tests.test_overload import storm_sections
 
@@ -281,3 +282,34 @@ async def test_an_openid_button_whose_provider_cannot_be_reached_is_disabled_wit
     assert (disabled, href) == ("true", None)
     assert note == "Example ID cannot be reached at the moment; reload this page in a minute."
     assert form  # the password form still works
+
+
+async def test_bad_forgotten_password_requests_get_clear_answers(
+    porter: PorterFactory, omero_sim: OmeroSim, logo_file: Path
+) -> None:
+    sections = {"login": login_settings(logo_file), "omero": omero(omero_sim)}
+    client = await porter(sections=sections, logged_in=False)
+
+    async def post(**form: str) -> tuple[int, str]:
+        page = await (await client.get("/porter/forgot-password")).text()
+        token = page.split('name="csrf_token" value="', 1)[1].split('"', 1)[0]
+        resp = await client.post("/porter/forgot-password", data={"csrf_token": token, **form})
+        return resp.status, await resp.text()
+
+    status, page = await post(username="alice")  # no e-mail address
+    assert (status, "Please enter your user name and the e-mail" in page) == (400, True)
+    forged = await client.post(
+        "/porter/forgot-password",
+        data={"csrf_token": "forged", "username": "alice", "email": "alice@example.org"},
+    )
+    assert forged.status == 403
+    assert "The form had expired" in await forged.text()
+    status, page = await post(username="alice", email="alice@example.org", server="9")
+    assert (status, "Please choose a server from the list." in page) == (400, True)
+    omero_sim.down()
+    try:
+        status, page = await post(username="alice", email="alice@example.org")
+    finally:
+        omero_sim.up()
+    assert (status, "The OMERO server is not responding" in page) == (503, True)
+    assert omero_sim.stats()["password_resets"] == 0
