@@ -48,6 +48,7 @@ __all__ = [
     "load_pem_private_key_file",
     "load_pem_public_key_file",
     "parse_jwks",
+    "read_limited",
 ]
 
 log = logging.getLogger("porter.auth.jwks")
@@ -424,14 +425,19 @@ class JwksCache:
         async with session.get(self.url, headers=headers, allow_redirects=False) as resp:
             if resp.status != 200:
                 raise KeyLoadError(f"HTTP status {resp.status}")
-            if resp.content_length is not None and resp.content_length > self._max_size:
-                raise KeyLoadError(f"larger than {self._max_size} bytes")
-            body = bytearray()
-            async for chunk in resp.content.iter_chunked(64 * 1024):
-                body += chunk
-                if len(body) > self._max_size:
-                    raise KeyLoadError(f"larger than {self._max_size} bytes")
-        return bytes(body)
+            return await read_limited(resp, self._max_size)
+
+
+async def read_limited(resp: aiohttp.ClientResponse, limit: int) -> bytes:
+    """An HTTP answer's body, at most `limit` bytes; KeyLoadError (a ValueError) past it."""
+    if resp.content_length is not None and resp.content_length > limit:
+        raise KeyLoadError(f"larger than {limit} bytes")
+    body = bytearray()
+    async for chunk in resp.content.iter_chunked(64 * 1024):
+        body += chunk
+        if len(body) > limit:
+            raise KeyLoadError(f"larger than {limit} bytes")
+    return bytes(body)
 
 
 def _identities(keys: Sequence[VerifyKey]) -> set[tuple[str, str | None, str | None, bytes]]:

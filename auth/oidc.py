@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import dataclasses
 import hashlib
 import hmac
 import json
@@ -26,15 +27,18 @@ import secrets
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Any
 
 import aiohttp
+import jwt
 from aiohttp import hdrs
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from multidict import istr
 from yarl import URL
 
-from auth.jwks import describe_failure
+from auth.jwks import PrivateKey, describe_failure, load_pem_private_key_file, read_limited
 from auth.jwt_verify import (
     JwtVerifier,
     SsoError,
@@ -49,19 +53,31 @@ from auth.sso_settings import SsoSettings
 log = logging.getLogger("porter.oidc")
 
 PRELOGIN_COOKIE = "porter_oidc"  # the sealed pre-login state; porter's, never forwarded
+RELOGIN_COOKIE = "porter_relogin"  # where an account switch lands; porter's, never forwarded
 BACKCHANNEL_EVENT = "http://schemas.openid.net/event/backchannel-logout"
 MAX_DOCUMENT = 256 * 1024  # discovery document and token response
 REFRESH = 3600.0  # seconds a discovery document is used
 RETRY = 10.0  # seconds between two discovery attempts after a failure
 LOGOUT_TOKEN_MAX_AGE = 300  # seconds: an older logout token (by iat) is refused
+JWT_BEARER = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
+
+
+@dataclass(frozen=True)
+class TokenAnswer:
+    """What porter keeps of a token endpoint's answer (never logged, never forwarded)."""
+
+    id_token: str
+    access_token: str | None
 
 
 class OidcError(SsoError):
     """An OpenID login or logout step that failed; `status` is what the browser gets.
 
-    Reasons: provider_unavailable (503), bad_state (400), login_expired (400), denied (403,
-    the provider said access_denied), exchange_failed (401: the code was refused, e.g.
-    replayed), bad_id_token (401), bad_nonce (401), bad_logout_token (400), replayed (400).
+    Reasons: provider_unavailable (503), bad_state (400), login_expired (400),
+    provider_denied (403, the provider said access_denied), exchange_failed (401: the code
+    was refused, e.g. replayed), bad_id_token (401), no_id_token (401), wrong_party (401:
+    azp names another client), bad_nonce (401), bad_userinfo (502), bad_logout_token (400),
+    replayed (400).
     """
 
 
@@ -74,6 +90,7 @@ class Discovery:
     token_endpoint: str
     jwks_uri: str
     end_session_endpoint: str | None
+    userinfo_endpoint: str | None
     backchannel_logout: bool
     iss_parameter: bool  # RFC 9207: it names itself in every authorization response
 
@@ -98,6 +115,7 @@ def parse_discovery(data: bytes, expected_issuer: str) -> Discovery:
             raise ValueError(f"the discovery document has no usable {name}")
         found[name] = value
     end = doc.get("end_session_endpoint")
+    userinfo = doc.get("userinfo_endpoint")
     methods = doc.get("code_challenge_methods_supported")
     if isinstance(methods, list) and "S256" not in methods:
         raise ValueError("the provider does not support PKCE with S256")
@@ -107,6 +125,7 @@ def parse_discovery(data: bytes, expected_issuer: str) -> Discovery:
         token_endpoint=found["token_endpoint"],
         jwks_uri=found["jwks_uri"],
         end_session_endpoint=end if isinstance(end, str) and _web_url(end) else None,
+        userinfo_endpoint=userinfo if isinstance(userinfo, str) and _web_url(userinfo) else None,
         backchannel_logout=doc.get("backchannel_logout_supported") is True,
         iss_parameter=doc.get("authorization_response_iss_parameter_supported") is True,
     )
@@ -150,6 +169,7 @@ class OidcProvider:
         self._retry: asyncio.Task[None] | None = None
         self._error = "not fetched yet"
         self._fetches: SingleFlight[str, Discovery] = SingleFlight("OIDC discovery")
+        self._signing_key: PrivateKey | None = None
 
     @property
     def id(self) -> str:
@@ -237,25 +257,38 @@ class OidcProvider:
         ) as resp:
             if resp.status != 200:
                 raise ValueError(f"HTTP status {resp.status} from {url}")
-            return await _read_limited(resp)
+            return await read_limited(resp, MAX_DOCUMENT)
 
     def authorization_url(
-        self, found: Discovery, redirect_uri: str, state: str, nonce: str, verifier: str
+        self,
+        found: Discovery,
+        redirect_uri: str,
+        pre: PreLogin,
+        asked: Mapping[str, str] | None = None,
     ) -> str:
-        query = {
-            "response_type": "code",
-            "client_id": self.settings.client_id,
-            "redirect_uri": redirect_uri,
-            "scope": " ".join(self.settings.scopes),
-            "state": state,
-            "nonce": nonce,
-            "code_challenge": pkce_challenge(verifier),
-            "code_challenge_method": "S256",
-        }
+        """The provider's authorization URL for `pre`: the configured `authorize_params`,
+        then `asked` (porter's login URL's login_hint, ui_locales, prompt), then porter's
+        own parameters, which nothing overrides."""
+        query = dict(self.settings.authorize_params)
+        query.update(asked or {})
+        query.update(
+            {
+                "response_type": "code",
+                "client_id": self.settings.client_id,
+                "redirect_uri": redirect_uri,
+                "scope": " ".join(self.settings.scopes),
+                "state": pre.state,
+                "nonce": pre.nonce,
+                "code_challenge": pkce_challenge(pre.verifier),
+                "code_challenge_method": "S256",
+            }
+        )
         return str(URL(found.authorization_endpoint).update_query(query))
 
-    async def exchange(self, found: Discovery, code: str, verifier: str, redirect_uri: str) -> str:
-        """The ID token the token endpoint gives for `code`; OidcError when it refuses."""
+    async def exchange(
+        self, found: Discovery, code: str, verifier: str, redirect_uri: str
+    ) -> TokenAnswer:
+        """The tokens the token endpoint gives for `code`; OidcError when it refuses."""
         form = {
             "grant_type": "authorization_code",
             "code": code,
@@ -263,12 +296,7 @@ class OidcProvider:
             "code_verifier": verifier,
         }
         headers = {hdrs.ACCEPT: "application/json", hdrs.ACCEPT_ENCODING: "identity"}
-        client = self.settings
-        if client.client_secret is not None:  # client_secret_basic (RFC 6749 2.3.1)
-            pair = f"{_form(client.client_id)}:{_form(client.client_secret)}"
-            headers[hdrs.AUTHORIZATION] = "Basic " + base64.b64encode(pair.encode()).decode()
-        else:
-            form["client_id"] = client.client_id
+        self._authenticate(found, form, headers)
         timeout = aiohttp.ClientTimeout(total=self._oidc.timeout)
         try:
             async with self._session().post(
@@ -279,7 +307,7 @@ class OidcProvider:
                 allow_redirects=False,
             ) as resp:
                 status = resp.status
-                body = await _read_limited(resp)
+                body = await read_limited(resp, MAX_DOCUMENT)
         except (aiohttp.ClientError, OSError, asyncio.TimeoutError, ValueError) as exc:
             log.error("OIDC provider %s: token endpoint failed: %s", self.id, describe_failure(exc))
             raise self._unavailable() from None
@@ -296,8 +324,83 @@ class OidcProvider:
             )
         token = answer.get("id_token")
         if not isinstance(token, str) or not token:
-            raise OidcError("bad_id_token", "The identity provider sent no ID token.", status=401)
-        return token
+            raise OidcError("no_id_token", "The identity provider sent no ID token.", status=401)
+        access = answer.get("access_token")
+        return TokenAnswer(token, access if isinstance(access, str) and access else None)
+
+    def _authenticate(
+        self, found: Discovery, form: dict[str, str], headers: dict[istr, str]
+    ) -> None:
+        """Porter's client authentication at the token endpoint (`client_auth`)."""
+        client = self.settings
+        if client.client_auth == "private_key_jwt":  # RFC 7523 2.2, OIDC Core 9
+            now = int(time.time())
+            assertion = {
+                "iss": client.client_id,
+                "sub": client.client_id,
+                "aud": found.token_endpoint,
+                "jti": secrets.token_urlsafe(24),
+                "iat": now,
+                "exp": now + 60,
+            }
+            header = {"kid": client.client_key_id} if client.client_key_id else None
+            form["client_id"] = client.client_id
+            form["client_assertion_type"] = JWT_BEARER
+            form["client_assertion"] = jwt.encode(
+                assertion, self._client_key(), algorithm=client.client_key_alg, headers=header
+            )
+        elif client.client_secret is None:  # a public client
+            form["client_id"] = client.client_id
+        elif client.client_auth == "client_secret_post":
+            form["client_id"] = client.client_id
+            form["client_secret"] = client.client_secret
+        else:  # client_secret_basic (RFC 6749 2.3.1)
+            pair = f"{_form(client.client_id)}:{_form(client.client_secret)}"
+            headers[hdrs.AUTHORIZATION] = "Basic " + base64.b64encode(pair.encode()).decode()
+
+    def _client_key(self) -> PrivateKey:
+        if self._signing_key is None:
+            assert self.settings.client_key_file is not None  # checked by the settings
+            self._signing_key = load_pem_private_key_file(self.settings.client_key_file).key
+        return self._signing_key
+
+    async def userinfo(
+        self, found: Discovery, verified: VerifiedToken, access: str | None
+    ) -> VerifiedToken:
+        """`verified` with the userinfo endpoint's claims added (`userinfo = true`): the ID
+        token's own claims win, and the answer must be about the same `sub` (OIDC Core
+        5.3.2). OidcError when the endpoint cannot be asked or answers for someone else."""
+        if found.userinfo_endpoint is None or access is None:
+            log.error(
+                "OIDC provider %s: userinfo asked for, but no endpoint or access token", self.id
+            )
+            raise _incomplete()
+        headers = {
+            hdrs.ACCEPT: "application/json",
+            hdrs.ACCEPT_ENCODING: "identity",
+            hdrs.AUTHORIZATION: f"Bearer {access}",
+        }
+        timeout = aiohttp.ClientTimeout(total=self._oidc.timeout)
+        try:
+            async with self._session().get(
+                found.userinfo_endpoint, headers=headers, timeout=timeout, allow_redirects=False
+            ) as resp:
+                status = resp.status
+                body = await read_limited(resp, MAX_DOCUMENT)
+        except (aiohttp.ClientError, OSError, asyncio.TimeoutError, ValueError) as exc:
+            log.error("OIDC provider %s: userinfo failed: %s", self.id, describe_failure(exc))
+            raise self._unavailable() from None
+        claims = _json_object(body)
+        if status != 200 or not claims:
+            log.warning("OIDC provider %s: userinfo answered %d, no JSON object", self.id, status)
+            if status >= 500:
+                raise self._unavailable()
+            raise _incomplete()
+        if claims.get("sub") != verified.claims.get("sub"):
+            log.warning("OIDC provider %s: userinfo about another sub", self.id)
+            raise _incomplete()
+        merged = {**claims, **verified.claims}
+        return dataclasses.replace(verified, claims=MappingProxyType(merged))
 
     async def verify_id_token(self, token: str, nonce: str) -> VerifiedToken:
         """Signature, iss, aud, azp, exp, iat and nonce checked; OidcError otherwise."""
@@ -321,7 +424,7 @@ class OidcProvider:
         if (several or azp is not None) and azp != self.settings.client_id:
             log.warning("OIDC provider %s: ID token for another party (azp)", self.id)
             raise OidcError(
-                "bad_id_token",
+                "wrong_party",
                 "The identity provider's answer was not meant for this site.",
                 status=401,
             )
@@ -365,18 +468,22 @@ class OidcProvider:
             raise self._unavailable()
         return self._verifier
 
-    def end_session_url(self, found: Discovery, post_logout_redirect_uri: str) -> str | None:
+    def end_session_url(
+        self, found: Discovery, post_logout_redirect_uri: str, state: str | None = None
+    ) -> str | None:
         """Where to send the browser after porter's logout, or None.
 
         `client_id` names porter, not `id_token_hint`: the ID token would otherwise sit in a
         URL in the browser's history, and it is a credential for any relying party that
-        accepts ID tokens as bearer tokens."""
+        accepts ID tokens as bearer tokens. `state` comes back to the redirect URI."""
         if not self.settings.end_session or found.end_session_endpoint is None:
             return None
         query = {
             "client_id": self.settings.client_id,
             "post_logout_redirect_uri": post_logout_redirect_uri,
         }
+        if state is not None:
+            query["state"] = state
         return str(URL(found.end_session_endpoint).update_query(query))
 
     async def aclose(self) -> None:
@@ -389,6 +496,10 @@ class OidcProvider:
             await self._verifier.aclose()
 
 
+def _incomplete() -> OidcError:
+    return OidcError("bad_userinfo", "The identity provider's answer was incomplete.", status=502)
+
+
 def _bad_logout(why: str) -> OidcError:
     log.warning("back-channel logout token refused: %s", why)
     return OidcError("bad_logout_token", "invalid logout token", status=400)
@@ -397,15 +508,6 @@ def _bad_logout(why: str) -> OidcError:
 def _form(value: str) -> str:
     """application/x-www-form-urlencoded, as RFC 6749 2.3.1 asks for Basic credentials."""
     return str(URL.build(query={"v": value}).raw_query_string)[2:]
-
-
-async def _read_limited(resp: aiohttp.ClientResponse) -> bytes:
-    body = bytearray()
-    async for chunk in resp.content.iter_chunked(64 * 1024):
-        body += chunk
-        if len(body) > MAX_DOCUMENT:
-            raise ValueError(f"answer larger than {MAX_DOCUMENT} bytes")
-    return bytes(body)
 
 
 def _json_object(body: bytes) -> dict[str, Any]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field, fields
 
-from auth.jwks import ASYMMETRIC_ALGORITHMS
+from auth.jwks import ASYMMETRIC_ALGORITHMS, KeyLoadError, family_of, load_pem_private_key_file
 from auth.sso_settings import ClaimMapping, IssuerSettings, check_jwks_url
 
 _PROVIDER_ID = re.compile(r"[a-z0-9][a-z0-9_-]{0,31}\Z")
@@ -30,6 +30,33 @@ def _check_algorithms(value: tuple[str, ...]) -> None:
                 f"{alg!r}: ID tokens are verified with the provider's public keys "
                 f"({', '.join(ASYMMETRIC_ALGORITHMS)}); never none or an HMAC"
             )
+
+
+# what porter itself puts in every authorization request: never from the configuration
+RESERVED_PARAMS = frozenset(
+    {
+        "response_type",
+        "client_id",
+        "redirect_uri",
+        "scope",
+        "state",
+        "nonce",
+        "code_challenge",
+        "code_challenge_method",
+        "response_mode",
+        "request",
+        "request_uri",
+    }
+)
+CLIENT_AUTH = ("client_secret_basic", "client_secret_post", "private_key_jwt")
+
+
+def _check_authorize_params(value: tuple[tuple[str, str], ...]) -> None:
+    for name, param in value:
+        if name in RESERVED_PARAMS:
+            raise ValueError(f"{name!r} is set by porter itself")
+        if not name or not name.isprintable() or not param.isprintable() or len(param) > 512:
+            raise ValueError(f"{name!r}: names and values must be printable (values <= 512)")
 
 
 def _check_scopes(value: tuple[str, ...]) -> None:
@@ -95,6 +122,43 @@ class OidcProviderSettings(ClaimMapping):
         default=True,
         metadata={"doc": "On logout, send the browser to the provider's end_session_endpoint"},
     )
+    client_auth: str = field(
+        default="client_secret_basic",
+        metadata={
+            "doc": "How porter proves itself at the token endpoint: client_secret_basic, "
+            "client_secret_post, or private_key_jwt (client_key_file); a public client "
+            "(no client_secret) sends only its client_id",
+            "choices": CLIENT_AUTH,
+        },
+    )
+    client_key_file: str | None = field(
+        default=None,
+        metadata={"doc": "private_key_jwt: porter's PEM private key (its public key registered)"},
+    )
+    client_key_id: str | None = field(
+        default=None, metadata={"doc": "private_key_jwt: the kid the provider knows that key by"}
+    )
+    client_key_alg: str = field(
+        default="RS256",
+        metadata={
+            "doc": "private_key_jwt: the algorithm the assertion is signed with",
+            "choices": ASYMMETRIC_ALGORITHMS,
+        },
+    )
+    userinfo: bool = field(
+        default=False,
+        metadata={
+            "doc": "Also ask the userinfo endpoint and merge its claims (same sub) before "
+            "mapping: where a provider sends groups only there"
+        },
+    )
+    authorize_params: tuple[tuple[str, str], ...] = field(
+        default=(),
+        metadata={
+            "doc": 'More authorization request parameters, a table: { acr_values = "mfa" }',
+            "check": _check_authorize_params,
+        },
+    )
     shared_callback: bool = field(
         default=False,
         metadata={
@@ -130,7 +194,25 @@ class OidcProviderSettings(ClaimMapping):
             found.append(("client_id", "is required: porter's client id at the provider"))
         if self.group_required and not self.group_claim:
             found.append(("group_required", "needs group_claim"))
+        found += self._client_auth_problems()
         return found
+
+    def _client_auth_problems(self) -> list[tuple[str, str]]:
+        if self.client_auth == "private_key_jwt":
+            if not self.client_key_file:
+                return [("client_key_file", "is required by client_auth = private_key_jwt")]
+            try:
+                key = load_pem_private_key_file(self.client_key_file)
+            except KeyLoadError as exc:
+                return [("client_key_file", str(exc))]
+            if key.family != family_of(self.client_key_alg):
+                return [
+                    ("client_key_alg", f"{self.client_key_alg} cannot sign with a {key.family} key")
+                ]
+            return []
+        if self.client_auth != "client_secret_basic" and self.client_secret is None:
+            return [("client_secret", f"is required by client_auth = {self.client_auth}")]
+        return []
 
 
 @dataclass(frozen=True)

@@ -39,15 +39,21 @@ class IdentityRefused(SsoError):
 class SsoIdentity:
     """Who a token stands for in OMERO.
 
-    `group`: the OMERO group to log in to (None: the user's default group);
+    `groups`: the OMERO groups the claims map to, in `group_map` order (empty: the user's
+    default group); a login takes the first one the user is a member of.
     `server_id`: the server_list id the token names (None: the proxy's default server).
     """
 
     username: str
-    group: str | None
+    groups: tuple[str, ...]
     issuer: str
     subject: str
     server_id: int | None = None
+
+    @property
+    def group(self) -> str | None:
+        """The first group the claims map to (None: the user's default group)."""
+        return self.groups[0] if self.groups else None
 
 
 class SsoIdentityMapper:
@@ -75,7 +81,7 @@ class SsoIdentityMapper:
         self._check(username)
         return SsoIdentity(
             username=username,
-            group=_group(issuer, token.claims),
+            groups=_groups(issuer, token.claims),
             issuer=issuer.issuer,
             subject=str(token.claims["sub"]),
             server_id=_server(issuer, token.claims),
@@ -112,20 +118,21 @@ def _claim(claims: Mapping[str, Any], path: str) -> Any:
     return value
 
 
-def _group(issuer: IssuerSettings, claims: Mapping[str, Any]) -> str | None:
+def _groups(issuer: IssuerSettings, claims: Mapping[str, Any]) -> tuple[str, ...]:
+    """Every OMERO group the claims map to, in `group_map` order (a user is often in several
+    groups at the provider); without a mapped one, the claim's values as they are when
+    `group_as_is`."""
     if issuer.group_claim is None:
-        return None
+        return ()
     raw = _claim(claims, issuer.group_claim)
     values = [raw] if isinstance(raw, str) else raw if isinstance(raw, list) else []
     present = [v for v in values if isinstance(v, str) and v]
-    for claim_value, group in issuer.group_map:
-        if claim_value in present:
-            return group
-    if issuer.group_as_is and present and present[0].isprintable():
-        return present[0]
-    if issuer.group_required:
+    mapped = [group for claim_value, group in issuer.group_map if claim_value in present]
+    if not mapped and issuer.group_as_is:
+        mapped = [v for v in present if v.isprintable()]
+    if not mapped and issuer.group_required:
         raise IdentityRefused("no_group", "the token's groups map to no OMERO group")
-    return None
+    return tuple(dict.fromkeys(mapped))
 
 
 def _server(issuer: IssuerSettings, claims: Mapping[str, Any]) -> int | None:

@@ -133,6 +133,8 @@ def convert(value: Any, tp: Any, key: str, problems: list[Problem]) -> Any:
 
 
 def _convert_tuple(value: Any, args: tuple[Any, ...], key: str, problems: list[Problem]) -> Any:
+    if isinstance(value, Mapping) and len(args) == 2 and args[1] is Ellipsis:
+        value = [list(pair) for pair in value.items()]  # a table where pairs are expected
     if not isinstance(value, (list, tuple)):
         problems.append(Problem(key, f"{show(value)} is not a list"))
         return _MISSING

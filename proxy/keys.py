@@ -12,7 +12,7 @@ import jinja2
 from aiohttp import web
 
 from auth.jwt_verify import JwtVerifier
-from auth.oidc import PRELOGIN_COOKIE, OidcProvider, PreLoginSealer
+from auth.oidc import PRELOGIN_COOKIE, RELOGIN_COOKIE, OidcProvider, PreLoginSealer
 from auth.omero_backend import OmeroBackend
 from auth.porter_tokens import PorterTokenIssuer
 from auth.public_session import PublicSession
@@ -80,7 +80,7 @@ class CookieNames:
         credentials = {settings.session.cookie_name}
         if settings.sso.token_cookie:
             credentials.add(settings.sso.token_cookie)
-        porter = {CSRF_COOKIE, PRELOGIN_COOKIE, *credentials}
+        porter = {CSRF_COOKIE, PRELOGIN_COOKIE, RELOGIN_COOKIE, *credentials}
         return cls(held, held | porter, frozenset(credentials))
 
 

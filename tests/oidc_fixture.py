@@ -44,6 +44,11 @@ ACCOUNTS: dict[str, dict[str, Any]] = {
     "sysop": {"preferred_username": "sysop", "groups": []},
     "root": {"preferred_username": "root", "groups": []},
     "nogroup": {"preferred_username": "bob", "groups": ["unmapped"]},
+    # alice again, in three groups at the provider (as Keycloak users often are)
+    "alice-many": {
+        "preferred_username": "alice",
+        "groups": ["imaging-core", "public-readers", "lab-staff"],
+    },
 }
 
 
@@ -97,8 +102,9 @@ def _clients(ports: tuple[int, int]) -> list[dict[str, Any]]:
             for path in ("idp/callback", "mixup/callback", "callback")
         ],
         "post_logout_redirect_uris": [
-            f"{a}/porter/login?logged_out=1",
-            f"{b}/porter/login?logged_out=1",
+            url
+            for origin in (a, b)
+            for url in (f"{origin}/porter/login?logged_out=1", f"{origin}/porter/oidc/idp/relogin")
         ],
     }
     return [
@@ -157,7 +163,8 @@ def oidc_provider(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestProv
             provider.process.wait()
 
 
-_ACTION = re.compile(r'<form[^>]*action="([^"]+)"')
+_HIDDEN = re.compile(r'<input type="hidden" name="([^"]+)" value="([^"]*)"')
+_FORM = re.compile(r'<form[^>]*action="([^"]+)"[^>]*>(.*?)</form>', re.DOTALL)
 
 
 async def log_in_at_provider(
@@ -175,13 +182,19 @@ async def log_in_at_provider(
                 url = location
                 continue
             page = await resp.text()
-        forms = _ACTION.findall(page)
+        forms = _FORM.findall(page)
         assert forms, page
-        action = url.join(URL(forms[0].replace("&amp;", "&")))
-        if 'name="login"' in page:
-            form = {"prompt": "login", "login": login, "password": "any"}
+        # the login form when there is one (a provider with a live session also offers a
+        # logout form on it, as oidc-provider does for prompt=login)
+        logins = [f for f in forms if 'name="login"' in f[1]]
+        action = url.join(URL((logins or forms)[0][0].replace("&amp;", "&")))
+        form = dict(_HIDDEN.findall((logins or forms)[0][1]))
+        if logins:
+            form.update({"prompt": "login", "login": login, "password": "any"})
+        elif "session/end" in str(action):  # the provider's "sign out the other account?"
+            form["logout"] = "yes"
         else:
-            form = {"prompt": "consent"}
+            form["prompt"] = "consent"
         async with browser.post(action, data=form, allow_redirects=False) as resp:
             assert resp.status in (302, 303), await resp.text()
             url = action.join(URL(resp.headers["Location"]))

@@ -235,15 +235,28 @@ async def test_login_goes_to_the_group_the_claims_name(
 # -- refusals: each a clear status, and nobody logged in --------------------------------------
 
 
-async def refused(client: Gateway, url: URL, status: int, words: str) -> None:
-    got, _, cookie, body = await callback(client, url)
-    assert got == status, body
+async def refused(client: Gateway, url: URL, status: int, words: str) -> str:
+    """The callback at `url` refuses: a 303 to porter's login page that carries only a short
+    code (never the provider's code or state), which says `words` with `status`. Returns the
+    code."""
+    got, location, cookie, body = await callback(client, url)
+    assert got == 303, body
     assert cookie is None
+    landed = URL(location)
+    assert landed.path == "/porter/login"
+    assert set(landed.query) <= {"oidc_error", "provider", "url"}
+    assert "code=" not in location
+    assert "state=" not in location
+    assert url.query.get("code", "-") not in location
+    async with client.get(location, allow_redirects=False) as resp:
+        assert resp.status == status
+        body = await resp.text()
     alert = re.search(r'role="alert">([^<]*)<', body)
     assert alert is not None, body
     assert words in alert.group(1)
     async with client.get(PING, allow_redirects=False) as resp:
         assert resp.status == 302  # still not logged in: to porter's login page
+    return landed.query["oidc_error"]
 
 
 async def test_a_tampered_or_missing_state_is_refused(
@@ -283,8 +296,11 @@ async def test_a_replayed_code_is_refused(
             client.make_url("/porter/oidc/idp/callback"),
         )
         async with attacker.get(back, allow_redirects=False) as resp:
-            assert resp.status == 400
+            assert resp.status == 303
             assert SESSION_COOKIE not in resp.cookies or not resp.cookies[SESSION_COOKIE].value
+            assert URL(resp.headers["Location"]).query["oidc_error"] == "replayed"
+        async with attacker.get(client.make_url(resp.headers["Location"])) as resp:
+            assert resp.status == 400
             assert "too long or was started in another window" in await resp.text()
 
 
@@ -317,7 +333,7 @@ async def test_an_id_token_signed_with_another_algorithm_is_refused(
         ("mallory", 403, "not known to OMERO"),  # at the provider, not in OMERO
         ("sysop", 403, "administrators cannot sign in"),  # an OMERO admin
         ("root", 403, "admin"),  # never reachable, whatever the configuration
-        ("nogroup", 403, "groups map to no OMERO group"),  # group_required, unmapped
+        ("nogroup", 403, "None of your groups at Test Institution"),  # group_required
         ("bob", 403, "may not sign in"),  # deny_users
     ],
 )
@@ -351,6 +367,171 @@ async def test_a_group_the_user_is_not_in_is_refused_and_its_session_closed(
     back = await log_in_at_provider(client.session, str(await start_login(client)), "alice")
     await refused(client, back, 403, "not a member of the OMERO group")
     assert user_sessions(omero_sim, "alice") == before
+
+
+async def test_a_user_in_several_groups_gets_the_first_mapped_group_they_are_a_member_of(
+    oidc_porter: Callable[..., Awaitable[Gateway]],
+    oidc_provider: TestProvider,
+    omero_sim: OmeroSim,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # alice is in lab in OMERO, not in other-lab or public-data: the first two pairs are
+    # tried and passed over, and she lands in lab, with no OMERO session left behind
+    caplog.set_level(logging.INFO, "porter")
+    mapping = (
+        ("imaging-core", "other-lab"),
+        ("public-readers", "public-data"),
+        ("lab-staff", "lab"),
+    )
+    client = await oidc_porter(oidc_provider.oidc(oidc_provider.settings(group_map=mapping)))
+    before = user_sessions(omero_sim, "alice")
+    status, location, cookie, _ = await full_login(client, "alice-many")
+    assert (status, location) == (303, PING)
+    assert cookie
+    made = {k: g for k, g in user_sessions(omero_sim, "alice").items() if k not in before}
+    assert list(made.values()) == ["lab"]
+    assert "OIDC login user=alice provider=idp group=lab" in caplog.text
+
+
+async def test_a_user_in_none_of_several_mapped_groups_is_told_so_plainly(
+    oidc_porter: Callable[..., Awaitable[Gateway]],
+    oidc_provider: TestProvider,
+    omero_sim: OmeroSim,
+) -> None:
+    mapping = (("imaging-core", "other-lab"), ("public-readers", "public-data"))
+    client = await oidc_porter(oidc_provider.oidc(oidc_provider.settings(group_map=mapping)))
+    before = user_sessions(omero_sim, "alice")
+    back = await log_in_at_provider(client.session, str(await start_login(client)), "alice-many")
+    code = await refused(
+        client, back, 403, "None of your groups at Test Institution gives access to OMERO here"
+    )
+    assert code == "no_group"
+    assert user_sessions(omero_sim, "alice") == before
+
+
+@dataclass
+class Switch:
+    refusal: str
+    buttons: list[str]
+    authorizations: list[str]
+    landed: str
+    body: str
+    committed: list[str]
+
+
+async def test_a_refused_user_logs_in_as_someone_else_through_the_providers_logout(
+    oidc_porter: Callable[..., Awaitable[Gateway]],
+    oidc_provider: TestProvider,
+    omero_sim: OmeroSim,
+    browser: Any,
+    tmp_path: Any,
+) -> None:
+    """SSO only, one provider: "nogroup" is refused; without a way out, every try would go
+    through the provider's live session and back to the same refusal."""
+    settings = oidc_provider.settings(group_required=True)
+    client = await oidc_porter(
+        oidc_provider.oidc(settings), login=LoginSettings(password_login=False)
+    )
+    base = str(client.make_url(""))
+    authorize = oidc_provider.issuer + "/auth"
+
+    def steps(page: Any) -> Switch:
+        committed: list[str] = []
+        authorizations: list[str] = []
+        page.on("framenavigated", lambda frame: committed.append(frame.url))
+        page.on(
+            "request",
+            lambda r: authorizations.append(r.url) if r.url.startswith(authorize + "?") else None,
+        )
+        page.goto(base + PING)  # straight to the provider: nothing to choose
+        page.fill("input[name=login]", "nogroup")
+        page.fill("input[name=password]", "whatever")
+        page.get_by_role("button", name="Sign-in").click()
+        page.get_by_role("button", name="Continue").click()
+        page.wait_for_selector("[role=alert]")
+        refusal = page.inner_text("[role=alert]")
+        buttons = [b.inner_text() for b in page.locator("a.provider").all()]
+        page.get_by_role("link", name="Log in as someone else").click()
+        page.get_by_role("button", name="Yes, sign me out").click()
+        # back from the provider's logout: a login there that asks who it is
+        page.fill("input[name=login]", "alice")
+        page.fill("input[name=password]", "whatever")
+        page.get_by_role("button", name="Sign-in").click()
+        page.get_by_role("button", name="Continue").click()
+        page.wait_for_url(base + PING)
+        return Switch(
+            refusal,
+            buttons,
+            authorizations,
+            URL(page.url).path,
+            page.inner_text("body"),
+            committed,
+        )
+
+    seen = await browser.run(steps, failure_shot=tmp_path / "failure.png")
+    assert "None of your groups at Test Institution" in seen.refusal
+    assert "Log in as someone else" in seen.buttons
+    # the first login as usual; the one after the switch must ask (prompt=login)
+    assert len(seen.authorizations) == 2, "\n".join(seen.authorizations)
+    assert "prompt" not in URL(seen.authorizations[0]).query
+    assert URL(seen.authorizations[1]).query["prompt"] == "login"
+    assert (seen.landed, seen.body.strip()) == (PING, "OK")
+    assert not [u for u in seen.committed if "code=" in u or "state=" in u]
+    assert [s for s in omero_sim.sessions() if s["user"] == "bob"] == []  # nogroup is bob
+
+
+async def test_switching_accounts_without_a_provider_logout_asks_the_provider_to_ask(
+    oidc_porter: Callable[..., Awaitable[Gateway]], oidc_provider: TestProvider
+) -> None:
+    settings = oidc_provider.settings(end_session=False, group_required=True)
+    client = await oidc_porter(oidc_provider.oidc(settings))
+    back = await log_in_at_provider(client.session, str(await start_login(client)), "nogroup")
+    await refused(client, back, 403, "None of your groups")
+    # the provider's session is live: a plain login goes straight back, no login form
+    async with client.session.get(await start_login(client), allow_redirects=True) as resp:
+        assert 'name="login"' not in await resp.text()
+    async with client.get(
+        "/porter/oidc/idp/switch", params={"url": "/webclient/x"}, allow_redirects=False
+    ) as resp:
+        assert resp.status == 302
+        authorization = URL(resp.headers["Location"])
+    assert authorization.query["prompt"] == "login"
+    async with client.session.get(authorization) as resp:
+        assert 'name="login"' in await resp.text()  # the provider asks who it is
+    back = await log_in_at_provider(client.session, str(authorization), "alice")
+    status, location, cookie, _ = await callback(client, back)
+    assert (status, location, bool(cookie)) == (303, "/webclient/x", True)
+    # a browser logged in to porter confirms its logout first: a link logs nobody out
+    async with client.get("/porter/oidc/idp/switch", allow_redirects=False) as resp:
+        assert (resp.status, resp.headers["Location"]) == (303, "/porter/logout")
+    async with client.get(PING, allow_redirects=False) as resp:
+        assert resp.status == 200
+    async with client.get("/porter/oidc/nosuch/switch", allow_redirects=False) as resp:
+        assert resp.status == 404
+
+
+@pytest.mark.parametrize("password_login", [False, True])
+async def test_logout_without_a_porter_session_ends_the_providers_session(
+    oidc_porter: Callable[..., Awaitable[Gateway]],
+    oidc_provider: TestProvider,
+    password_login: bool,
+) -> None:
+    client = await oidc_porter(login=LoginSettings(password_login=password_login))
+    async with client.get("/porter/logout", allow_redirects=False) as resp:
+        assert resp.status == 303
+        location = resp.headers["Location"]
+    if not password_login:  # SSO only: the account switch, to a login that asks
+        assert location == "/porter/oidc/idp/switch"
+        async with client.get(location, allow_redirects=False) as resp:
+            location = resp.headers["Location"]
+            assert "porter_relogin" in resp.cookies
+        back = URL(location).query["post_logout_redirect_uri"]
+        assert back == str(client.make_url("/porter/oidc/idp/relogin"))
+    else:  # password logins too: out at the provider, then porter's own login page
+        back = URL(location).query["post_logout_redirect_uri"]
+        assert back == str(client.make_url("/porter/login?logged_out=1"))
+    assert location.startswith(oidc_provider.issuer + "/session/end")
+    assert "state" not in URL(location).query
 
 
 # -- a hostile provider ------------------------------------------------------------------------
@@ -812,9 +993,12 @@ async def test_a_dead_session_store_gives_503_never_500(
     before = user_sessions(omero_sim, "alice")
     back = await log_in_at_provider(client.session, str(await start_login(client)), "alice")
     with stopped(server):
-        got, _, cookie, body = await callback(client, back)
-        assert got == 503, body
+        got, location, cookie, body = await callback(client, back)
+        assert got == 303, body
         assert cookie is None
+        assert URL(location).query["oidc_error"] == "store_unavailable"
+        async with client.get(location) as resp:
+            assert resp.status == 503  # the login page cannot tell who is logged in either
         async with client.post(
             "/porter/oidc/backchannel", data={"logout_token": logout_token(oidc_provider)}
         ) as resp:
@@ -952,7 +1136,7 @@ async def test_logins_as_porter_starts_wait_for_the_first_discovery_instead_of_f
     assert len({url.query["state"] for url in urls}) == 5  # five logins, each its own state
 
 
-async def test_omero_down_at_the_callback_is_a_503_page_and_the_next_login_works(
+async def test_omero_down_at_the_callback_ends_on_a_503_page_and_the_next_login_works(
     oidc_porter: Callable[..., Awaitable[Gateway]],
     oidc_provider: TestProvider,
     omero_sim: OmeroSim,
@@ -967,9 +1151,13 @@ async def test_omero_down_at_the_callback_is_a_503_page_and_the_next_login_works
         back = await log_in_at_provider(browser, str(authorization), "alice")
         omero_sim.down()
         try:
-            got, _, cookie, body = await callback(client, back, browser)
-            assert got == 503, body
+            got, location, cookie, body = await callback(client, back, browser)
+            assert got == 303, body
             assert cookie is None
+            assert URL(location).query["oidc_error"] == "omero_unavailable"
+            async with browser.get(client.make_url(location)) as resp:
+                assert resp.status == 503
+                assert "OMERO server is not responding" in await resp.text()
             # a back-channel logout still ends bob's porter session (his OMERO session
             # ends by OMERO's own timeout: porter cannot reach it), never a 500
             async with client.post(
@@ -1123,7 +1311,43 @@ async def test_a_callback_replayed_with_its_cookie_makes_no_second_session(
     async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as attacker:
         attacker.cookie_jar.update_cookies({"porter_oidc": sealed}, path)
         async with attacker.get(back, allow_redirects=False) as resp:
-            assert resp.status == 400
+            assert resp.status == 303
             assert SESSION_COOKIE not in resp.cookies or not resp.cookies[SESSION_COOKIE].value
+            assert URL(resp.headers["Location"]).query["oidc_error"] == "replayed"
+        async with attacker.get(client.make_url(resp.headers["Location"])) as resp:
+            assert resp.status == 400
             assert "too long or was started in another window" in await resp.text()
     assert len(rogue.redeemed) == 1  # the replay never reached the provider
+
+
+def test_every_reason_a_login_can_be_refused_for_has_words_and_a_defined_status() -> None:
+    """The login page says why from the code alone: every reason porter's OpenID and SSO
+    code raises is in the table (the back-channel's own reasons answer the provider, not a
+    browser), and each answer is a defined 4xx/5xx."""
+    from pathlib import Path
+
+    from proxy.pages.oidc_refusals import REFUSALS
+
+    root = Path(__file__).parent.parent
+    raised: set[str] = set()
+    for path in [*root.glob("auth/*.py"), *root.glob("proxy/**/*.py")]:
+        text = path.read_text()
+        raised |= set(re.findall(r'(?:OidcError|IdentityRefused|SsoError)\(\s*"([a-z_]+)"', text))
+        raised |= set(re.findall(r'code="([a-z_]+)"', text))
+    assert len(raised) > 20
+    missing = raised - set(REFUSALS) - {"bad_logout_token"}
+    assert not missing
+    assert {r.status for r in REFUSALS.values()} <= {400, 401, 403, 502, 503}
+
+
+async def test_only_a_page_is_sent_straight_to_the_one_provider(
+    oidc_porter: Callable[..., Awaitable[Gateway]],
+) -> None:
+    # a favicon's request must not start a second login (its pre-login cookie would replace
+    # the page's, and the page's login would come back "expired")
+    client = await oidc_porter(login=LoginSettings(password_login=False))
+    for dest, status in (("document", 303), (None, 303), ("image", 200), ("script", 200)):
+        headers = {"Sec-Fetch-Dest": dest} if dest else {}
+        async with client.get("/porter/login", headers=headers, allow_redirects=False) as resp:
+            assert resp.status == status, dest
+            assert ("porter_oidc" in resp.cookies) is False

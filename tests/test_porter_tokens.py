@@ -60,7 +60,7 @@ async def test_porter_token_verifies_through_the_sso_verifier_and_maps_to_the_us
     verifier = JwtVerifier.from_settings(SsoSettings(), extra=[issuer.trusted_issuer()])
     verified = await verifier.verify(issuer.issue("alice", 2, group="Lab A"))
     identity = SsoIdentityMapper(SsoSettings()).map(verified)
-    assert identity == SsoIdentity("alice", "Lab A", "omero-porter", "alice", server_id=2)
+    assert identity == SsoIdentity("alice", ("Lab A",), "omero-porter", "alice", server_id=2)
 
 
 def test_token_header_and_claims(ec_key_file: str) -> None:

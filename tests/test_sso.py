@@ -238,7 +238,7 @@ def test_verified_token_cache_keeps_identities_only_until_the_token_expires() ->
     from auth.verified_tokens import VerifiedTokens
 
     cache = VerifiedTokens()
-    identity = SsoIdentity("bob", None, ISSUER, "sub-bob")
+    identity = SsoIdentity("bob", (), ISSUER, "sub-bob")
     cache.put("token-live", identity, time.time() + 60)
     cache.put("token-expired", identity, time.time() - 1)
     assert cache.get("token-live") == identity

@@ -37,7 +37,7 @@ def refusal(mapper: SsoIdentityMapper, token: VerifiedToken) -> IdentityRefused:
 
 def test_preferred_username_becomes_the_omero_username() -> None:
     identity = SsoIdentityMapper(SsoSettings()).map(verified({}))
-    assert identity == SsoIdentity("alice", None, ISS, "sub-1")
+    assert identity == SsoIdentity("alice", (), ISS, "sub-1")
 
 
 @pytest.mark.parametrize(
@@ -169,6 +169,22 @@ async def test_signed_token_for_root_verifies_but_is_refused_by_the_mapper() -> 
     root = await verifier.verify(jwt.encode({**claims, "preferred_username": "root"}, SECRET))
     assert refusal(mapper, root).reason == "admin_account"
     alice = await verifier.verify(jwt.encode({**claims, "preferred_username": "alice"}, SECRET))
-    assert mapper.map(alice) == SsoIdentity("alice", None, ISS, "0")
+    assert mapper.map(alice) == SsoIdentity("alice", (), ISS, "0")
     with pytest.raises(TokenRejected):
         await verifier.verify(jwt.encode({**claims, "preferred_username": "root"}, "x" * 48))
+
+
+def test_every_mapped_group_is_a_candidate_in_group_map_order() -> None:
+    # a Keycloak user in several groups: each pair present is a candidate, in the map's order
+    # (not the token's); a login takes the first one the user is a member of in OMERO
+    mapping = (("staff", "Staff Lab"), ("imaging", "Imaging Core"), ("x", "Unused"))
+    token = verified(
+        {"groups": ["imaging", "students", "staff"]}, group_claim="groups", group_map=mapping
+    )
+    identity = SsoIdentityMapper(SsoSettings()).map(token)
+    assert identity.groups == ("Staff Lab", "Imaging Core")
+    assert identity.group == "Staff Lab"
+    twice = verified(
+        {"groups": ["a", "b"]}, group_claim="groups", group_map=(("a", "G"), ("b", "G"))
+    )
+    assert SsoIdentityMapper(SsoSettings()).map(twice).groups == ("G",)

@@ -7,7 +7,7 @@ import time
 from auth.sso_identity import SsoIdentity
 from auth.verified_tokens import VerifiedTokens
 
-BOB = SsoIdentity("bob", None, "https://idp.example.org", "sub-bob")
+BOB = SsoIdentity("bob", (), "https://idp.example.org", "sub-bob")
 
 
 def test_an_identity_is_kept_until_its_token_expires() -> None:

@@ -53,6 +53,9 @@ from proxy.keys import (
 )
 from proxy.pages.oidc_links import end_session_location as oidc_end_session
 from proxy.pages.oidc_links import login_url as oidc_login_url
+from proxy.pages.oidc_links import sessionless_logout
+from proxy.pages.oidc_links import switch_url as oidc_switch_url
+from proxy.pages.oidc_refusals import ACCOUNT_REFUSALS, STORE_DOWN, refusal
 from proxy.session_cookie import clear_session_cookie, set_session_cookie
 
 log = logging.getLogger("porter.login")
@@ -69,11 +72,19 @@ class FormTooLarge(Exception):
 class LoginFailed(Exception):
     """A login attempt that ends on the form, with a status and a message for the user."""
 
-    def __init__(self, status: int, message: str, headers: Mapping[str, str] | None = None):
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        headers: Mapping[str, str] | None = None,
+        code: str = "failed",
+    ):
+        """`code`: the outcome's short name, for pages that carry it in a URL (OpenID)."""
         super().__init__(message)
         self.status = status
         self.message = message
         self.headers = dict(headers or {})
+        self.code = code
 
 
 def _prefix(request: web.Request) -> str:
@@ -100,7 +111,9 @@ def render_login(
     url: str | None = None,
     server: int = 1,
     headers: Mapping[str, str] | None = None,
+    switch: str | None = None,
 ) -> web.Response:
+    """`switch`: the URL of "Log in as someone else" (an OpenID refusal of the account)."""
     login = request.app[SETTINGS].login
     target = landing(request, url)
     return form_page(
@@ -119,6 +132,7 @@ def render_login(
         username=username,
         error=error,
         notice=notice,
+        switch=switch,
     )
 
 
@@ -151,14 +165,44 @@ async def login_page(request: web.Request) -> web.StreamResponse:
     notice = "You have been logged out." if "logged_out" in request.query else ""
     settings = request.app[SETTINGS]
     providers = settings.oidc.providers
-    if not settings.login.password_login and len(providers) == 1 and not notice:
-        # single sign-on only, one provider: nothing to choose, straight there
+    refused = _oidc_refusal(request, target)
+    if refused is not None:
+        response = refused
+    elif (
+        not settings.login.password_login and len(providers) == 1 and not notice and _page(request)
+    ):
+        # single sign-on only, one provider: nothing to choose, straight there (a page only:
+        # a favicon's or a script's request would start a second login, and its pre-login
+        # cookie would replace the page's)
         response = redirect(oidc_login_url(request, providers[0].id, landing(request, target)))
     else:
         response = render_login(request, url=target, notice=notice)
     if identity.stale:
         clear_session_cookie(request, response)
     return response
+
+
+def _page(request: web.Request) -> bool:
+    """The browser is loading a page (Fetch Metadata), or cannot say."""
+    return request.headers.get("Sec-Fetch-Dest", "document") in ("document", "iframe")
+
+
+def _oidc_refusal(request: web.Request, target: str | None) -> web.Response | None:
+    """The page an OpenID callback sent the browser to (`?oidc_error=`), or None."""
+    code = request.query.get("oidc_error")
+    if code is None:
+        return None
+    named = request.query.get("provider", "")
+    provider = next((p for p in request.app[SETTINGS].oidc.providers if p.id == named), None)
+    found = refusal(code, provider.label if provider is not None else "The identity provider")
+    if found is None:
+        return None
+    switch = None
+    if provider is not None and code in ACCOUNT_REFUSALS:
+        switch = oidc_switch_url(request, provider.id, landing(request, target))
+    return render_login(
+        request, status=found.status, error=found.message, url=target, switch=switch
+    )
 
 
 async def login_submit(request: web.Request) -> web.StreamResponse:
@@ -274,7 +318,9 @@ async def start_session(
     except HandoffFailed as exc:
         log.warning("handoff failed rid=%s: %s", request[SCOPE].request_id, exc)
         await _close_quietly(request, login.server_id, login.session_key)
-        raise LoginFailed(502, "OMERO.web is not responding. Please try later.") from None
+        raise LoginFailed(
+            502, "OMERO.web is not responding. Please try later.", code="web_unavailable"
+        ) from None
     try:
         previous = await identify(request)
         if previous.record is not None:  # logging in again ends the old session
@@ -289,7 +335,7 @@ async def start_session(
         )
     except SessionStoreUnavailable:
         await _close_quietly(request, login.server_id, login.session_key)
-        raise LoginFailed(503, "The session store is unavailable. Please retry.") from None
+        raise LoginFailed(503, STORE_DOWN, code="store_unavailable") from None
     log.info(
         "login user=%s server=%d client=%s rid=%s",
         login.user_name,
@@ -400,7 +446,8 @@ async def logout_page(request: web.Request) -> web.StreamResponse:
     """GET: ask before logging out (a link alone must not log anyone out)."""
     identity = await identify(request)
     if identity.record is None:
-        response = redirect(_prefix(request) + "/porter/login")
+        elsewhere = await sessionless_logout(request)
+        response = redirect(elsewhere or _prefix(request) + "/porter/login")
         if identity.stale:
             clear_session_cookie(request, response)
         return response

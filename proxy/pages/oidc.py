@@ -34,10 +34,20 @@ from aiohttp import web
 import metrics
 from auth.errors import OmeroError
 from auth.jwt_verify import SsoError, VerifiedToken
-from auth.oidc import LOGOUT_TOKEN_MAX_AGE, PRELOGIN_COOKIE, OidcError, OidcProvider, PreLogin
+from auth.oidc import (
+    LOGOUT_TOKEN_MAX_AGE,
+    PRELOGIN_COOKIE,
+    RELOGIN_COOKIE,
+    OidcError,
+    OidcProvider,
+    PreLogin,
+)
+from auth.omero_backend import OmeroLogin
 from auth.sessions import SessionRecord
+from auth.sso_identity import IdentityRefused, SsoIdentity
 from auth.store import SessionStore, SessionStoreUnavailable
 from proxy.errors import NO_STORE, Refused, error_response, posted_form, redirect
+from proxy.identity.session import identify
 from proxy.identity.tokens import sso_meanings
 from proxy.keys import (
     OIDC_PROVIDERS,
@@ -51,7 +61,15 @@ from proxy.keys import (
     SSO_SESSIONS,
 )
 from proxy.pages.login import LoginFailed, end_session, landing, render_login, start_session
-from proxy.pages.oidc_links import KIND_PREFIX, SHARED_CALLBACK, callback_path, callback_url
+from proxy.pages.oidc_links import (
+    KIND_PREFIX,
+    RELOGIN,
+    SHARED_CALLBACK,
+    callback_path,
+    callback_url,
+    relogin_url,
+)
+from proxy.pages.oidc_refusals import LOGIN_EXPIRED, STORE_DOWN, code_of, login_location
 from proxy.principal import Principal
 from proxy.session_cookie import set_session_cookie
 
@@ -60,7 +78,6 @@ log = logging.getLogger("porter.oidc")
 MAX_LOGOUT_FORM = 16 * 1024
 NO_REFERRER = {"Referrer-Policy": "no-referrer"}
 
-LOGIN_EXPIRED = "Your sign-in took too long or was started in another window. Please try again."
 PROVIDER_REFUSED = "The identity provider did not sign you in."
 
 
@@ -80,23 +97,41 @@ def _link_names(issuer: str, claims: Mapping[str, object]) -> list[str]:
 # -- login ----------------------------------------------------------------------------------
 
 
+FORWARDED_PARAMS = ("login_hint", "ui_locales")  # from porter's login URL to the provider
+MAX_FORWARDED = 256
+
+
+def _asked(request: web.Request) -> dict[str, str]:
+    """What porter's login URL asks the provider for: login_hint and ui_locales when given
+    (printable, short; anything else is dropped, not refused)."""
+    asked = {}
+    for name in FORWARDED_PARAMS:
+        value = request.query.get(name, "")
+        if value and len(value) <= MAX_FORWARDED and value.isprintable():
+            asked[name] = value
+    return asked
+
+
 async def start(request: web.Request) -> web.StreamResponse:
     """Seal a new login's state into the pre-login cookie and send the browser on."""
+    return await _start(request, request.query.get("url"), _asked(request))
+
+
+async def _start(
+    request: web.Request, url: str | None, asked: dict[str, str]
+) -> web.StreamResponse:
     provider = request.app[OIDC_PROVIDERS].get(request.match_info["provider"])
     if provider is None:
         return error_response(request, 404)
-    target = landing(request, request.query.get("url"))
+    target = landing(request, url)
     try:
         found = await provider.discovery()
     except OidcError as exc:
-        return _refused(request, exc, target)
+        return _refused_here(request, exc, target)
     settings = request.app[SETTINGS].oidc
     pre = PreLogin.start(provider.id, target, settings.login_lifetime)
     response = redirect(
-        provider.authorization_url(
-            found, callback_url(request, provider.id), pre.state, pre.nonce, pre.verifier
-        ),
-        302,
+        provider.authorization_url(found, callback_url(request, provider.id), pre, asked), 302
     )
     response.set_cookie(
         PRELOGIN_COOKIE,
@@ -107,6 +142,51 @@ async def start(request: web.Request) -> web.StreamResponse:
         secure=request[SCOPE].client.scheme == "https",
         samesite="Lax",  # sent on the provider's top-level redirect back, not on cross-site POSTs
     )
+    return response
+
+
+async def switch(request: web.Request) -> web.StreamResponse:
+    """ "Log in as someone else" after a refusal: out of the provider's session (its
+    end_session_endpoint), back to `relogin`, which asks the provider for a fresh login
+    (prompt=login). A browser still logged in to porter confirms its logout first."""
+    provider = request.app[OIDC_PROVIDERS].get(request.match_info["provider"])
+    if provider is None:
+        return error_response(request, 404)
+    if (await identify(request)).record is not None:  # a link alone logs nobody out
+        return redirect(_prefix(request) + "/porter/logout", 303)
+    target = landing(request, request.query.get("url"))
+    try:
+        found = await provider.discovery()
+    except OidcError as exc:
+        return _refused_here(request, exc, target)
+    location = provider.end_session_url(found, relogin_url(request, provider.id))
+    if location is None:  # no logout there: prompt=login alone asks who the user is
+        return await _start(request, target, {"prompt": "login"})
+    response = redirect(location, 302)
+    # where to land afterwards: a cookie, so no URL at the provider carries it
+    response.set_cookie(
+        RELOGIN_COOKIE,
+        target,
+        path=_prefix(request) + RELOGIN.format(provider=provider.id),
+        max_age=request.app[SETTINGS].oidc.login_lifetime,
+        httponly=True,
+        secure=request[SCOPE].client.scheme == "https",
+        samesite="Lax",
+    )
+    return response
+
+
+async def relogin(request: web.Request) -> web.StreamResponse:
+    """Back from the provider's logout of an account switch: a login that must ask."""
+    response = await _start(request, request.cookies.get(RELOGIN_COOKIE), {"prompt": "login"})
+    if RELOGIN_COOKIE in request.cookies:
+        response.del_cookie(
+            RELOGIN_COOKIE,
+            path=request.path,
+            httponly=True,
+            secure=request[SCOPE].client.scheme == "https",
+            samesite="Lax",
+        )
     return response
 
 
@@ -140,7 +220,7 @@ async def callback(request: web.Request) -> web.StreamResponse:
             raise OidcError("replayed", LOGIN_EXPIRED, status=400)
         if "error" in query:
             log.info("OIDC provider %s answered %.40r", provider.id, query.get("error"))
-            raise OidcError("denied", PROVIDER_REFUSED, status=403)
+            raise OidcError("provider_denied", PROVIDER_REFUSED, status=403)
         iss = query.get("iss")
         if iss is None and (await provider.discovery()).iss_parameter:
             raise OidcError("bad_state", LOGIN_EXPIRED, status=400)  # RFC 9207: it must say
@@ -151,13 +231,12 @@ async def callback(request: web.Request) -> web.StreamResponse:
             raise OidcError("bad_state", LOGIN_EXPIRED, status=400)
         record = await _log_in(request, provider, pre, code)
     except SsoError as exc:
-        return _refused(request, exc, target, named)
+        return _refused(request, code_of(exc.reason), exc.status, target, pre, named)
     except LoginFailed as failed:
-        response = render_login(
-            request, status=failed.status, error=failed.message, url=target, headers=NO_REFERRER
-        )
-        _clear_prelogin(request, response, named)
-        return response
+        return _refused(request, failed.code, failed.status, target, pre, named)
+    except OmeroError as exc:  # OMERO went away between the session and its handoff
+        log.warning("OIDC login: OMERO failed (%s) rid=%s", type(exc).__name__, _rid(request))
+        return _refused(request, "omero_unavailable", 503, target, pre, named)
     response = redirect(pre.target, 303)
     response.headers.update(NO_REFERRER)
     set_session_cookie(request, response, record.id)
@@ -172,7 +251,7 @@ async def _first_use(request: web.Request, pre: PreLogin) -> bool:
     try:
         return await request.app[SESSION_STORE].use_once(f"oidc-login\x00{pre.nonce}", pre.expires)
     except SessionStoreUnavailable:
-        raise LoginFailed(503, "The session store is unavailable. Please retry.") from None
+        raise LoginFailed(503, STORE_DOWN, code="store_unavailable") from None
 
 
 async def _log_in(
@@ -180,17 +259,16 @@ async def _log_in(
 ) -> SessionRecord:
     app = request.app
     found = await provider.discovery()
-    token = await provider.exchange(found, code, pre.verifier, callback_url(request, provider.id))
-    secrets = request[PRINCIPAL].secrets | {token}
+    tokens = await provider.exchange(found, code, pre.verifier, callback_url(request, provider.id))
+    secrets = request[PRINCIPAL].secrets | {tokens.id_token, tokens.access_token or ""} - {""}
     request[PRINCIPAL] = Principal("token", "unknown", secrets=secrets)
-    verified = await provider.verify_id_token(token, pre.nonce)
+    verified = await provider.verify_id_token(tokens.id_token, pre.nonce)
+    if provider.settings.userinfo:
+        verified = await provider.userinfo(found, verified, tokens.access_token)
     identity = app[SSO_MAPPER].map(verified)
     request[PRINCIPAL] = Principal("token", identity.username, secrets=secrets)
     server = provider.settings.server_id or app[SETTINGS].public_session.server_id
-    with sso_meanings():
-        login = await app[SSO_SESSIONS].new_session(
-            server, identity.username, request[SCOPE].client.address, identity.group
-        )
+    login = await _omero_session(request, server, identity)
     record = await start_session(request, login, kind=KIND_PREFIX + provider.id)
     try:
         await _index(app[SESSION_STORE], record, verified)
@@ -200,16 +278,37 @@ async def _log_in(
             await app[SESSION_STORE].delete(record.id)
         with contextlib.suppress(OmeroError):
             await app[OMERO].close(record.server_id, record.omero_session_key)
-        raise LoginFailed(503, "The session store is unavailable. Please retry.") from None
+        raise LoginFailed(503, STORE_DOWN, code="store_unavailable") from None
     metrics.LOGINS.labels("success").inc()
     log.info(
         "OIDC login user=%s provider=%s group=%s rid=%s",
         identity.username,
         provider.id,
-        identity.group or "-",
+        login.group_name or "-",
         _rid(request),
     )
     return record
+
+
+async def _omero_session(request: web.Request, server: int, identity: SsoIdentity) -> OmeroLogin:
+    """A new OMERO session of the user, in the first mapped group they are a member of (a
+    provider's user is often in several groups; each mapped one is tried in `group_map`
+    order). Refused when none fits: not_in_group for one mapped group, no_group for more."""
+    refused: SsoError | None = None
+    for group in identity.groups or (None,):
+        try:
+            with sso_meanings():
+                return await request.app[SSO_SESSIONS].new_session(
+                    server, identity.username, request[SCOPE].client.address, group
+                )
+        except SsoError as exc:
+            if exc.reason != "not_in_group":
+                raise
+            refused = exc
+    assert refused is not None  # the loop ran at least once
+    if len(identity.groups) > 1:
+        raise IdentityRefused("no_group", "the user is a member of none of the mapped groups")
+    raise refused
 
 
 async def _index(store: SessionStore, record: SessionRecord, verified: VerifiedToken) -> None:
@@ -218,16 +317,31 @@ async def _index(store: SessionStore, record: SessionRecord, verified: VerifiedT
         await store.link(name, record.id, until)
 
 
-def _refused(
-    request: web.Request, exc: SsoError, target: str | None, provider: str | None = None
-) -> web.StreamResponse:
-    if exc.status != 503:
-        metrics.LOGINS.labels("failure").inc()
+def _refused_here(request: web.Request, exc: SsoError, target: str | None) -> web.StreamResponse:
+    """A login that cannot start (the provider is down): the login page, at once."""
     log.info("OIDC login refused (%s) rid=%s", exc.reason, _rid(request))
-    response = render_login(
-        request, status=exc.status, error=exc.message, url=target, headers=NO_REFERRER
+    return render_login(request, status=exc.status, error=exc.message, url=target)
+
+
+def _refused(
+    request: web.Request,
+    code: str,
+    status: int,
+    target: str | None,
+    pre: PreLogin | None,
+    named: str | None,
+) -> web.StreamResponse:
+    """Every refusal at the callback: a 303 to porter's login page, which says why from the
+    code alone; the provider's code and state stay behind in the redirect."""
+    if status not in (502, 503):
+        metrics.LOGINS.labels("failure").inc()
+    log.info("OIDC login refused (%s) rid=%s", code, _rid(request))
+    provider = pre.provider if pre is not None else named or ""
+    response = redirect(
+        login_location(_prefix(request), code, provider, landing(request, target)), 303
     )
-    _clear_prelogin(request, response, provider)
+    response.headers.update(NO_REFERRER)
+    _clear_prelogin(request, response, named)
     return response
 
 
@@ -327,3 +441,5 @@ def add_routes(app: web.Application, prefix: str) -> None:
     app.router.add_get(prefix + "/porter/oidc/{provider}/callback", callback)
     app.router.add_post(prefix + "/porter/oidc/backchannel", backchannel)
     app.router.add_get(prefix + "/porter/oidc/{provider}/login", start)
+    app.router.add_get(prefix + "/porter/oidc/{provider}/switch", switch)
+    app.router.add_get(prefix + RELOGIN, relogin)

@@ -47,6 +47,20 @@ def login_url(request: web.Request, provider: str, target: str | None) -> str:
     return str(url.with_query(url=target)) if target else str(url)
 
 
+def switch_url(request: web.Request, provider: str, target: str | None) -> str:
+    """Porter's "Log in as someone else" for `provider` (relative): out of the provider's
+    session, then a fresh login there that must ask who the user is."""
+    url = URL(f"{_prefix(request)}/porter/oidc/{provider}/switch")
+    return str(url.with_query(url=target)) if target else str(url)
+
+
+RELOGIN = "/porter/oidc/{provider}/relogin"  # the post-logout URL of an account switch
+
+
+def relogin_url(request: web.Request, provider: str) -> str:
+    return base_url(request) + RELOGIN.format(provider=provider)
+
+
 def provider_of(record: SessionRecord) -> str | None:
     return record.kind[len(KIND_PREFIX) :] if record.kind.startswith(KIND_PREFIX) else None
 
@@ -61,4 +75,24 @@ async def end_session_location(request: web.Request, record: SessionRecord) -> s
         found = await provider.discovery()
     except OidcError:
         return None  # logged out of porter and OMERO all the same
+    return provider.end_session_url(found, base_url(request) + "/porter/login?logged_out=1")
+
+
+async def sessionless_logout(request: web.Request) -> str | None:
+    """Where /porter/logout sends a browser with no porter session on a site with OpenID
+    providers (the one configured, or `?provider=`): out of the provider's session as well,
+    which is what such a visitor is after (a refused user, or one whose porter session ended).
+    A site without password logins comes back to a login that asks who the user is (the
+    account switch); one with them, to porter's login page. None: nothing to do there."""
+    held = request.app.get(OIDC_PROVIDERS) or {}
+    named = request.query.get("provider") or (next(iter(held)) if len(held) == 1 else "")
+    provider = held.get(named)
+    if provider is None:
+        return None
+    if not request.app[SETTINGS].login.password_login:
+        return switch_url(request, provider.id, None)
+    try:
+        found = await provider.discovery()
+    except OidcError:
+        return None
     return provider.end_session_url(found, base_url(request) + "/porter/login?logged_out=1")
