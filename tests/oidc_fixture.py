@@ -24,6 +24,7 @@ from typing import Any
 import aiohttp
 import jwt
 import pytest
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from jwt.algorithms import RSAAlgorithm
 from yarl import URL
@@ -44,6 +45,12 @@ ACCOUNTS: dict[str, dict[str, Any]] = {
     "sysop": {"preferred_username": "sysop", "groups": []},
     "root": {"preferred_username": "root", "groups": []},
     "nogroup": {"preferred_username": "bob", "groups": ["unmapped"]},
+    # carol, whose groups only the userinfo endpoint tells
+    "carol-ui": {
+        "preferred_username": "carol",
+        "groups": ["other-lab-members"],
+        "_userinfo_only": ["groups"],
+    },
     # alice again, in three groups at the provider (as Keycloak users often are)
     "alice-many": {
         "preferred_username": "alice",
@@ -58,6 +65,7 @@ class TestProvider:
     ports: tuple[int, int]  # porter's: A (in-process tests), B (the second process)
     private_jwk: dict[str, Any] = field(repr=False)
     log_path: Path
+    client_key_file: Path  # porter-jwt's private key (PEM); the provider has its public key
     process: subprocess.Popen[bytes] | None = None
 
     __test__ = False  # not a test class
@@ -88,7 +96,11 @@ class TestProvider:
         return OidcSettings(providers=providers or (self.settings(),), **overrides)
 
 
-def _clients(ports: tuple[int, int]) -> list[dict[str, Any]]:
+CLIENT_KID = "porter-client-key"
+REQUIRED_ACR = "urn:porter:mfa"
+
+
+def _clients(ports: tuple[int, int], client_jwk: dict[str, Any]) -> list[dict[str, Any]]:
     a, b = (f"http://127.0.0.1:{p}" for p in ports)
     base = {
         "client_secret": SECRET,
@@ -117,6 +129,16 @@ def _clients(ports: tuple[int, int]) -> list[dict[str, Any]]:
         },
         {**base, "client_id": "porter-hs", "id_token_signed_response_alg": "HS256"},
         {**base, "client_id": "porter-short"},  # its ID tokens live one second
+        # the token endpoint takes only the secret in the form
+        {**base, "client_id": "porter-post", "token_endpoint_auth_method": "client_secret_post"},
+        # no secret: porter signs an assertion with its own key (RFC 7523)
+        {
+            **{k: v for k, v in base.items() if k != "client_secret"},
+            "client_id": "porter-jwt",
+            "token_endpoint_auth_method": "private_key_jwt",
+            "jwks": {"keys": [client_jwk]},
+        },
+        {**base, "client_id": "porter-acr"},  # its logins must ask for REQUIRED_ACR
     ]
 
 
@@ -131,15 +153,29 @@ def oidc_provider(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestProv
     private_jwk.pop("key_ops", None)  # PyJWT writes ["sign"]: published, it would forbid verify
     private_jwk.update({"kid": KID, "alg": "RS256", "use": "sig"})
     issuer = f"http://127.0.0.1:{port}"
+    client_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    client_jwk = json.loads(RSAAlgorithm.to_jwk(client_key.public_key()))
+    client_jwk.update({"kid": CLIENT_KID, "alg": "RS256", "use": "sig"})
     config = {
         "issuer": issuer,
         "port": port,
         "jwks": {"keys": [private_jwk]},
-        "clients": _clients(ports),
+        "clients": _clients(ports, client_jwk),
         "accounts": ACCOUNTS,
+        "required_params": {"porter-acr": {"acr_values": REQUIRED_ACR}},
+        "post_only": ["porter-post"],
     }
-    log_path = tmp_path_factory.mktemp("oidc") / "provider.log"
-    provider = TestProvider(issuer, ports, private_jwk, log_path)
+    directory = tmp_path_factory.mktemp("oidc")
+    log_path = directory / "provider.log"
+    key_file = directory / "porter-client-key.pem"
+    key_file.write_bytes(
+        client_key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    provider = TestProvider(issuer, ports, private_jwk, log_path, key_file)
     with log_path.open("wb") as log:
         provider.process = subprocess.Popen(
             ["node", str(PROVIDER_DIR / "provider.mjs")],

@@ -550,6 +550,8 @@ class Rogue:
         self.nonces: dict[str, str] = {}
         self.token: Callable[[web.Request], Awaitable[web.StreamResponse]] = self.id_token
         self.redeemed: list[str] = []  # every code sent to its token endpoint
+        self.access_token: str | None = None  # sent with the ID token when set
+        self.userinfo: Callable[[web.Request], Awaitable[web.StreamResponse]] | None = None
 
     def app(self) -> web.Application:
         app = web.Application()
@@ -557,16 +559,26 @@ class Rogue:
         app.router.add_get("/jwks", self.jwks)
         app.router.add_get("/auth", self.auth)
         app.router.add_post("/token", self.token_endpoint)
+        app.router.add_get("/userinfo", self.userinfo_endpoint)
         return app
+
+    async def userinfo_endpoint(self, request: web.Request) -> web.StreamResponse:
+        if self.userinfo is None:
+            raise web.HTTPNotFound()
+        return await self.userinfo(request)
 
     async def token_endpoint(self, request: web.Request) -> web.StreamResponse:
         self.redeemed.append(str((await request.post()).get("code")))
         return await self.token(request)  # looked up now: a test may have replaced it
 
-    def oidc(self, **settings: Any) -> OidcSettings:
+    def oidc(self, userinfo: bool = False, **settings: Any) -> OidcSettings:
         """Porter's [oidc] for this provider (client "porter")."""
         provider = OidcProviderSettings(
-            id="idp", issuer=self.issuer, client_id="porter", client_secret="x" * 32
+            id="idp",
+            issuer=self.issuer,
+            client_id="porter",
+            client_secret="x" * 32,
+            userinfo=userinfo,
         )
         return OidcSettings(providers=(provider,), **settings)
 
@@ -580,6 +592,7 @@ class Rogue:
                 "authorization_endpoint": self.issuer + "/auth",
                 "token_endpoint": self.issuer + "/token",
                 "jwks_uri": self.issuer + "/jwks",
+                "userinfo_endpoint": self.issuer + "/userinfo",
             }
         )
 
@@ -609,7 +622,10 @@ class Rogue:
             **self.claims,
         }
         claims = {k: v for k, v in claims.items() if v is not None}
-        return web.json_response({"id_token": self.sign(claims), "token_type": "Bearer"})
+        answer = {"id_token": self.sign(claims), "token_type": "Bearer"}
+        if self.access_token is not None:
+            answer["access_token"] = self.access_token
+        return web.json_response(answer)
 
 
 @pytest.fixture

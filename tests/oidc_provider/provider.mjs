@@ -15,7 +15,17 @@ const provider = new Provider(config.issuer, {
   async findAccount(ctx, id) {
     const claims = accounts[id];
     if (!claims) return undefined;
-    return { accountId: id, async claims() { return { sub: id, ...claims }; } };
+    // `_userinfo_only`: claims this account's ID tokens leave out (groups only at the
+    // userinfo endpoint, as some providers do)
+    const { _userinfo_only: only = [], ...all } = claims;
+    return {
+      accountId: id,
+      async claims(use) {
+        const found = { sub: id, ...all };
+        if (use === 'id_token') for (const name of only) delete found[name];
+        return found;
+      },
+    };
   },
   claims: {
     openid: ['sub'],
@@ -30,6 +40,7 @@ const provider = new Provider(config.issuer, {
     rpInitiatedLogout: { enabled: true },
   },
   pkce: { required: () => true },
+  acrValues: ['urn:porter:mfa'],
   // HS256 for the client that tests an algorithm switch (porter pins RS256)
   enabledJWA: { idTokenSigningAlgValues: ['RS256', 'HS256'] },
   ttl: {
@@ -47,6 +58,33 @@ provider.on('backchannel.error', (ctx, err, client) => {
 });
 provider.on('backchannel.success', (ctx, client) => {
   console.log(`backchannel logout to ${client.clientId} sent`);
+});
+
+// A client that requires authorization parameters of its own (a site's acr_values): the
+// provider refuses its authorization requests without them.
+provider.use(async (ctx, next) => {
+  const required = config.required_params || {};
+  if (ctx.path === '/auth' && required[ctx.query.client_id]) {
+    for (const [name, value] of Object.entries(required[ctx.query.client_id])) {
+      if (ctx.query[name] !== value) {
+        ctx.status = 400;
+        ctx.body = `missing ${name}`;
+        return;
+      }
+    }
+  }
+  // oidc-provider takes client_secret_basic and client_secret_post alike; some providers
+  // take only the form. These clients' secrets in an Authorization header are refused.
+  const auth = ctx.get('authorization');
+  if (ctx.path === '/token' && auth.startsWith('Basic ')) {
+    const id = decodeURIComponent(Buffer.from(auth.slice(6), 'base64').toString().split(':')[0]);
+    if ((config.post_only || []).includes(id)) {
+      ctx.status = 401;
+      ctx.body = { error: 'invalid_client', error_description: 'client_secret_post only' };
+      return;
+    }
+  }
+  await next();
 });
 
 const server = provider.listen(config.port, '127.0.0.1', () => {
