@@ -92,7 +92,41 @@ def _check(args: argparse.Namespace, settings: Settings) -> int:
     problem = _logo_problem(settings)
     if problem is not None:
         print(f"warning: login.login_logo: {problem}", file=sys.stderr)
+    for key, message in _oidc_problems(settings):
+        print(f"warning: {key}: {message}", file=sys.stderr)
     return EXIT_OK
+
+
+def _oidc_problems(settings: Settings) -> list[tuple[str, str]]:
+    """What a live provider's discovery document says porter cannot do with it."""
+    import urllib.error
+    import urllib.request
+
+    from auth.oidc import NO_BACKCHANNEL, parse_discovery
+
+    found: list[tuple[str, str]] = []
+    for i, provider in enumerate(settings.oidc.providers):
+        key = f"oidc.providers[{i}] ({provider.id})"
+        url = provider.issuer.rstrip("/") + "/.well-known/openid-configuration"
+        try:
+            with urllib.request.urlopen(url, timeout=5) as resp:  # noqa: S310 (http(s) only)
+                document = parse_discovery(resp.read(256 * 1024), provider.issuer)
+        except (urllib.error.URLError, OSError, ValueError) as exc:
+            reason = getattr(exc, "reason", None) or exc
+            found.append((key, f"its discovery document cannot be had ({reason})"))
+            continue
+        if not document.backchannel_logout:
+            found.append((key, NO_BACKCHANNEL))
+        if document.end_session_endpoint is None and provider.end_session:
+            found.append(
+                (
+                    key,
+                    "it has no end_session_endpoint: logging out of porter leaves the "
+                    'provider\'s session, and "Log in as someone else" can only ask it to '
+                    "prompt for a login",
+                )
+            )
+    return found
 
 
 def _logo_problem(settings: Settings) -> str | None:

@@ -60,6 +60,11 @@ REFRESH = 3600.0  # seconds a discovery document is used
 RETRY = 10.0  # seconds between two discovery attempts after a failure
 LOGOUT_TOKEN_MAX_AGE = 300  # seconds: an older logout token (by iat) is refused
 JWT_BEARER = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
+NO_BACKCHANNEL = (
+    "it does not support back-channel logout (backchannel_logout_supported is not true in "
+    "its discovery document): a logout at the provider leaves porter's sessions of its users "
+    "until porter's idle timeout"
+)
 
 
 @dataclass(frozen=True)
@@ -181,6 +186,11 @@ class OidcProvider:
         return None if self._discovery is not None else self._error
 
     @property
+    def backchannel_logout(self) -> bool | None:
+        """Whether the provider says it sends back-channel logouts (None: not known yet)."""
+        return None if self._discovery is None else self._discovery.backchannel_logout
+
+    @property
     def failed(self) -> bool:
         """True when porter asked for the discovery document, got none, and is not asking now:
         its login button cannot work until a later fetch (``retry_soon``) succeeds."""
@@ -245,6 +255,8 @@ class OidcProvider:
             self._verifier = JwtVerifier([trusted], max_token_size=self._sso.max_token_size)
             if old is not None:
                 await old.aclose()
+        if self._discovery is None and not found.backchannel_logout:
+            log.warning("OIDC provider %s: %s", self.id, NO_BACKCHANNEL)
         self._discovery, self._fetched_at = found, self._clock()
         log.info("OIDC provider %s: discovery document loaded", self.id)
         return found

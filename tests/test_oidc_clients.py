@@ -4,6 +4,8 @@ ui_locales from porter's login URL, and claims only the userinfo endpoint tells.
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -16,9 +18,11 @@ from yarl import URL
 
 from auth.oidc_settings import OidcProviderSettings
 from proxy.app import create_app
+from proxy.settings import ProxySettings
 from tests.gateway_fixtures import Gateway
 from tests.oidc_fixture import CLIENT_KID, REQUIRED_ACR, TestProvider, log_in_at_provider
 from tests.omero_sim.fixture import OmeroSim
+from tests.porter_fixtures import OPERATOR, OPERATOR_TOKEN
 from tests.test_oidc import (
     PING,
     ClientMaker,
@@ -254,3 +258,52 @@ authorize_params = { acr_values = "urn:porter:mfa", prompt = "select_account" }
     config.write_text(config.read_text().replace("acr_values", "state"))
     with pytest.raises(Exception, match=r"oidc.providers\[0\].authorize_params.*set by porter"):
         load_settings(config)
+
+
+# -- providers that cannot send back-channel logout -------------------------------------------
+
+
+async def test_a_provider_without_back_channel_logout_is_said_at_start_in_readyz_and_check(
+    aiohttp_client: ClientMaker,
+    rogue: Rogue,
+    oidc_provider: TestProvider,
+    omero_sim: OmeroSim,
+    omero_web: OmeroWeb,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    import run
+
+    caplog.set_level(logging.INFO, "porter")
+    # the rogue's discovery says nothing of backchannel_logout_supported
+    proxy = ProxySettings(upstream=omero_web.base_url, operator_token=OPERATOR_TOKEN)
+    app = create_app(porter_settings(omero_sim, omero_web, rogue.oidc(), proxy=proxy))
+    client: Gateway = await aiohttp_client(app)
+    await start_login(client)  # the first discovery done
+    await start_login(client)
+    warned = [r for r in caplog.records if "back-channel logout" in r.getMessage()]
+    assert [r.levelname for r in warned] == ["WARNING"]  # once, not per login
+    assert "until porter's idle timeout" in warned[0].getMessage()
+    async with client.get("/porter/readyz", headers=OPERATOR) as resp:
+        ready = await resp.json()
+    assert resp.status == 200
+    assert ready["checks"]["oidc"] == {"ok": True, "detail": "ok; no back-channel logout from idp"}
+    assert ready.get("degraded", []) == []  # a usable provider: said, not counted as down
+
+    def config(issuer: str) -> Path:
+        path = tmp_path / "porter.toml"
+        path.write_text(
+            f'[[oidc.providers]]\nid = "idp"\nissuer = "{issuer}"\nclient_id = "porter"\n'
+        )
+        return path
+
+    for issuer, warns in ((rogue.issuer, True), (oidc_provider.issuer, False)):
+        code = await asyncio.to_thread(run.main, ["check", "--config", str(config(issuer))])
+        assert code == 0
+        err = capsys.readouterr().err
+        assert ("does not support back-channel logout" in err) is warns, err
+        assert "oidc.providers[0] (idp)" in err or not warns
+    # the rogue has no end_session_endpoint either: check says what that means
+    await asyncio.to_thread(run.main, ["check", "--config", str(config(rogue.issuer))])
+    assert "no end_session_endpoint" in capsys.readouterr().err
