@@ -65,21 +65,7 @@ async def purge_expired(
     exactly one purger, so concurrent purges (several processes) close each OMERO session once.
     """
 
-    async def close(record: SessionRecord) -> bool:
-        try:
-            if end_web is not None:
-                await end_web(record)
-            await close_omero(record.server_id, record.omero_session_key)
-        except Exception as exc:
-            log.warning(
-                "closing the OMERO session of an expired session (user %s, server %s) failed: %s",
-                record.user_name,
-                record.server_id,
-                type(exc).__name__,
-            )
-            return False
-        return True
-
+    close = _ender(close_omero, end_web, "an expired session")
     removed = closed = lost = 0
     while True:
         batch = await store.pop_expired(batch_size)
@@ -90,6 +76,44 @@ async def purge_expired(
             break
         await asyncio.sleep(0)
     return PurgeResult(removed=removed, closed=closed, failed=removed - closed, lost=lost)
+
+
+def _ender(
+    close_omero: CloseOmero, end_web: EndWeb | None, what: str
+) -> Callable[[SessionRecord], Awaitable[bool]]:
+    """Ends a removed session's OMERO.web session and OMERO session; False when that failed
+    (logged, naming `what`)."""
+
+    async def close(record: SessionRecord) -> bool:
+        try:
+            if end_web is not None:
+                await end_web(record)
+            await close_omero(record.server_id, record.omero_session_key)
+        except Exception as exc:
+            log.warning(
+                "closing the OMERO session of %s (user %s, server %s) failed: %s",
+                what,
+                record.user_name,
+                record.server_id,
+                type(exc).__name__,
+            )
+            return False
+        return True
+
+    return close
+
+
+async def end_all(
+    records: Sequence[SessionRecord],
+    close_omero: CloseOmero,
+    *,
+    end_web: EndWeb | None = None,
+    concurrency: int = 8,
+) -> int:
+    """End every one of `records` (removed from a store that dies with the process) on
+    OMERO.web and OMERO, `concurrency` at a time; how many were closed."""
+    close = _ender(close_omero, end_web, "a session at shutdown")
+    return sum(await _each(records, close, concurrency))
 
 
 async def keepalive(

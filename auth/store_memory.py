@@ -138,6 +138,14 @@ class MemorySessionStore:
     async def delete(self, session_id: str) -> SessionRecord | None:
         return self._cache.pop(session_id, None)
 
+    def pop_all(self) -> list[SessionRecord]:
+        """Remove every session (at shutdown: they die with this process)."""
+        records = [r for r in (self._cache.peek(i) for i in list(self._cache)) if r is not None]
+        for record in records:  # by key: clear() would pop them as evictions, closed twice
+            self._cache.pop(record.id, None)
+        self._deadlines.clear()
+        return records
+
     async def pop_expired(self, limit: int) -> ExpiredBatch:
         now = self._clock()
         heap = self._deadlines

@@ -17,7 +17,7 @@ from cachetools import TTLCache
 
 import metrics
 from auth.jwt_verify import JwtVerifier
-from auth.lifecycle import PeriodicJob, keepalive_job, purge_job
+from auth.lifecycle import PeriodicJob, end_all, keepalive_job, purge_job
 from auth.login_throttle import RedisLoginThrottle
 from auth.oidc import OidcProvider, PreLoginSealer
 from auth.omero_backend import OmeroBackend
@@ -28,6 +28,7 @@ from auth.sessions import SessionRecord
 from auth.sso_identity import SsoIdentityMapper
 from auth.sso_sessions import SharedSsoSessions, SsoSessions
 from auth.store import SessionStore, SessionStoreError
+from auth.store_memory import MemorySessionStore
 from auth.stores import create_store
 from auth.verified_tokens import VerifiedTokens
 from cache.disk import DiskError
@@ -373,9 +374,39 @@ def _add_session_store(app: web.Application) -> None:
     app[SESSION_STORE] = store
     app[THROTTLE] = _throttle(app[SETTINGS], store)
     app.cleanup_ctx.append(_closing(store.close))
+    if isinstance(store, MemorySessionStore):  # after the jobs stop, before the store closes
+        app.cleanup_ctx.append(_ending_at_shutdown(store, end_web))
     expired = _counted(backend.close, "expired")
     app.cleanup_ctx.append(purge_job(store, expired, settings, end_web).cleanup_ctx)
     app.cleanup_ctx.append(keepalive_job(store, backend.keep_alive, settings).cleanup_ctx)
+
+
+def _ending_at_shutdown(
+    store: MemorySessionStore, end_web: Callable[[SessionRecord], Awaitable[bool]]
+) -> Callable[[web.Application], AsyncIterator[None]]:
+    """Sessions kept in this process die with it: at shutdown, end their OMERO.web and OMERO
+    sessions too (nobody could use them after a restart), within `shutdown_grace`."""
+
+    async def ctx(app: web.Application) -> AsyncIterator[None]:
+        yield
+        records = store.pop_all()
+        if not records:
+            return
+        grace = app[SETTINGS].proxy.shutdown_grace
+        closing = end_all(records, _counted(app[OMERO].close, "shutdown"), end_web=end_web)
+        try:
+            closed = await asyncio.wait_for(closing, grace)
+        except asyncio.TimeoutError:
+            log.warning(
+                "shutdown: %d session(s) not all closed within shutdown_grace (%g s); OMERO "
+                "ends the rest at its own timeout",
+                len(records),
+                grace,
+            )
+            return
+        log.info("shutdown: closed %d of %d session(s) on OMERO", closed, len(records))
+
+    return ctx
 
 
 def _counted(

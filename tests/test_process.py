@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import signal
 from collections.abc import Callable
+from typing import Any
 
 import aiohttp
 import pytest
@@ -105,3 +106,63 @@ async def test_sigint_stops_an_idle_porter_cleanly(
     porter = porter_process(upstream=echo_upstream.url)
     assert await asyncio.to_thread(porter.stop, signal.SIGINT) == 0
     assert "Traceback" not in porter.log()
+
+
+async def _api_login(url: str, user: str, password: str) -> None:
+    """A real login through porter's JSON API (OMERO.web's shape); the cookie is dropped."""
+    jar = aiohttp.CookieJar(unsafe=True)
+    async with aiohttp.ClientSession(cookie_jar=jar) as browser:
+        async with browser.get(f"{url}/api/v0/token/") as resp:
+            csrf = (await resp.json())["data"]
+        async with browser.post(
+            f"{url}/api/v0/login/",
+            data={"username": user, "password": password, "server": "1"},
+            headers={"X-CSRFToken": csrf},
+        ) as resp:
+            assert resp.status == 200, await resp.text()
+
+
+def _web_sessions(web: Any) -> int:
+    return sum(1 for p in web.session_dir.rglob("*") if p.is_file() and "sessionid" in p.name)
+
+
+@pytest.mark.parametrize("store", ["memory", "redis"])
+async def test_sigterm_closes_the_sessions_that_die_with_the_process(
+    porter_process: Callable[..., PorterProcess],
+    omero_sim: Any,
+    omero_web: Any,
+    redis_server: RedisServer,
+    store: str,
+) -> None:
+    """On the memory store nobody can use porter's sessions after a restart: SIGTERM ends
+    them on OMERO.web and OMERO. On Redis they outlive the process: nothing is closed."""
+    entry = omero_sim.server_list_entry()
+    sections: dict[str, dict[str, Any]] = {
+        "omero": {"server_list": [list(entry[:3])]},
+    }
+    if store == "redis":
+        sections["session"] = {
+            "store": "redis",
+            "redis_url": redis_server.url,
+            "redis_password": redis_server.password,
+            "redis_key_prefix": "porter-sigterm:",
+        }
+    porter = porter_process(sections, upstream=omero_web.base_url, shutdown_grace=5)
+    before = {s["key"] for s in omero_sim.sessions()}
+    web_before = _web_sessions(omero_web)
+    await _api_login(porter.url, "alice", omero_sim.users["alice"])
+    await _api_login(porter.url, "bob", omero_sim.users["bob"])
+    made = {s["key"] for s in omero_sim.sessions()} - before
+    assert len(made) == 2
+    assert _web_sessions(omero_web) == web_before + 2
+    porter.process.send_signal(signal.SIGTERM)
+    assert await asyncio.to_thread(porter.process.wait, 20) == 0
+    left = {s["key"] for s in omero_sim.sessions()} & made
+    if store == "memory":
+        assert left == set()
+        assert _web_sessions(omero_web) == web_before
+        assert "shutdown: closed 2 of 2 session(s) on OMERO" in porter.log()
+    else:
+        assert left == made
+        assert _web_sessions(omero_web) == web_before + 2
+        assert "shutdown: closed" not in porter.log()
