@@ -11,4 +11,5 @@ pytest_plugins = [
     "tests.browser_fixtures",
     "tests.session_fixtures",
     "tests.oidc_fixture",
+    "tests.dot_fixture",
 ]

@@ -11,6 +11,7 @@ would (for the tests that tamper with the redirects in between).
 
 from __future__ import annotations
 
+import html
 import json
 import os
 import re
@@ -221,11 +222,15 @@ async def log_in_at_provider(
         forms = _FORM.findall(page)
         assert forms, page
         # the login form when there is one (a provider with a live session also offers a
-        # logout form on it, as oidc-provider does for prompt=login)
-        logins = [f for f in forms if 'name="login"' in f[1]]
-        action = url.join(URL((logins or forms)[0][0].replace("&amp;", "&")))
-        form = dict(_HIDDEN.findall((logins or forms)[0][1]))
-        if logins:
+        # logout form on it, as oidc-provider does for prompt=login); oidc-provider's asks
+        # for a "login", django-oauth-toolkit's (Django's) for a "username"
+        logins = [f for f in forms if 'name="login"' in f[1] or 'name="username"' in f[1]]
+        chosen = (logins or forms)[0]
+        action = url.join(URL(chosen[0].replace("&amp;", "&")))
+        form = {k: html.unescape(v) for k, v in _HIDDEN.findall(chosen[1])}
+        if logins and 'name="username"' in chosen[1]:
+            form.update({"username": login, "password": f"{login}-pass"})
+        elif logins:
             form.update({"prompt": "login", "login": login, "password": "any"})
         elif "session/end" in str(action):  # the provider's "sign out the other account?"
             form["logout"] = "yes"
