@@ -551,6 +551,7 @@ class Rogue:
         self.token: Callable[[web.Request], Awaitable[web.StreamResponse]] = self.id_token
         self.redeemed: list[str] = []  # every code sent to its token endpoint
         self.access_token: str | None = None  # sent with the ID token when set
+        self.error: str | None = None  # its authorization answer: error= instead of a code
         self.userinfo: Callable[[web.Request], Awaitable[web.StreamResponse]] | None = None
 
     def app(self) -> web.Application:
@@ -571,16 +572,20 @@ class Rogue:
         self.redeemed.append(str((await request.post()).get("code")))
         return await self.token(request)  # looked up now: a test may have replaced it
 
-    def oidc(self, userinfo: bool = False, **settings: Any) -> OidcSettings:
-        """Porter's [oidc] for this provider (client "porter")."""
-        provider = OidcProviderSettings(
+    def oidc(
+        self, userinfo: bool = False, provider: dict[str, Any] | None = None, **settings: Any
+    ) -> OidcSettings:
+        """Porter's [oidc] for this provider (client "porter"); `provider`: more of its
+        [[oidc.providers]] settings."""
+        made = OidcProviderSettings(
             id="idp",
             issuer=self.issuer,
             client_id="porter",
             client_secret="x" * 32,
             userinfo=userinfo,
+            **(provider or {}),
         )
-        return OidcSettings(providers=(provider,), **settings)
+        return OidcSettings(providers=(made,), **settings)
 
     def rs256(self, claims: dict[str, Any]) -> str:
         return jwt.encode(claims, self.key, algorithm="RS256", headers={"kid": "rogue"})
@@ -603,8 +608,9 @@ class Rogue:
     async def auth(self, request: web.Request) -> web.Response:
         code = f"code-{len(self.nonces)}"
         self.nonces[code] = request.query["nonce"]
+        answer = {"code": code} if self.error is None else {"error": self.error}
         target = URL(request.query["redirect_uri"]).with_query(
-            code=code, state=request.query["state"]
+            **answer, state=request.query["state"]
         )
         raise web.HTTPFound(str(target))
 

@@ -307,3 +307,72 @@ async def test_a_provider_without_back_channel_logout_is_said_at_start_in_readyz
     # the rogue has no end_session_endpoint either: check says what that means
     await asyncio.to_thread(run.main, ["check", "--config", str(config(rogue.issuer))])
     assert "no end_session_endpoint" in capsys.readouterr().err
+
+
+# -- every refusal: a 303 that leaves the provider's code and state behind --------------------
+
+REACHABLE: list[tuple[str, dict[str, Any], int, str]] = [
+    # code, how the rogue provider or porter's settings bring it about, status, words
+    ("provider_denied", {"error": "access_denied"}, 403, "did not sign you in"),
+    ("no_username", {"claims": {"preferred_username": None}}, 403, "did not say who you are"),
+    ("bad_username", {"claims": {"preferred_username": " alice"}}, 403, "not usable here"),
+    (
+        "email_unverified",
+        {"claims": {"email": "alice@example.org"}, "provider": {"username_template": "{email}"}},
+        403,
+        "is not verified",
+    ),
+    ("not_allowed", {"sso": {"allow_users": ("someone",)}}, 403, "not allowed to sign in"),
+    ("denied", {"sso": {"deny_users": ("alice",)}}, 403, "may not sign in"),
+    ("admin_account", {"claims": {"preferred_username": "root"}}, 403, "administrators"),
+    ("unknown_user", {"claims": {"preferred_username": "mallory"}}, 403, "not known to OMERO"),
+    ("web_unavailable", {"web_down": True}, 502, "OMERO.web is not responding"),
+    ("wrong_party", {"claims": {"aud": ["porter", "x"], "azp": "x"}}, 401, "not meant for"),
+    ("bad_nonce", {"claims": {"nonce": "another"}}, 401, "could not be verified"),
+]
+
+
+@pytest.mark.parametrize(
+    ("code", "how", "status", "words"), REACHABLE, ids=[r[0] for r in REACHABLE]
+)
+async def test_every_refusal_is_a_303_to_the_login_page_with_its_code_alone(
+    aiohttp_client: ClientMaker,
+    rogue: Rogue,
+    omero_sim: OmeroSim,
+    omero_web: OmeroWeb,
+    code: str,
+    how: dict[str, Any],
+    status: int,
+    words: str,
+) -> None:
+    from auth.sso_settings import SsoSettings
+    from tests.porter_fixtures import free_port
+
+    rogue.claims = dict(how.get("claims", {}))
+    rogue.error = how.get("error")
+    upstream = f"http://127.0.0.1:{free_port()}" if how.get("web_down") else omero_web.base_url
+    settings = porter_settings(
+        omero_sim,
+        omero_web,
+        rogue.oidc(provider=how.get("provider")),
+        sso=SsoSettings(**how.get("sso", {})),
+        proxy=ProxySettings(upstream=upstream),
+    )
+    client: Gateway = await aiohttp_client(create_app(settings))
+    before = {s["key"] for s in omero_sim.sessions()}
+    assert await refused(client, await rogue_callback(client, rogue), status, words) == code
+    left = {s["user"] for s in omero_sim.sessions() if s["key"] not in before}
+    assert left <= {"root"}  # porter's own admin session aside, nothing left open
+
+
+def test_every_code_in_the_table_renders_its_own_words_and_status() -> None:
+    from proxy.pages.oidc_refusals import REFUSALS, refusal
+
+    assert refusal("no-such-code", "X") is None
+    assert refusal(None, "X") is None
+    for code, expected in REFUSALS.items():
+        found = refusal(code, "Example IdP")
+        assert found is not None
+        assert found.status == expected.status
+        assert "{provider}" not in found.message
+        assert found.message == expected.message.replace("{provider}", "Example IdP")
