@@ -393,6 +393,8 @@ def _ending_at_shutdown(
         if not records:
             return
         grace = app[SETTINGS].proxy.shutdown_grace
+        # a server found down now is no news worth a mail: porter is stopping
+        app[OMERO].on_unreachable = app[OMERO].on_reached = None
         closing = end_all(records, _counted(app[OMERO].close, "shutdown"), end_web=end_web)
         try:
             closed = await asyncio.wait_for(closing, grace)
