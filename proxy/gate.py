@@ -9,11 +9,11 @@ from aiohttp import web
 
 from filters.rules import with_query
 from proxy.errors import error_response, login_required, refusal_message
-from proxy.forwarding.cached import cache_ttl, forward_cached
+from proxy.forwarding.cached import cache_ttl, forward_cached, public_hit
 from proxy.forwarding.renewal import forward_renewing
 from proxy.forwarding.websocket import forward_websocket, is_websocket
 from proxy.identity.chain import authenticate
-from proxy.keys import DECISION, PRINCIPAL, PUBLIC_RULES, SCOPE, SETTINGS, TARGET
+from proxy.keys import COOKIE_NAMES, DECISION, PRINCIPAL, PUBLIC_RULES, SCOPE, SETTINGS, TARGET
 from proxy.limits import LIMITS
 
 log = logging.getLogger("porter.proxy")
@@ -35,6 +35,10 @@ async def gate(request: web.Request) -> web.StreamResponse:
     limits = request.app.get(LIMITS)
     if limits is not None and (refused := await limits.before_identity(request, decision)):
         return refused  # before any session lookup or upstream work
+    if decision.kind == "public":  # nobody's but the public user's: no identity chain
+        hit = public_hit(request, request.app[COOKIE_NAMES].credentials)
+        if hit is not None:
+            return hit
     principal = await authenticate(request)
     if principal is None:
         return login_required(request)

@@ -38,6 +38,7 @@ from proxy.keys import (
     CLIENT_SESSION,
     COOKIE_NAMES,
     DECISION,
+    PRINCIPAL,
     PUBLIC_CACHE,
     REQUEST_ID,
     SCOPE,
@@ -121,11 +122,7 @@ async def forward_cached(
     scope = request[SCOPE]
     path = request[DECISION].forward or ""
     query = normalise_query(request.raw_path.partition("?")[2])
-    # OMERO.web sees both the Host header and (from trusted proxies) X-Forwarded-Host
-    host = scope.client.host
-    if host != request.host:
-        host = f"{host},{request.host}"
-    key = cache_key(principal.server_id or 0, scope.client.scheme, host, path, query)
+    key = _key(request, principal.server_id or 0, path, query)
     if key in cache.too_large:
         return await forward_renewing(request, principal)
     entry = cache.memory_get(key)
@@ -185,6 +182,54 @@ async def forward_cached(
             status=outcome.status, reason=outcome.reason, body=outcome.body, headers=headers
         )
     return await forward_renewing(request, principal)
+
+
+def _key(request: web.Request, server_id: int, path: str, query: str) -> str:
+    client = request[SCOPE].client
+    # OMERO.web sees both the Host header and (from trusted proxies) X-Forwarded-Host
+    host = client.host
+    if host != request.host:
+        host = f"{host},{request.host}"
+    return cache_key(server_id, client.scheme, host, path, query)
+
+
+def public_hit(request: web.Request, credentials: frozenset[str]) -> web.Response | None:
+    """The public lane: a fresh cached answer to a request that can be nobody's but the
+    public user's, straight from the entry, before the identity chain; None: the full path.
+
+    Such a request is a GET or HEAD on a path decided public that carries no Authorization
+    header and none of the cookies the identity chain reads (`credentials`), not even empty,
+    and asks for no websocket. Only a fresh entry in the memory tier answers here: a miss,
+    a stale entry or the disk tier take the full path, which is where fetches, renewal and
+    stale-if-error live."""
+    cache = request.app.get(PUBLIC_CACHE)
+    if cache is None or request.method not in _LANE_METHODS:
+        return None
+    headers = request.headers
+    if hdrs.AUTHORIZATION in headers or hdrs.UPGRADE in headers:
+        return None
+    for raw in headers.getall(hdrs.COOKIE, ()):
+        # a name anywhere in the header is enough to stay off the lane: the chain's own
+        # reading (cookie_value, aiohttp's parser) can only find cookies whose name is there
+        if any(name in raw for name in credentials):
+            return None
+    decision = request[DECISION]
+    if decision.canonical is None or cache.rules.ttl(request.method, decision.canonical) is None:
+        return None
+    query = normalise_query(request.raw_path.partition("?")[2])
+    server_id = request.app[SETTINGS].public_session.server_id
+    key = _key(request, server_id, decision.forward or "", query)
+    entry = cache.memory_get(key)
+    now = time.time()
+    if entry is None or not entry.fresh(now):
+        return None
+    cache.counters.hits += 1
+    metrics.CACHE_HIT.inc()
+    request[PRINCIPAL] = Principal("public", "public", server_id)
+    return _serve(request, entry, now, "HIT", f"hit; ttl={_left(entry, now)}")
+
+
+_LANE_METHODS = frozenset({hdrs.METH_GET, hdrs.METH_HEAD})
 
 
 def _left(entry: Entry, now: float) -> int:
