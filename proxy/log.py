@@ -55,9 +55,64 @@ class AccessLine:
         )
 
 
+ACCESS_LOGGER = "porter.access"
+
+
+class AccessLog:
+    """Where access lines go. Under `configure_logging` straight onto the log queue, with the
+    time they were made: the listener's thread makes the LogRecord, so the event loop pays a
+    queue put, not the logging machinery (a LogRecord, handler lookups, locks). Without it
+    (tests, an embedding application) through the standard logger, as any other line."""
+
+    def __init__(self) -> None:
+        self._queue: queue.SimpleQueue[Any] | None = None
+        self._logger = logging.getLogger(ACCESS_LOGGER)
+
+    def attach(self, records: queue.SimpleQueue[Any]) -> None:
+        self._queue = records
+
+    def detach(self, records: queue.SimpleQueue[Any]) -> None:
+        """Back to the standard logger, unless another queue was attached since."""
+        if self._queue is records:
+            self._queue = None
+
+    def write(self, line: AccessLine) -> None:
+        if not self._logger.isEnabledFor(logging.INFO):  # e.g. log_level = warning
+            return
+        records = self._queue
+        if records is None:
+            self._logger.info("%s", line)
+        else:
+            records.put((time.time(), line))
+
+
+ACCESS = AccessLog()
+
+
+def access_record(created: float, line: AccessLine) -> logging.LogRecord:
+    """The LogRecord of an access line put on the queue at `created` (on the log thread)."""
+    record = logging.LogRecord(ACCESS_LOGGER, logging.INFO, "", 0, "%s", (line,), None)
+    record.created = created
+    record.msecs = (created - int(created)) * 1000
+    return record
+
+
 class _Text(logging.Formatter):
     def __init__(self) -> None:
         super().__init__("%(asctime)s %(levelname)s %(name)s %(message)s")
+        self._second = -1
+        self._stamp = ""
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
+        """logging's own "2026-12-03 13:58:01,123", the date part made once a second (the
+        log thread formats thousands of lines a second under load)."""
+        second = int(record.created)
+        if second != self._second:
+            self._second, self._stamp = (
+                second,
+                time.strftime(self.default_time_format, self.converter(record.created)),
+            )
+        return f"{self._stamp},{int(record.msecs):03d}"
 
 
 class _Json(logging.Formatter):
@@ -202,6 +257,10 @@ class _BatchingListener(logging.handlers.QueueListener):
         self._gate = gate or FloodGate()
         self._next_watch = 0.0
 
+    def stop(self) -> None:
+        ACCESS.detach(self._records)
+        super().stop()
+
     def _monitor(self) -> None:
         records = self._records
         output = self._output
@@ -226,6 +285,8 @@ class _BatchingListener(logging.handlers.QueueListener):
                 if record is None:  # QueueListener.stop()'s sentinel
                     stop = True
                     continue
+                if isinstance(record, tuple):  # AccessLog.write's (time, line)
+                    record = access_record(*record)
                 if record.levelno < output.level or not gate.admit(record):
                     continue
                 try:
@@ -271,10 +332,11 @@ def configure_logging(
         logging.handlers.WatchedFileHandler(file) if file else logging.StreamHandler()
     )
     output.setFormatter(formatter(kind))
-    records: queue.SimpleQueue[logging.LogRecord] = queue.SimpleQueue()
+    records: queue.SimpleQueue[Any] = queue.SimpleQueue()
     root = logging.getLogger()
     root.handlers[:] = [_DeferredQueueHandler(records)]
     root.setLevel(getattr(logging, level.upper()))
     listener = _BatchingListener(records, output)
     listener.start()
+    ACCESS.attach(records)
     return listener

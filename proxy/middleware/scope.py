@@ -25,11 +25,10 @@ from proxy.keys import (
     TRUSTED_PROXIES,
     RequestScope,
 )
-from proxy.log import AccessLine
+from proxy.log import ACCESS, AccessLine
 from proxy.principal import ANONYMOUS
 
 log = logging.getLogger("porter.proxy")
-access_log = logging.getLogger("porter.access")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -152,8 +151,7 @@ def _log_access(
     principal = request[PRINCIPAL]
     decision = request.get(DECISION)
     upstream = scope.notes.upstream_seconds
-    access_log.info(
-        "%s",
+    ACCESS.write(
         AccessLine(
             scope.request_id,
             scope.client.address,
