@@ -13,7 +13,7 @@ from proxy.forwarding.cached import cache_ttl, forward_cached, public_hit
 from proxy.forwarding.renewal import forward_renewing
 from proxy.forwarding.websocket import forward_websocket, is_websocket
 from proxy.identity.chain import authenticate
-from proxy.keys import COOKIE_NAMES, DECISION, PRINCIPAL, PUBLIC_RULES, SCOPE, SETTINGS, TARGET
+from proxy.keys import DECISION, PRINCIPAL, PUBLIC_RULES, SCOPE, SETTINGS, TARGET
 from proxy.limits import LIMITS
 
 log = logging.getLogger("porter.proxy")
@@ -21,7 +21,8 @@ log = logging.getLogger("porter.proxy")
 
 async def gate(request: web.Request) -> web.StreamResponse:
     scope = request[SCOPE]
-    rules = request.app[PUBLIC_RULES]
+    app = request.app  # a property that walks the match info: read once
+    rules = app[PUBLIC_RULES]
     decision = rules.cached(request.method, scope.path) or await rules.decide(
         request.method, scope.path
     )
@@ -30,13 +31,13 @@ async def gate(request: web.Request) -> web.StreamResponse:
     if decision.forward is None:  # never forwarded: a bad path, or OMERO credentials
         log.info("bad request rid=%s: %s", scope.request_id, decision.reason)
         return error_response(request, 400, refusal_message(decision))
-    target = request.app[SETTINGS].proxy.prefix + decision.forward
+    target = app[SETTINGS].proxy.prefix + decision.forward
     request[TARGET] = f"{target}?{query}" if query else target
-    limits = request.app.get(LIMITS)
+    limits = app.get(LIMITS)
     if limits is not None and (refused := await limits.before_identity(request, decision)):
         return refused  # before any session lookup or upstream work
     if decision.kind == "public":  # nobody's but the public user's: no identity chain
-        hit = public_hit(request, request.app[COOKIE_NAMES].credentials)
+        hit = public_hit(request, app, query)
         if hit is not None:
             return hit
     principal = await authenticate(request)

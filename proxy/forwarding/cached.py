@@ -10,6 +10,7 @@ the answer to the key and to nothing a visitor chose.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections.abc import Coroutine, Mapping
@@ -193,40 +194,47 @@ def _key(request: web.Request, server_id: int, path: str, query: str) -> str:
     return cache_key(server_id, client.scheme, host, path, query)
 
 
-def public_hit(request: web.Request, credentials: frozenset[str]) -> web.Response | None:
+def public_hit(request: web.Request, app: web.Application, query: str) -> web.Response | None:
     """The public lane: a fresh cached answer to a request that can be nobody's but the
     public user's, straight from the entry, before the identity chain; None: the full path.
 
     Such a request is a GET or HEAD on a path decided public that carries no Authorization
-    header and none of the cookies the identity chain reads (`credentials`), not even empty,
-    and asks for no websocket. Only a fresh entry in the memory tier answers here: a miss,
-    a stale entry or the disk tier take the full path, which is where fetches, renewal and
-    stale-if-error live."""
-    cache = request.app.get(PUBLIC_CACHE)
+    header and none of the cookies the identity chain reads, not even empty, and asks for no
+    websocket. Only a fresh entry in the memory tier answers here: a miss, a stale entry or
+    the disk tier take the full path, which is where fetches, renewal and stale-if-error
+    live."""
+    cache = app.get(PUBLIC_CACHE)
     if cache is None or request.method not in _LANE_METHODS:
         return None
     headers = request.headers
     if hdrs.AUTHORIZATION in headers or hdrs.UPGRADE in headers:
         return None
-    for raw in headers.getall(hdrs.COOKIE, ()):
-        # a name anywhere in the header is enough to stay off the lane: the chain's own
-        # reading (cookie_value, aiohttp's parser) can only find cookies whose name is there
-        if any(name in raw for name in credentials):
-            return None
+    if hdrs.COOKIE in headers:
+        credentials = app[COOKIE_NAMES].credentials
+        for raw in headers.getall(hdrs.COOKIE):
+            # a name anywhere in the header is enough to stay off the lane: the chain's
+            # own reading (cookie_value, aiohttp's parser) finds only cookies named there
+            if any(name in raw for name in credentials):
+                return None
     decision = request[DECISION]
     if decision.canonical is None or cache.rules.ttl(request.method, decision.canonical) is None:
         return None
-    query = normalise_query(request.raw_path.partition("?")[2])
-    server_id = request.app[SETTINGS].public_session.server_id
-    key = _key(request, server_id, decision.forward or "", query)
+    server_id = app[SETTINGS].public_session.server_id
+    key = _key(request, server_id, decision.forward or "", normalise_query(query))
     entry = cache.memory_get(key)
     now = time.time()
     if entry is None or not entry.fresh(now):
         return None
     cache.counters.hits += 1
     metrics.CACHE_HIT.inc()
-    request[PRINCIPAL] = Principal("public", "public", server_id)
+    request[PRINCIPAL] = _public(server_id)
     return _serve(request, entry, now, "HIT", f"hit; ttl={_left(entry, now)}")
+
+
+@functools.cache
+def _public(server_id: int) -> Principal:
+    """The public user on the lane: no session, no cookies (nothing is forwarded)."""
+    return Principal("public", "public", server_id)
 
 
 _LANE_METHODS = frozenset({hdrs.METH_GET, hdrs.METH_HEAD})
