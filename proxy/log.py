@@ -13,6 +13,7 @@ import logging
 import logging.handlers
 import os
 import queue
+import threading
 import time
 from typing import Any
 
@@ -240,10 +241,13 @@ BATCH = 4096  # most records written with one write() call
 GATHER = 0.05  # seconds a first record waits for the rest of its burst
 
 
-class _BatchingListener(logging.handlers.QueueListener):
-    """Takes every record waiting on the queue at once, formats them, and writes them with one
-    write and one flush: one system call for a burst of lines, not one per line (the thread
-    holds the GIL the event loop needs while it works)."""
+class LogWriter:
+    """The log thread: takes every record waiting on the queue at once, formats them, and
+    writes them with one write and one flush: one system call for a burst of lines, not one
+    per line (the thread holds the GIL the event loop needs while it works).
+
+    Its own small thread over the queue, not logging's QueueListener: that one's batching
+    would need its private `_monitor` overridden, which a Python release may change."""
 
     def __init__(
         self,
@@ -251,17 +255,26 @@ class _BatchingListener(logging.handlers.QueueListener):
         output: logging.StreamHandler[Any],
         gate: FloodGate | None = None,
     ):
-        super().__init__(records, output, respect_handler_level=True)
         self._records = records
         self._output = output
         self._gate = gate or FloodGate()
         self._next_watch = 0.0
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="porter-log", daemon=True)
+        self._thread.start()
 
     def stop(self) -> None:
+        """Write every line logged so far, then end the thread (access lines from now on
+        go through the standard logger)."""
         ACCESS.detach(self._records)
-        super().stop()
+        if self._thread is not None:
+            self._records.put(None)
+            self._thread.join()
+            self._thread = None
 
-    def _monitor(self) -> None:
+    def _run(self) -> None:
         records = self._records
         output = self._output
         gate = self._gate
@@ -282,7 +295,7 @@ class _BatchingListener(logging.handlers.QueueListener):
                     break
             lines = []
             for record in batch:
-                if record is None:  # QueueListener.stop()'s sentinel
+                if record is None:  # stop()'s sentinel
                     stop = True
                     continue
                 if isinstance(record, tuple):  # AccessLog.write's (time, line)
@@ -316,9 +329,7 @@ class _BatchingListener(logging.handlers.QueueListener):
             output.release()
 
 
-def configure_logging(
-    level: str, kind: str = "text", file: str = ""
-) -> logging.handlers.QueueListener:
+def configure_logging(level: str, kind: str = "text", file: str = "") -> LogWriter:
     """Log lines go through a queue to a thread that formats and writes them; the listener
     returned is started (stop it to flush at exit).
 
@@ -336,7 +347,7 @@ def configure_logging(
     root = logging.getLogger()
     root.handlers[:] = [_DeferredQueueHandler(records)]
     root.setLevel(getattr(logging, level.upper()))
-    listener = _BatchingListener(records, output)
+    listener = LogWriter(records, output)
     listener.start()
     ACCESS.attach(records)
     return listener
