@@ -174,7 +174,13 @@ class OidcProvider:
         self._retry: asyncio.Task[None] | None = None
         self._error = "not fetched yet"
         self._fetches: SingleFlight[str, Discovery] = SingleFlight("OIDC discovery")
-        self._signing_key: PrivateKey | None = None
+        # private_key_jwt: read once, at start (the settings checked it can be), so a file
+        # moved away later cannot fail a login
+        self._signing_key: PrivateKey | None = (
+            load_pem_private_key_file(settings.client_key_file).key
+            if settings.client_auth == "private_key_jwt" and settings.client_key_file
+            else None
+        )
 
     @property
     def id(self) -> str:
@@ -371,9 +377,7 @@ class OidcProvider:
             headers[hdrs.AUTHORIZATION] = "Basic " + base64.b64encode(pair.encode()).decode()
 
     def _client_key(self) -> PrivateKey:
-        if self._signing_key is None:
-            assert self.settings.client_key_file is not None  # checked by the settings
-            self._signing_key = load_pem_private_key_file(self.settings.client_key_file).key
+        assert self._signing_key is not None  # client_key_file is required (settings)
         return self._signing_key
 
     async def userinfo(

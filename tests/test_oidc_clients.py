@@ -85,8 +85,12 @@ async def test_private_key_jwt_signs_an_assertion_the_provider_checks(
             client_key_id=CLIENT_KID,
         )
 
-    # porter's key, registered at the provider: alice is in
-    client = await oidc_porter(oidc_provider.oidc(jwt_client(str(oidc_provider.client_key_file))))
+    # porter's key, registered at the provider: alice is in, also after the file went away
+    # (porter read it at start)
+    key_copy = tmp_path / "porter-key.pem"
+    key_copy.write_bytes(oidc_provider.client_key_file.read_bytes())
+    client = await oidc_porter(oidc_provider.oidc(jwt_client(str(key_copy))))
+    key_copy.unlink()
     before = user_sessions(omero_sim, "alice")
     status, location, cookie, _ = await full_login(client, "alice")
     assert (status, location, bool(cookie)) == (303, PING, True)
