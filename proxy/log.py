@@ -98,6 +98,10 @@ def access_record(created: float, line: AccessLine) -> logging.LogRecord:
     return record
 
 
+def _milliseconds(created: float) -> int:
+    return int((created - int(created)) * 1000)  # as LogRecord.msecs
+
+
 class _Text(logging.Formatter):
     def __init__(self) -> None:
         super().__init__("%(asctime)s %(levelname)s %(name)s %(message)s")
@@ -105,15 +109,20 @@ class _Text(logging.Formatter):
         self._stamp = ""
 
     def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
+        return self._time(record.created)
+
+    def _time(self, created: float) -> str:
         """logging's own "2026-12-03 13:58:01,123", the date part made once a second (the
         log thread formats thousands of lines a second under load)."""
-        second = int(record.created)
+        second = int(created)
         if second != self._second:
-            self._second, self._stamp = (
-                second,
-                time.strftime(self.default_time_format, self.converter(record.created)),
-            )
-        return f"{self._stamp},{int(record.msecs):03d}"
+            self._second = second
+            self._stamp = time.strftime(self.default_time_format, self.converter(created))
+        return f"{self._stamp},{_milliseconds(created):03d}"
+
+    def format_access(self, created: float, line: AccessLine) -> str:
+        """What format() makes of an access line's record, without the record."""
+        return f"{self._time(created)} INFO {ACCESS_LOGGER} {line}"
 
 
 class _Json(logging.Formatter):
@@ -123,14 +132,17 @@ class _Json(logging.Formatter):
         super().__init__()
         self._pid = os.getpid()  # records do not carry it (logging.logProcesses is off)
 
-    def format(self, record: logging.LogRecord) -> str:
-        line: dict[str, Any] = {
-            "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
-            + f".{int(record.msecs):03d}Z",
-            "level": record.levelname,
-            "logger": record.name,
+    def _head(self, created: float, level: str, logger: str) -> dict[str, Any]:
+        return {
+            "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(created))
+            + f".{_milliseconds(created):03d}Z",
+            "level": level,
+            "logger": logger,
             "pid": self._pid,  # which worker
         }
+
+    def format(self, record: logging.LogRecord) -> str:
+        line = self._head(record.created, record.levelname, record.name)
         args = record.args
         if isinstance(args, tuple) and len(args) == 1 and isinstance(args[0], AccessLine):
             line.update(args[0].fields())
@@ -139,6 +151,12 @@ class _Json(logging.Formatter):
         if record.exc_info:
             line["exception"] = self.formatException(record.exc_info)
         return json.dumps(line, ensure_ascii=False, default=str)
+
+    def format_access(self, created: float, line: AccessLine) -> str:
+        """What format() makes of an access line's record, without the record."""
+        head = self._head(created, "INFO", ACCESS_LOGGER)
+        head.update(line.fields())
+        return json.dumps(head, ensure_ascii=False, default=str)
 
 
 FORMATS = ("text", "json")
@@ -274,6 +292,12 @@ class LogWriter:
             self._thread.join()
             self._thread = None
 
+    def _access(self, created: float, line: AccessLine) -> str:
+        formatter = self._output.formatter
+        if isinstance(formatter, (_Text, _Json)):
+            return formatter.format_access(created, line)
+        return self._output.format(access_record(created, line))
+
     def _run(self) -> None:
         records = self._records
         output = self._output
@@ -298,8 +322,12 @@ class LogWriter:
                 if record is None:  # stop()'s sentinel
                     stop = True
                     continue
-                if isinstance(record, tuple):  # AccessLog.write's (time, line)
-                    record = access_record(*record)
+                if isinstance(record, tuple):  # AccessLog.write's (time, line): no record
+                    try:
+                        lines.append(self._access(*record))
+                    except Exception:
+                        output.handleError(access_record(*record))
+                    continue
                 if record.levelno < output.level or not gate.admit(record):
                     continue
                 try:
@@ -309,7 +337,10 @@ class LogWriter:
             for record in gate.due(everything=stop):
                 lines.append(output.format(record))
             if lines:
-                self._write("\n".join(lines) + "\n", batch[-1] if batch else None)
+                last = batch[-1] if batch else None
+                if isinstance(last, tuple):  # a failed write is reported with a record
+                    last = access_record(*last)
+                self._write("\n".join(lines) + "\n", last)
 
     def _write(self, text: str, record: logging.LogRecord | None) -> None:
         output = self._output

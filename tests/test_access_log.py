@@ -137,3 +137,19 @@ async def test_porter_run_with_json_logs_writes_json_lines(
     assert paths == ["/echo/one", "/echo/two"]
     assert any(line.get("message", "").startswith("porter listening") for line in lines)
     assert "secret-in-query" not in handle.log()
+
+
+def test_an_access_line_rendered_without_a_record_reads_as_the_record_would() -> None:
+    """The log thread renders access lines from the queue's (time, line) with no LogRecord:
+    byte for byte what logging would have written, in both formats."""
+    import time as time_
+
+    from proxy.log import AccessLine, access_record, formatter
+
+    fields = ("rid", "127.0.0.1", "GET", "/x", 200, 12, 0.4, None, "public", "public", "r", "HIT")
+    for kind in ("text", "json"):
+        made = formatter(kind)
+        for created in (time_.time(), 1764770281.987, 1764770282.0005, 1764770399.9999):
+            line = AccessLine(*fields)
+            direct = made.format_access(created, line)  # type: ignore[attr-defined]
+            assert direct == made.format(access_record(created, line)), kind
