@@ -179,7 +179,11 @@ class ProxySettings:
     )
     shutdown_grace: float = field(
         default=30.0,
-        metadata={"doc": "Seconds in-flight requests may finish after SIGTERM", "min": 0},
+        metadata={
+            "doc": "Seconds in-flight requests may finish after SIGTERM; on the memory "
+            "store, as long again to close its sessions on OMERO.web and OMERO",
+            "min": 0,
+        },
     )
     header_timeout: float = field(
         default=10.0,

@@ -166,3 +166,24 @@ async def test_sigterm_closes_the_sessions_that_die_with_the_process(
         assert left == made
         assert _web_sessions(omero_web) == web_before + 2
         assert "shutdown: closed" not in porter.log()
+
+
+async def test_sigterm_gives_the_closing_of_sessions_no_more_than_shutdown_grace(
+    porter_process: Callable[..., PorterProcess], omero_sim: Any, omero_web: Any
+) -> None:
+    """OMERO silent at shutdown (calls would wait call_timeout, 30 s): porter stops closing
+    after shutdown_grace, says so, and exits; OMERO ends the rest at its own timeout."""
+    entry = omero_sim.server_list_entry()
+    sections: dict[str, dict[str, Any]] = {
+        "omero": {"server_list": [list(entry[:3])], "call_timeout": 30.0},
+    }
+    porter = porter_process(sections, upstream=omero_web.base_url, shutdown_grace=1)
+    await _api_login(porter.url, "alice", omero_sim.users["alice"])
+    omero_sim.hang()
+    try:
+        porter.process.send_signal(signal.SIGTERM)
+        # well before call_timeout: the grace bounded the closing
+        assert await asyncio.to_thread(porter.process.wait, 20) == 0
+    finally:
+        omero_sim.up()
+    assert "not all closed within shutdown_grace (1 s)" in porter.log()
