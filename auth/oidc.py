@@ -315,20 +315,9 @@ class OidcProvider:
         }
         headers = {hdrs.ACCEPT: "application/json", hdrs.ACCEPT_ENCODING: "identity"}
         self._authenticate(found, form, headers)
-        timeout = aiohttp.ClientTimeout(total=self._oidc.timeout)
-        try:
-            async with self._session().post(
-                found.token_endpoint,
-                data=form,
-                headers=headers,
-                timeout=timeout,
-                allow_redirects=False,
-            ) as resp:
-                status = resp.status
-                body = await read_limited(resp, MAX_DOCUMENT)
-        except (aiohttp.ClientError, OSError, asyncio.TimeoutError, ValueError) as exc:
-            log.error("OIDC provider %s: token endpoint failed: %s", self.id, describe_failure(exc))
-            raise self._unavailable() from None
+        status, body = await self._ask(
+            "token endpoint", "POST", found.token_endpoint, data=form, headers=headers
+        )
         answer = _json_object(body)
         if status != 200:
             error = answer.get("error") if isinstance(answer.get("error"), str) else "?"
@@ -345,6 +334,19 @@ class OidcProvider:
             raise OidcError("no_id_token", "The identity provider sent no ID token.", status=401)
         access = answer.get("access_token")
         return TokenAnswer(token, access if isinstance(access, str) and access else None)
+
+    async def _ask(self, what: str, method: str, url: str, **kwargs: Any) -> tuple[int, bytes]:
+        """One call to the provider: its status and body (at most MAX_DOCUMENT), within
+        `[oidc] timeout`, no redirect followed; provider_unavailable when it cannot be made."""
+        timeout = aiohttp.ClientTimeout(total=self._oidc.timeout)
+        try:
+            async with self._session().request(
+                method, url, timeout=timeout, allow_redirects=False, **kwargs
+            ) as resp:
+                return resp.status, await read_limited(resp, MAX_DOCUMENT)
+        except (aiohttp.ClientError, OSError, asyncio.TimeoutError, ValueError) as exc:
+            log.error("OIDC provider %s: %s failed: %s", self.id, what, describe_failure(exc))
+            raise self._unavailable() from None
 
     def _authenticate(
         self, found: Discovery, form: dict[str, str], headers: dict[istr, str]
@@ -396,16 +398,7 @@ class OidcProvider:
             hdrs.ACCEPT_ENCODING: "identity",
             hdrs.AUTHORIZATION: f"Bearer {access}",
         }
-        timeout = aiohttp.ClientTimeout(total=self._oidc.timeout)
-        try:
-            async with self._session().get(
-                found.userinfo_endpoint, headers=headers, timeout=timeout, allow_redirects=False
-            ) as resp:
-                status = resp.status
-                body = await read_limited(resp, MAX_DOCUMENT)
-        except (aiohttp.ClientError, OSError, asyncio.TimeoutError, ValueError) as exc:
-            log.error("OIDC provider %s: userinfo failed: %s", self.id, describe_failure(exc))
-            raise self._unavailable() from None
+        status, body = await self._ask("userinfo", "GET", found.userinfo_endpoint, headers=headers)
         claims = _json_object(body)
         if status != 200 or not claims:
             log.warning("OIDC provider %s: userinfo answered %d, no JSON object", self.id, status)
