@@ -21,11 +21,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
 
 from auth.oidc_settings import OidcProviderSettings, OidcSettings
-from tests.oidc_fixture import ACCOUNTS, SECRET, TestProvider
+from tests.keys import new_rsa_key, pem
+from tests.oidc_fixture import ACCOUNTS, SECRET, TestProvider, provider_settings
+from tests.omero_sim.process import stop_process
 from tests.porter_fixtures import ROOT, free_port
 
 
@@ -44,18 +44,7 @@ class DotProvider:
 
     def settings(self, **overrides: Any) -> OidcProviderSettings:
         """The same mapping as the Node provider's (Keycloak's, from docs/sso.md)."""
-        values: dict[str, Any] = {
-            "id": "idp",
-            "display_name": "Django Institution",
-            "issuer": self.issuer,
-            "client_id": "porter",
-            "client_secret": SECRET,
-            "scopes": ("openid", "profile", "email", "groups"),
-            "group_claim": "groups",
-            "group_map": (("lab-staff", "lab"), ("other-lab-members", "other-lab")),
-        }
-        values.update(overrides)
-        return OidcProviderSettings(**values)
+        return provider_settings(self.issuer, "Django Institution", **overrides)
 
     def oidc(self, *providers: OidcProviderSettings, **overrides: Any) -> OidcSettings:
         return OidcSettings(providers=providers or (self.settings(),), **overrides)
@@ -69,15 +58,6 @@ class DotProvider:
         )
         with urllib.request.urlopen(request, timeout=10) as resp:
             assert resp.status == 200
-
-
-def _key() -> str:
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    return key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    ).decode()
 
 
 @pytest.fixture(scope="session")
@@ -109,7 +89,7 @@ def dot_provider(
         "issuer": issuer,
         "port": port,
         "directory": str(directory),
-        "key": _key(),
+        "key": pem(new_rsa_key()).decode(),
         "accounts": {k: v for k, v in ACCOUNTS.items()},
         "clients": [client],
         "control": control,
@@ -132,9 +112,4 @@ def dot_provider(
             time.sleep(0.1)
         yield provider
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop_process(process)

@@ -25,12 +25,12 @@ from typing import Any
 import aiohttp
 import jwt
 import pytest
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
 from jwt.algorithms import RSAAlgorithm
 from yarl import URL
 
 from auth.oidc_settings import OidcProviderSettings, OidcSettings
+from tests.keys import new_rsa_key, pem
+from tests.omero_sim.process import stop_process
 from tests.porter_fixtures import free_port
 
 PROVIDER_DIR = Path(__file__).parent / "oidc_provider"
@@ -80,21 +80,29 @@ class TestProvider:
         return self.log_path.read_text(errors="replace")
 
     def settings(self, client: str = "porter", **overrides: Any) -> OidcProviderSettings:
-        values: dict[str, Any] = {
-            "id": "idp",
-            "display_name": "Test Institution",
-            "issuer": self.issuer,
-            "client_id": client,
-            "client_secret": SECRET,
-            "scopes": ("openid", "profile", "email", "groups"),
-            "group_claim": "groups",
-            "group_map": (("lab-staff", "lab"), ("other-lab-members", "other-lab")),
-        }
-        values.update(overrides)
-        return OidcProviderSettings(**values)
+        return provider_settings(self.issuer, "Test Institution", client, **overrides)
 
     def oidc(self, *providers: OidcProviderSettings, **overrides: Any) -> OidcSettings:
         return OidcSettings(providers=providers or (self.settings(),), **overrides)
+
+
+def provider_settings(
+    issuer: str, display_name: str, client: str = "porter", /, **overrides: Any
+) -> OidcProviderSettings:
+    """Porter's [[oidc.providers]] entry for a test provider: Keycloak's mapping from
+    docs/sso.md (preferred_username, groups lab-staff and other-lab-members)."""
+    values: dict[str, Any] = {
+        "id": "idp",
+        "display_name": display_name,
+        "issuer": issuer,
+        "client_id": client,
+        "client_secret": SECRET,
+        "scopes": ("openid", "profile", "email", "groups"),
+        "group_claim": "groups",
+        "group_map": (("lab-staff", "lab"), ("other-lab-members", "other-lab")),
+    }
+    values.update(overrides)
+    return OidcProviderSettings(**values)
 
 
 CLIENT_KID = "porter-client-key"
@@ -149,12 +157,12 @@ def oidc_provider(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestProv
         raise RuntimeError("the test OpenID provider is not installed: run scripts/setup.sh test")
     port = free_port()
     ports = (free_port(), free_port())
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    key = new_rsa_key()
     private_jwk = json.loads(RSAAlgorithm.to_jwk(key))
     private_jwk.pop("key_ops", None)  # PyJWT writes ["sign"]: published, it would forbid verify
     private_jwk.update({"kid": KID, "alg": "RS256", "use": "sig"})
     issuer = f"http://127.0.0.1:{port}"
-    client_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    client_key = new_rsa_key()
     client_jwk = json.loads(RSAAlgorithm.to_jwk(client_key.public_key()))
     client_jwk.update({"kid": CLIENT_KID, "alg": "RS256", "use": "sig"})
     config = {
@@ -169,13 +177,7 @@ def oidc_provider(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestProv
     directory = tmp_path_factory.mktemp("oidc")
     log_path = directory / "provider.log"
     key_file = directory / "porter-client-key.pem"
-    key_file.write_bytes(
-        client_key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
+    key_file.write_bytes(pem(client_key))
     provider = TestProvider(issuer, ports, private_jwk, log_path, key_file)
     with log_path.open("wb") as log:
         provider.process = subprocess.Popen(
@@ -192,12 +194,7 @@ def oidc_provider(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestProv
             time.sleep(0.05)
         yield provider
     finally:
-        provider.process.terminate()
-        try:
-            provider.process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            provider.process.kill()
-            provider.process.wait()
+        stop_process(provider.process)
 
 
 _HIDDEN = re.compile(r'<input type="hidden" name="([^"]+)" value="([^"]*)"')

@@ -12,14 +12,13 @@ from typing import Any
 
 import pytest
 from aiohttp import web
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
 from yarl import URL
 
 from auth.oidc_settings import OidcProviderSettings
 from proxy.app import create_app
 from proxy.settings import ProxySettings
 from tests.gateway_fixtures import Gateway
+from tests.keys import new_rsa_key, write_key
 from tests.oidc_fixture import CLIENT_KID, REQUIRED_ACR, TestProvider, log_in_at_provider
 from tests.omero_sim.fixture import OmeroSim
 from tests.porter_fixtures import OPERATOR, OPERATOR_TOKEN
@@ -57,19 +56,6 @@ async def test_client_secret_post_is_sent_in_the_form_where_the_provider_require
     assert (status, location, bool(cookie)) == (303, PING, True)
 
 
-def _key_file(directory: Path) -> str:
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    path = directory / "other-key.pem"
-    path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    return str(path)
-
-
 async def test_private_key_jwt_signs_an_assertion_the_provider_checks(
     oidc_porter: Callable[..., Awaitable[Gateway]],
     oidc_provider: TestProvider,
@@ -97,7 +83,8 @@ async def test_private_key_jwt_signs_an_assertion_the_provider_checks(
     assert len(user_sessions(omero_sim, "alice")) == len(before) + 1
     # another key under the same kid: the provider refuses the assertion, nobody logs in
     await client.close()
-    client = await oidc_porter(oidc_provider.oidc(jwt_client(_key_file(tmp_path))))
+    other = write_key(tmp_path / "other-key.pem", new_rsa_key())
+    client = await oidc_porter(oidc_provider.oidc(jwt_client(other)))
     back = await log_in_at_provider(client.session, str(await start_login(client)), "bob")
     assert await refused(client, back, 401, "could not be completed") == "exchange_failed"
 
@@ -208,15 +195,7 @@ def test_client_authentication_settings_name_what_is_missing(tmp_path: Path) -> 
     from cryptography.hazmat.primitives.asymmetric import ec
 
     base: dict[str, Any] = {"id": "idp", "issuer": "https://idp.example", "client_id": "porter"}
-    key = ec.generate_private_key(ec.SECP256R1())
-    ec_file = tmp_path / "ec.pem"
-    ec_file.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
+    ec_file = write_key(tmp_path / "ec.pem", ec.generate_private_key(ec.SECP256R1()))
     cases: list[tuple[dict[str, Any], str, str]] = [
         ({"client_auth": "private_key_jwt"}, "client_key_file", "is required"),
         (
@@ -225,7 +204,7 @@ def test_client_authentication_settings_name_what_is_missing(tmp_path: Path) -> 
             "none.pem",
         ),
         (
-            {"client_auth": "private_key_jwt", "client_key_file": str(ec_file)},
+            {"client_auth": "private_key_jwt", "client_key_file": ec_file},
             "client_key_alg",
             "RS256 cannot sign with a EC key",
         ),
@@ -235,7 +214,7 @@ def test_client_authentication_settings_name_what_is_missing(tmp_path: Path) -> 
         problems = OidcProviderSettings(**base, **extra).problems()
         assert [k for k, _ in problems] == [key_name], extra
         assert words in problems[0][1]
-    fine: dict[str, Any] = {"client_auth": "private_key_jwt", "client_key_file": str(ec_file)}
+    fine: dict[str, Any] = {"client_auth": "private_key_jwt", "client_key_file": ec_file}
     assert OidcProviderSettings(**base, **fine, client_key_alg="ES256").problems() == []
 
 

@@ -19,19 +19,9 @@ from auth.porter_tokens import PorterTokenIssuer
 from auth.sso_identity import IdentityRefused, SsoIdentity, SsoIdentityMapper
 from auth.sso_settings import PorterTokenSettings, SsoSettings
 from proxy.config import Problem, build
+from tests.keys import write_key
 
 PRIVATE_MEMBERS = {"d", "p", "q", "dp", "dq", "qi", "oth", "k"}
-
-
-def write_key(path: Path, key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey) -> str:
-    path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    return str(path)
 
 
 @pytest.fixture

@@ -86,8 +86,6 @@ settings.configure(
 )
 django.setup()
 
-from cryptography.hazmat.primitives import serialization  # noqa: E402
-from cryptography.hazmat.primitives.asymmetric import rsa  # noqa: E402
 from django.contrib.auth import get_user_model  # noqa: E402
 from django.contrib.auth import views as auth_views  # noqa: E402
 from django.core.handlers.wsgi import WSGIHandler  # noqa: E402
@@ -98,6 +96,8 @@ from django.views.decorators.csrf import csrf_exempt  # noqa: E402
 from oauth2_provider.models import get_application_model  # noqa: E402
 from oauth2_provider.oauth2_validators import OAuth2Validator  # noqa: E402
 from oauth2_provider.settings import oauth2_settings  # noqa: E402
+
+from tests.keys import new_rsa_key, pem  # noqa: E402
 
 
 class Validator(OAuth2Validator):  # type: ignore[misc]
@@ -130,12 +130,7 @@ def rotate(request: HttpRequest) -> HttpResponse:
 
 
 def new_key() -> str:
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    return key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    ).decode()
+    return pem(new_rsa_key()).decode()
 
 
 urlpatterns = [
