@@ -18,11 +18,16 @@ omero-py exception is translated, in one place (auth/omero_ice.py), into one of 
                               session over (no cookie, an error, no answer); raised by the
                               handoff porter injects into the public and SSO sessions
 
+In porter's tree (porter_errors.py) OmeroError and HandoffFailed are UpstreamFailed (502),
+ServerUnavailable is also Unavailable (503) and SessionGone also SessionEnded (log in again).
+
 Messages name the server id and, for errors from OMERO, the Ice type name (`ice_type`); they
 never contain a session key, password or user-supplied secret, so they are safe to log.
 """
 
 from __future__ import annotations
+
+from porter_errors import SessionEnded, Unavailable, UpstreamFailed
 
 __all__ = [
     "AdminRefused",
@@ -37,7 +42,7 @@ __all__ = [
 ]
 
 
-class OmeroError(Exception):
+class OmeroError(UpstreamFailed):
     """Base of every error of the OMERO backend.
 
     `server_id` is the server_list id the call was for (None when unknown);
@@ -61,11 +66,11 @@ class InvalidCredentials(OmeroError):
     """The server (or porter, for empty values) refused the user name and password."""
 
 
-class ServerUnavailable(OmeroError):
+class ServerUnavailable(Unavailable, OmeroError):
     """The server could not be reached or did not answer in time; worth retrying later."""
 
 
-class SessionGone(OmeroError):
+class SessionGone(SessionEnded, OmeroError):
     """The OMERO session is unknown, closed or expired on the server."""
 
 
@@ -87,7 +92,7 @@ class OtherOmeroError(OmeroError):
     """Any other failure from OMERO or omero-py; `ice_type` names it."""
 
 
-class HandoffFailed(Exception):
+class HandoffFailed(UpstreamFailed):
     """OMERO.web did not take an OMERO session over (`?server=&bsession=` answered without
     its session cookie, with an error, or not in time): an HTTP failure of OMERO.web, not of
     OMERO. `server_id` is the server the session was on (None when unknown)."""

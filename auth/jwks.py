@@ -29,6 +29,7 @@ from jwt.exceptions import PyJWTError
 
 import metrics
 from auth.single_flight import SingleFlight
+from porter_errors import Internal, Unavailable
 
 __all__ = [
     "ALGORITHMS",
@@ -72,11 +73,11 @@ PrivateKey = (
 )
 
 
-class KeyLoadError(ValueError):
+class KeyLoadError(Internal, ValueError):
     """A key file or JWKS cannot be read or used; the message names its path or URL."""
 
 
-class JwksUnavailable(Exception):
+class JwksUnavailable(Unavailable):
     """The JWKS URL could not be fetched or parsed; the message names the URL and the cause."""
 
 

@@ -31,6 +31,7 @@ from auth.jwks import (
     load_pem_public_key_file,
 )
 from auth.sso_settings import IssuerSettings, SsoSettings
+from porter_errors import Refused
 
 __all__ = [
     "REASONS",
@@ -61,14 +62,12 @@ REASONS = frozenset(
 )
 
 
-class SsoError(Exception):
+class SsoError(Refused):
     """Base of SSO failures: `reason` is a stable code, `status` the HTTP status to answer."""
 
     def __init__(self, reason: str, message: str, *, status: int) -> None:
-        super().__init__(message)
+        super().__init__(status, message)
         self.reason = reason
-        self.message = message
-        self.status = status
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.reason!r}, {self.message!r})"

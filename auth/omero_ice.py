@@ -38,6 +38,7 @@ from auth.errors import (
     SessionGone,
 )
 from auth.servers import Server
+from porter_errors import Internal
 
 T = TypeVar("T")
 
@@ -242,7 +243,7 @@ def reset_password(config: IceConfig, server: Server, username: str, email: str)
         return not isinstance(response, omero.cmd.ERR)
 
 
-class _AdminGone(Exception):
+class _AdminGone(Internal):
     """The admin session the backend held has ended; the backend logs in again."""
 
 

@@ -1,9 +1,7 @@
 """The session store interface and its errors (auth/stores.py picks an implementation).
 
-Exceptions::
-
-    SessionStoreError            something is wrong with the store (bug or misconfiguration)
-     └── SessionStoreUnavailable the store cannot be reached now (Redis down): answer 503
+SessionStoreUnavailable (an Unavailable of porter_errors.py): the store cannot be reached now
+(Redis down), answered 503.
 
 Both stores keep the same contract (tests/test_session_store.py runs against each):
 expired sessions are invisible to `get` at once and are removed, with their OMERO close info,
@@ -23,6 +21,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from auth.sessions import SessionRecord
+from porter_errors import Unavailable
 
 Clock = Callable[[], float]
 # Called with (server_id, omero_session_key) of a session the store dropped on its own.
@@ -32,12 +31,9 @@ OnEvict = Callable[[int, str], "Awaitable[None] | None"]
 MAX_TOUCH_INTERVAL = 60.0
 
 
-class SessionStoreError(Exception):
-    """The session store failed; the message never contains a secret."""
-
-
-class SessionStoreUnavailable(SessionStoreError):
-    """The session store cannot be reached; porter answers 503 "session store unavailable"."""
+class SessionStoreUnavailable(Unavailable):
+    """The session store cannot be reached; porter answers 503 "session store unavailable".
+    The message never contains a secret."""
 
 
 @contextlib.contextmanager

@@ -22,6 +22,7 @@ from cache.entry import Entry
 from cache.key import key_path
 from filters.private_dir import private_directory
 from filters.regex_guard import GuardedPattern
+from porter_errors import Internal
 
 PURGE_LOG = "porter:purge-log"  # the purges other processes apply to their memory tier
 PURGE_LOG_KEEP = 100
@@ -45,7 +46,7 @@ class _BytesOnly(diskcache.Disk):  # type: ignore[misc]
         return None
 
 
-class DiskReplaced(OSError):
+class DiskReplaced(Internal, OSError):
     """The directory was removed or replaced under porter; the tier was reopened on the new
     one (or could not be: then the next call tries again)."""
 

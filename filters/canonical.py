@@ -26,6 +26,8 @@ from __future__ import annotations
 import re
 from urllib.parse import unquote_to_bytes
 
+from porter_errors import Refused
+
 # Long enough for any OMERO.web path (the query is not counted); bounds rule-matching work.
 MAX_PATH_LENGTH = 4096
 
@@ -44,14 +46,14 @@ _FORWARD_SAFE = frozenset(
 )
 
 
-class BadPath(ValueError):
+class BadPath(Refused, ValueError):
     """The path cannot be made canonical without changing its meaning (answer 400).
 
     `reason` is safe to log and to show: it never contains the path itself.
     """
 
     def __init__(self, reason: str) -> None:
-        super().__init__(reason)
+        super().__init__(400, reason)
         self.reason = reason
 
 

@@ -22,8 +22,10 @@ from typing import Any
 
 import regex
 
+from porter_errors import Internal
 
-class MatchTimeout(Exception):
+
+class MatchTimeout(Internal):
     """A pattern did not finish within the budget (the caller fails closed)."""
 
 

@@ -11,9 +11,10 @@ from email.message import EmailMessage
 import aiosmtplib
 
 from mailer.settings import MailSettings
+from porter_errors import Internal
 
 
-class DeliveryError(Exception):
+class DeliveryError(Internal):
     """A message was not delivered. `transient`: trying again later may work.
 
     The message names the server and what went wrong, never the password.

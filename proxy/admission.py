@@ -26,11 +26,12 @@ from collections.abc import AsyncIterator
 from typing import Literal
 
 import metrics
+from porter_errors import Unavailable
 
 SlotClass = Literal["user", "public"]
 
 
-class Overloaded(Exception):
+class Overloaded(Unavailable):
     """No slot within the wait bound: 503, Retry-After `retry_after` seconds."""
 
     def __init__(self, retry_after: int) -> None:

@@ -25,6 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Union
 
+from porter_errors import Internal
+
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover
@@ -58,7 +60,7 @@ class Problem:
         return f"{self.key}: {self.message}"
 
 
-class ConfigError(Exception):
+class ConfigError(Internal):
     """The configuration has problems; `problems` lists every one of them."""
 
     def __init__(self, source: str, problems: list[Problem]) -> None:

@@ -13,21 +13,12 @@ from aiohttp import hdrs, web
 from multidict import MultiDictProxy
 
 from filters.rules import CREDENTIALS_RULE, Decision
+from porter_errors import Refused
 from proxy.keys import CSRF, SCOPE, SETTINGS, TEMPLATES
 from proxy.settings import Settings
 
 # The Cache-Control of every answer porter makes itself (it may depend on the session).
 NO_STORE: dict[str, str] = {hdrs.CACHE_CONTROL: "no-store"}
-
-
-class Refused(Exception):
-    """An answer decided deep inside a handler: `status` and what the user is told.
-    The error middleware answers it."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
 
 
 UNREADABLE_FORM = "The form could not be read."

@@ -1,20 +1,43 @@
-"""One row of the error table each (proxy/middleware/errors.py), through real porter requests:
-real Redis (stopped mid-request), the OMERO test server, the echo upstream as OMERO.web."""
+"""One row of the error table each (proxy/middleware/errors.py, found by the MRO), through
+real porter requests: real Redis (stopped mid-request), the OMERO test server, the echo
+upstream as OMERO.web."""
 
 from __future__ import annotations
 
 import asyncio
+import importlib
+import pkgutil
 from collections.abc import Callable
 from typing import Any
 
 import pytest
+from aiohttp import web
 from aiohttp.test_utils import TestClient
 
+from auth.errors import (
+    HandoffFailed,
+    OmeroError,
+    OtherOmeroError,
+    ServerUnavailable,
+    SessionGone,
+    UnknownServer,
+)
+from auth.jwks import JwksUnavailable, KeyLoadError
+from auth.jwt_verify import SsoError
+from auth.oidc import OidcError
 from auth.omero_backend import OmeroBackend
 from auth.public_settings import PublicSessionSettings
+from auth.sso_identity import IdentityRefused
+from auth.store import SessionStoreUnavailable
+from filters.canonical import BadPath
+from filters.regex_guard import MatchTimeout
 from filters.settings import PublicRuleSettings
+from porter_errors import Internal, PorterError, Refused, SessionEnded, Unavailable
+from proxy.admission import Overloaded
+from proxy.config import ConfigError
 from proxy.keys import SESSION_STORE
-from proxy.middleware.errors import ANSWERS
+from proxy.middleware.errors import ANSWERS, row_for
+from proxy.pages.login import LoginFailed
 from proxy.settings import LoginSettings
 from tests.omero_sim.fixture import OmeroSim
 from tests.porter_fixtures import PorterFactory, Upstream
@@ -37,18 +60,96 @@ async def _mid_request(
         return resp.status, await resp.text(), resp.headers
 
 
-def test_the_table_has_one_row_per_failure_in_order() -> None:
-    names = [kind.__name__ for kind, _ in ANSWERS]
-    assert names == [
-        "SessionStoreUnavailable",
-        "SessionGone",
-        "HandoffFailed",
-        "ServerUnavailable",
-        "OmeroError",
-        "SsoError",
-        "Refused",
-        "Overloaded",
-    ]
+PACKAGES = ("auth", "cache", "filters", "mailer", "metrics", "proxy")
+
+
+def _porter_exceptions() -> list[type[BaseException]]:
+    """Every exception class defined in porter's own modules (all of them imported)."""
+    names = ["porter_errors", "run"]
+    for package in PACKAGES:
+        root = importlib.import_module(package)
+        names += [m.name for m in pkgutil.walk_packages(root.__path__, package + ".")]
+    found = []
+    for name in names:
+        module = importlib.import_module(name)
+        for value in vars(module).values():
+            if (
+                isinstance(value, type)
+                and issubclass(value, BaseException)
+                and value.__module__ == name
+            ):
+                found.append(value)
+    return found
+
+
+def test_every_exception_porter_defines_is_in_the_tree_and_has_a_row() -> None:
+    found = _porter_exceptions()
+    assert len(found) > 30  # the walk saw the modules (a broken walk would pass vacuously)
+    outside = [c.__qualname__ for c in found if not issubclass(c, PorterError)]
+    assert outside == []
+    unanswered = [c.__qualname__ for c in found if c is not PorterError and row_for(c) is None]
+    assert unanswered == []
+    assert row_for(PorterError) is None  # the root itself has no answer: a bug, 500
+
+
+@pytest.mark.parametrize(
+    ("kind", "row"),
+    [
+        (SessionStoreUnavailable, SessionStoreUnavailable),
+        (ServerUnavailable, ServerUnavailable),  # also an OmeroError: the specific row wins
+        (SessionGone, SessionEnded),  # also an OmeroError: log in again, not 502
+        (OtherOmeroError, OmeroError),
+        (UnknownServer, OmeroError),
+        (HandoffFailed, HandoffFailed),
+        (JwksUnavailable, Unavailable),
+        (Overloaded, Overloaded),
+        (IdentityRefused, SsoError),
+        (OidcError, SsoError),
+        (BadPath, Refused),
+        (LoginFailed, Refused),
+        (KeyLoadError, Internal),
+        (ConfigError, Internal),
+        (ValueError, None),  # not porter's: a bug
+    ],
+)
+def test_an_exception_is_answered_by_the_first_row_of_its_mro(
+    kind: type[Exception], row: type[Exception] | None
+) -> None:
+    assert row_for(kind) is row
+    if row is not None:
+        assert row in ANSWERS
+
+
+def _raise_refused_with_headers(app: web.Application) -> None:
+    async def refuse(request: web.Request) -> web.StreamResponse:
+        raise Refused(405, "Not here.", {"Allow": "GET"})
+
+    app.router.add_get("/test-only/refuse", refuse)
+
+
+async def test_a_refusal_is_answered_with_its_status_message_and_headers(
+    echo_upstream: Upstream, porter: PorterFactory
+) -> None:
+    client = await porter(configure=_raise_refused_with_headers)
+    resp = await client.get("/test-only/refuse", headers={"Accept": "application/json"})
+    assert resp.status == 405
+    assert resp.headers["Allow"] == "GET"
+    assert "Not here." in await resp.text()
+
+
+async def test_an_internal_signal_that_escapes_is_a_500_and_logged(
+    echo_upstream: Upstream, porter: PorterFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    def add(app: web.Application) -> None:
+        async def escape(request: web.Request) -> web.StreamResponse:
+            raise MatchTimeout("a pattern ran out of time")
+
+        app.router.add_get("/test-only/escape", escape)
+
+    client = await porter(configure=add)
+    resp = await client.get("/test-only/escape", headers={"Accept": "application/json"})
+    assert resp.status == 500
+    assert "MatchTimeout" in caplog.text
 
 
 # ~ SessionStoreUnavailable -> 503: the three places that answered 500 and mailed the admins

@@ -9,7 +9,7 @@ from contextlib import contextmanager
 from aiohttp import web
 
 from auth.errors import HandoffFailed, OmeroError, ServerUnavailable
-from proxy.errors import Refused
+from porter_errors import Refused
 from proxy.keys import DECISION, OUTAGES, PUBLIC, PUBLIC_CACHE, SCOPE, SETTINGS
 from proxy.principal import Principal
 

@@ -1,17 +1,19 @@
-"""The error boundary: porter's exception tree becomes HTTP answers here, and only here.
-
-One ordered table, first match wins:
+"""The error boundary: porter's exception tree (porter_errors.py) becomes HTTP answers
+here, and only here. An exception is answered by the row of the first class of its MRO that
+has one, so a row never depends on its place in a list:
 
     SessionStoreUnavailable  503  the session store (Redis) cannot answer
-    SessionGone              log in again (browser: redirect; AJAX: 403), stale cookie cleared
-    HandoffFailed            502  OMERO.web did not take an OMERO session over
-    ServerUnavailable        503  the OMERO server cannot be reached
-    OmeroError               502  any other failure of OMERO
-    SsoError                 its status (401 with WWW-Authenticate, 403, 503)
-    Refused                  its status and message (porter's own decision)
+    ServerUnavailable        503  the OMERO server cannot be reached (counted as an outage)
     Overloaded               503 with Retry-After: no slot to OMERO.web within the wait bound
+    Unavailable              503  any other part porter needs
+    SessionEnded             log in again (browser: redirect; AJAX: 403), stale cookie cleared
+    HandoffFailed            502  OMERO.web did not take an OMERO session over
+    OmeroError               502  any other failure of OMERO
+    UpstreamFailed           502  any other failure upstream
+    SsoError                 its status (401 with WWW-Authenticate, 403, 503)
+    Refused                  its status, message and headers (porter's own decision)
+    Internal                 500, as anything else: the traceback logged and mailed
     HTTPException >= 400     porter's page for that status
-    anything else            500, the traceback logged and mailed to the admins
 """
 
 from __future__ import annotations
@@ -22,11 +24,12 @@ from collections.abc import Callable
 
 from aiohttp import hdrs, web
 
-from auth.errors import HandoffFailed, OmeroError, ServerUnavailable, SessionGone
+from auth.errors import HandoffFailed, OmeroError, ServerUnavailable
 from auth.jwt_verify import SsoError
 from auth.store import SessionStoreUnavailable
+from porter_errors import Internal, Refused, SessionEnded, Unavailable, UpstreamFailed
 from proxy.admission import Overloaded
-from proxy.errors import Refused, error_response, login_required
+from proxy.errors import error_response, login_required
 from proxy.keys import OUTAGES, SCOPE
 from proxy.middleware.responses import cors_preflight
 from proxy.middleware.scope import Handler
@@ -42,42 +45,11 @@ def _store_unavailable(request: web.Request, exc: Exception) -> web.StreamRespon
     return error_response(request, 503, "The session store is unavailable. Please retry.")
 
 
-def _log_in_again(request: web.Request, exc: Exception) -> web.StreamResponse:
-    request[SCOPE].notes.clear_cookie = True
-    return login_required(request)
-
-
-def _handoff_failed(request: web.Request, exc: Exception) -> web.StreamResponse:
-    log.warning("OMERO.web handoff failed rid=%s: %s", _rid(request), exc)
-    return error_response(request, 502)
-
-
 def _server_unavailable(request: web.Request, exc: Exception) -> web.StreamResponse:
     assert isinstance(exc, ServerUnavailable)
     log.warning("OMERO server unavailable rid=%s: %s", _rid(request), exc)
     request.app[OUTAGES].refused(exc.server_id, _rid(request))
     return error_response(request, 503, "The OMERO server is unavailable. Please retry.")
-
-
-def _omero_failed(request: web.Request, exc: Exception) -> web.StreamResponse:
-    log.warning("OMERO failed rid=%s: %s", _rid(request), exc)
-    return error_response(request, 502)
-
-
-def _sso_refused(request: web.Request, exc: Exception) -> web.StreamResponse:
-    assert isinstance(exc, SsoError)
-    log.info("SSO refused rid=%s: %s", _rid(request), exc.reason)
-    headers: dict[str, str] = {}
-    if exc.status == 401:
-        headers[hdrs.WWW_AUTHENTICATE] = (
-            f'Bearer error="invalid_token", error_description="{exc.reason}"'
-        )
-    return error_response(request, exc.status, exc.message, headers=headers)
-
-
-def _refused(request: web.Request, exc: Exception) -> web.StreamResponse:
-    assert isinstance(exc, Refused)
-    return error_response(request, exc.status, exc.message)
 
 
 def _overloaded(request: web.Request, exc: Exception) -> web.StreamResponse:
@@ -91,27 +63,80 @@ def _overloaded(request: web.Request, exc: Exception) -> web.StreamResponse:
     )
 
 
-ANSWERS: tuple[tuple[type[Exception], Answer], ...] = (
-    (SessionStoreUnavailable, _store_unavailable),
-    (SessionGone, _log_in_again),
-    (HandoffFailed, _handoff_failed),
-    (ServerUnavailable, _server_unavailable),
-    (OmeroError, _omero_failed),
-    (SsoError, _sso_refused),
-    (Refused, _refused),
-    (Overloaded, _overloaded),
-)
+def _unavailable(request: web.Request, exc: Exception) -> web.StreamResponse:
+    log.warning("%s rid=%s: %s", type(exc).__name__, _rid(request), exc)
+    return error_response(request, 503)
 
 
-def answer_for(request: web.Request, exc: Exception) -> web.StreamResponse:
-    """The answer the table gives `exc`; unexpected ones are a 500 and an admin mail."""
-    for kind, answer in ANSWERS:
-        if isinstance(exc, kind):
-            return answer(request, exc)
+def _log_in_again(request: web.Request, exc: Exception) -> web.StreamResponse:
+    request[SCOPE].notes.clear_cookie = True
+    return login_required(request)
+
+
+def _handoff_failed(request: web.Request, exc: Exception) -> web.StreamResponse:
+    log.warning("OMERO.web handoff failed rid=%s: %s", _rid(request), exc)
+    return error_response(request, 502)
+
+
+def _omero_failed(request: web.Request, exc: Exception) -> web.StreamResponse:
+    log.warning("OMERO failed rid=%s: %s", _rid(request), exc)
+    return error_response(request, 502)
+
+
+def _upstream_failed(request: web.Request, exc: Exception) -> web.StreamResponse:
+    log.warning("%s rid=%s: %s", type(exc).__name__, _rid(request), exc)
+    return error_response(request, 502)
+
+
+def _sso_refused(request: web.Request, exc: Exception) -> web.StreamResponse:
+    assert isinstance(exc, SsoError)
+    log.info("SSO refused rid=%s: %s", _rid(request), exc.reason)
+    headers = dict(exc.headers)
+    if exc.status == 401:
+        headers[hdrs.WWW_AUTHENTICATE] = (
+            f'Bearer error="invalid_token", error_description="{exc.reason}"'
+        )
+    return error_response(request, exc.status, exc.message, headers=headers)
+
+
+def _refused(request: web.Request, exc: Exception) -> web.StreamResponse:
+    assert isinstance(exc, Refused)
+    return error_response(request, exc.status, exc.message, headers=exc.headers or None)
+
+
+def _bug(request: web.Request, exc: Exception) -> web.StreamResponse:
+    """Not an answer porter meant to give: 500, and the traceback to the log and the admins."""
     log.error("unhandled error rid=%s %s", _rid(request), request.method, exc_info=exc)
     report_exception(request, exc)
     trace = "".join(traceback.format_exception(exc))
     return error_response(request, 500, traceback=trace)
+
+
+ANSWERS: dict[type[Exception], Answer] = {
+    SessionStoreUnavailable: _store_unavailable,
+    ServerUnavailable: _server_unavailable,
+    Overloaded: _overloaded,
+    Unavailable: _unavailable,
+    SessionEnded: _log_in_again,
+    HandoffFailed: _handoff_failed,
+    OmeroError: _omero_failed,
+    UpstreamFailed: _upstream_failed,
+    SsoError: _sso_refused,
+    Refused: _refused,
+    Internal: _bug,
+}
+
+
+def row_for(kind: type[BaseException]) -> type[Exception] | None:
+    """The class whose row answers `kind`: the first of its MRO in ANSWERS (None: none has
+    one, and the exception is answered as a bug)."""
+    return next((cls for cls in kind.__mro__ if cls in ANSWERS), None)
+
+
+def answer_for(request: web.Request, exc: Exception) -> web.StreamResponse:
+    """The answer the table gives `exc`; unexpected ones are a 500 and an admin mail."""
+    row = row_for(type(exc))
+    return (_bug if row is None else ANSWERS[row])(request, exc)
 
 
 @web.middleware

@@ -28,6 +28,7 @@ from auth.omero_backend import OmeroLogin
 from auth.sessions import SessionRecord
 from auth.store import SessionStoreUnavailable
 from filters.redirects import safe_redirect
+from porter_errors import Refused
 from proxy.django_csrf import django_csrf_valid, new_django_secret
 from proxy.errors import (
     NO_STORE,
@@ -65,11 +66,14 @@ STYLESHEET = (Path(__file__).parent.parent / "assets" / "porter.css").read_bytes
 NO_PASSWORD_FORM = "Logging in with a user name and password is turned off on this site."  # noqa: S105
 
 
-class FormTooLarge(Exception):
-    """A posted form over MAX_FORM bytes."""
+class FormTooLarge(Refused):
+    """A posted form over MAX_FORM bytes (413)."""
+
+    def __init__(self) -> None:
+        super().__init__(413, "The form is too large.")
 
 
-class LoginFailed(Exception):
+class LoginFailed(Refused):
     """A login attempt that ends on the form, with a status and a message for the user."""
 
     def __init__(
@@ -80,10 +84,7 @@ class LoginFailed(Exception):
         code: str = "failed",
     ):
         """`code`: the outcome's short name, for pages that carry it in a URL (OpenID)."""
-        super().__init__(message)
-        self.status = status
-        self.message = message
-        self.headers = dict(headers or {})
+        super().__init__(status, message, headers)
         self.code = code
 
 

@@ -46,7 +46,8 @@ from auth.omero_backend import OmeroLogin
 from auth.sessions import SessionRecord
 from auth.sso_identity import IdentityRefused, SsoIdentity
 from auth.store import SessionStore, SessionStoreUnavailable
-from proxy.errors import NO_STORE, Refused, error_response, posted_form, redirect
+from porter_errors import Refused
+from proxy.errors import NO_STORE, error_response, posted_form, redirect
 from proxy.identity.session import identify
 from proxy.identity.tokens import sso_meanings
 from proxy.keys import (
