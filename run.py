@@ -14,6 +14,7 @@ import sys
 import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from proxy.config import ConfigError, dump
 from proxy.settings import CONFIG_SEARCH, DEFAULT_CONFIG, Settings, find_config, load_settings
@@ -24,23 +25,9 @@ OWNED_ENV = "PORTER_METRICS_DIR_MADE"  # ours to remove at exit (a site's own is
 
 
 def _serve(args: argparse.Namespace, settings: Settings) -> int:
-    from dataclasses import replace
-
     from proxy.log import configure_logging
-    from proxy.settings import cross_section_problems
 
     proxy = settings.proxy
-    proxy = replace(
-        proxy,
-        host=args.host if args.host is not None else proxy.host,
-        port=args.port if args.port is not None else proxy.port,
-        workers=args.workers if args.workers is not None else proxy.workers,
-    )
-    settings = replace(settings, proxy=proxy)
-    problems = cross_section_problems(settings)
-    if problems:
-        print(ConfigError(str(args.config), problems), file=sys.stderr)
-        return EXIT_USAGE
     if proxy.workers > 1 and MULTIPROC_ENV not in os.environ:
         # prometheus-client reads its mode when first imported, and this process has imported
         # it already: start again with the workers' shared directory set
@@ -56,6 +43,7 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
 
             return run_workers(
                 args.config,
+                args.command_line,
                 settings,
                 lambda: configure_logging(proxy.log_level, settings.log.format, settings.log.file),
             )
@@ -213,7 +201,7 @@ def _clearsessions(args: argparse.Namespace, settings: Settings) -> int:
     from auth.lifecycle import purge_expired
     from auth.omero_backend import OmeroBackend
     from auth.sessions import SessionRecord
-    from auth.store import SessionStoreError
+    from auth.store import SessionStoreUnavailable
     from auth.stores import create_store
     from proxy.forwarding.handoff import web_logout
 
@@ -241,7 +229,7 @@ def _clearsessions(args: argparse.Namespace, settings: Settings) -> int:
                     concurrency=settings.session.lifecycle_concurrency,
                     end_web=end_web,
                 )
-            except SessionStoreError as exc:
+            except SessionStoreUnavailable as exc:
                 print(f"clearsessions: {exc}", file=sys.stderr)
                 return EXIT_FAILURE
             finally:
@@ -435,12 +423,23 @@ def main(argv: Sequence[str] | None = None) -> int:
                 file=sys.stderr,
             )
             return EXIT_USAGE
+    args.command_line = _command_line(args)
     try:
-        settings = load_settings(args.config)
+        settings = load_settings(args.config, command_line=args.command_line)
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return EXIT_USAGE
     return commands[args.command](args, settings)
+
+
+def _command_line(args: argparse.Namespace) -> dict[str, tuple[str, Any]]:
+    """The settings `serve`'s options override: "section.key" -> (the option, its value)."""
+    options = {"proxy.host": "--host", "proxy.port": "--port", "proxy.workers": "--workers"}
+    return {
+        key: (option, value)
+        for key, option in options.items()
+        if (value := getattr(args, option[2:], None)) is not None
+    }
 
 
 def _demo(args: argparse.Namespace) -> int:

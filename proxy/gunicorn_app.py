@@ -21,7 +21,7 @@ import logging
 import math
 import os
 import shutil
-from dataclasses import replace
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -57,20 +57,24 @@ class PorterLogger(Logger):  # type: ignore[misc]
 
 
 class PorterArbiter(BaseApplication):  # type: ignore[misc]
-    """gunicorn over porter's configuration file; `overrides` are the command line's."""
+    """gunicorn over porter's configuration file, with the command line's overrides
+    (`command_line`, as load_settings takes them) applied again on every HUP."""
 
-    def __init__(self, config: Path, settings: Settings, log_setup: Any) -> None:
+    def __init__(
+        self,
+        config: Path,
+        command_line: Mapping[str, tuple[str, Any]],
+        settings: Settings,
+        log_setup: Any,
+    ) -> None:
         self.config_path = config
-        self.settings = settings  # the command line's overrides applied
-        self.overrides = (settings.proxy.host, settings.proxy.port, settings.proxy.workers)
+        self.command_line = command_line
+        self.settings = settings
         self.log_setup = log_setup
         super().__init__()
 
     def _read(self) -> Settings:
-        settings = load_settings(self.config_path)
-        host, port, workers = self.overrides
-        proxy = replace(settings.proxy, host=host, port=port, workers=workers)
-        return replace(settings, proxy=proxy)
+        return load_settings(self.config_path, command_line=self.command_line)
 
     def load_config(self) -> None:
         """At start and on every HUP (a configuration that does not load keeps the last)."""
@@ -149,12 +153,14 @@ def _child_exit(server: Any, worker: Any) -> None:
         multiprocess.mark_process_dead(worker.pid, directory)  # type: ignore[no-untyped-call]
 
 
-def run_workers(config: Path, settings: Settings, log_setup: Any) -> int:
+def run_workers(
+    config: Path, command_line: Mapping[str, tuple[str, Any]], settings: Settings, log_setup: Any
+) -> int:
     """Serve with `settings.proxy.workers` gunicorn workers until TERM; the exit status. The
     process was started with PROMETHEUS_MULTIPROC_DIR set (run.py sees to it)."""
     arbiter = os.getpid()
     try:
-        PorterArbiter(config, settings, log_setup).run()
+        PorterArbiter(config, command_line, settings, log_setup).run()
     except SystemExit as exc:
         return int(exc.code or 0)
     finally:

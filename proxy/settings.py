@@ -486,10 +486,10 @@ def _name_source(problem: Problem, sources: Mapping[str, str]) -> Problem:
     return problem
 
 
-def cross_section_problems(settings: Settings, workers: int | None = None) -> list[Problem]:
+def cross_section_problems(settings: Settings) -> list[Problem]:
     """Settings each valid alone that cannot work together."""
     problems = []
-    workers = settings.proxy.workers if workers is None else workers
+    workers = settings.proxy.workers
     if workers > 1 and settings.session.store == "memory":
         problems.append(
             Problem(
@@ -538,11 +538,14 @@ def directory_problems(settings: Settings) -> list[Problem]:
 
 
 def load_settings(
-    path: Path | str | None = None, environ: Mapping[str, str] | None = None
+    path: Path | str | None = None,
+    environ: Mapping[str, str] | None = None,
+    command_line: Mapping[str, tuple[str, Any]] | None = None,
 ) -> Settings:
-    """Read `path` (default: the shipped config.toml), apply PORTER_* overrides, validate.
+    """Read `path` (default: the shipped config.toml), apply PORTER_* overrides, then the
+    command line's (`command_line`: "section.key" -> (the option, its value)), validate.
 
-    Raises ConfigError listing every problem found.
+    Raises ConfigError listing every problem found, each named with where it came from.
     """
     source = Path(path) if path is not None else DEFAULT_CONFIG
     environ = os.environ if environ is None else environ
@@ -556,7 +559,12 @@ def load_settings(
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(str(source), [Problem("syntax", str(exc))]) from None
     overrides, sources, problems = env_overrides(environ)
-    settings = build(Settings, merge(table, overrides), "", problems)
+    table = merge(table, overrides)
+    for dotted, (option, value) in (command_line or {}).items():
+        section, key = dotted.split(".")
+        table = merge(table, {section: {key: value}})
+        sources[dotted] = option
+    settings = build(Settings, table, "", problems)
     if not problems:
         problems.extend(cross_section_problems(typing.cast(Settings, settings)))
         problems.extend(directory_problems(typing.cast(Settings, settings)))

@@ -384,6 +384,15 @@ def test_workers_need_the_redis_store(tmp_path: Path) -> None:
     )
     assert found.returncode == 2
     assert "2 workers need session.store = 'redis'" in found.stderr
+    assert "proxy.workers (from --workers)" in found.stderr  # the command line is named
+    found = subprocess.run(
+        [sys.executable, str(ROOT / "run.py"), "serve", "--port", "70000", "--config", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert found.returncode == 2
+    assert "proxy.port (from --port)" in found.stderr  # checked like the file's own values
 
 
 async def test_sigterm_lets_every_workers_requests_finish(start_workers: StartWorkers) -> None:
