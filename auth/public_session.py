@@ -26,7 +26,7 @@ import copy
 import logging
 import secrets
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
@@ -36,17 +36,15 @@ import metrics
 from auth.errors import HandoffFailed, OmeroError, ServerUnavailable, SessionGone
 from auth.omero_backend import OmeroBackend
 from auth.public_settings import PublicSessionSettings
-from auth.shared_slots import SharedSlots, text
+from auth.shared_slots import Handoff, SharedSlots, text
 from auth.single_flight import SingleFlight
 from auth.store import SessionStoreUnavailable, redis_errors
 from auth.store_seal import StoreSeal
 
-__all__ = ["Handoff", "PublicLogin", "PublicSession"]
+__all__ = ["PublicLogin", "PublicSession"]
 
 log = logging.getLogger("porter.auth.public")
 
-Handoff = Callable[[int, str], Awaitable[Mapping[str, str]]]
-"""`handoff(server_id, omero_key)`: has OMERO.web join the session; returns its cookies."""
 
 _MAX_POLL = 0.25  # seconds between looks at Redis while another process creates the session
 _MAX_DEAD = 64  # keys remembered per server as dropped while Redis was unreachable

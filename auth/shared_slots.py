@@ -7,7 +7,7 @@ sessions. Every Redis failure is SessionStoreUnavailable (the error boundary's 5
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from types import MappingProxyType
 from typing import Any
 
@@ -15,6 +15,9 @@ from redis.asyncio import Redis
 
 from auth.store import redis_errors
 from auth.store_seal import StoreSeal
+
+Handoff = Callable[[int, str], Awaitable[Mapping[str, str]]]
+"""`handoff(server_id, omero_key)`: has OMERO.web join the session; returns its cookies."""
 
 _COOKIE = "c:"
 _UNLOCK = """

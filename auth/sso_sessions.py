@@ -15,7 +15,7 @@ import contextlib
 import logging
 import secrets
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
@@ -26,14 +26,12 @@ import metrics
 from auth.errors import AdminRefused, GroupRefused, OmeroError, ServerUnavailable
 from auth.omero_backend import OmeroBackend
 from auth.omero_ice import OmeroLogin
-from auth.shared_slots import SharedSlots
+from auth.shared_slots import Handoff, SharedSlots
 from auth.single_flight import SingleFlight
 from auth.store import SessionStoreUnavailable
 from auth.store_seal import StoreSeal
 
 log = logging.getLogger("porter.auth.sso")
-
-Handoff = Callable[[int, str], Awaitable[Mapping[str, str]]]
 
 
 @dataclass(frozen=True)
@@ -123,7 +121,6 @@ class SsoSessions:
         self._token = secrets.token_hex(16)  # this process, as lock owner
         self._creations: SingleFlight[SlotKey, SsoLogin] = SingleFlight("SSO session")
         self._closing: set[asyncio.Task[None]] = set()
-        self.created = 0  # OMERO sessions made (for tests and benchmarks)
 
     async def get(
         self, server_id: int, user_name: str, client_ip: str | None, group: str | None = None
@@ -221,7 +218,6 @@ class SsoSessions:
         except BaseException:  # cancelled at shutdown too: the session made is still closed
             await asyncio.shield(self._close_quietly(login))
             raise
-        self.created += 1
         made = SsoLogin(
             login.server_id,
             login.user_name,

@@ -9,6 +9,7 @@ import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import jinja2
@@ -18,16 +19,17 @@ from cachetools import TTLCache
 import metrics
 from auth.jwt_verify import JwtVerifier
 from auth.lifecycle import PeriodicJob, end_all, keepalive_job, purge_job
-from auth.login_throttle import RedisLoginThrottle
+from auth.login_throttle import MemoryLoginThrottle, RedisLoginThrottle, Throttle
 from auth.oidc import OidcProvider, PreLoginSealer
 from auth.omero_backend import OmeroBackend
 from auth.porter_tokens import PorterTokenIssuer
 from auth.public_session import PublicSession
 from auth.rate_limit_redis import RedisRates
 from auth.sessions import SessionRecord
+from auth.single_flight import SingleFlight
 from auth.sso_identity import SsoIdentityMapper
 from auth.sso_sessions import SharedSsoSessions, SsoSessions
-from auth.store import SessionStore, SessionStoreError
+from auth.store import SessionStore, SessionStoreUnavailable
 from auth.store_memory import MemorySessionStore
 from auth.stores import create_store
 from auth.verified_tokens import VerifiedTokens
@@ -39,7 +41,6 @@ from filters.forwarded import TrustedProxies
 from filters.hosts import AllowedHosts
 from filters.limits import MemoryRates
 from filters.rules import PublicRules, RuleMatcher
-from filters.throttle import LoginThrottle, Throttle
 from mailer import MailSender
 from proxy import metrics_http
 from proxy.config import ConfigError, Problem
@@ -211,7 +212,7 @@ def _add_metrics(app: web.Application) -> None:
     job = PeriodicJob("metrics gauges", GAUGES_INTERVAL, read_gauges)
 
     async def gauges(app: web.Application) -> AsyncIterator[None]:
-        with contextlib.suppress(SessionStoreError):  # Redis down at start: read later
+        with contextlib.suppress(SessionStoreUnavailable):  # Redis down at start: read later
             await read_gauges()
         async for _ in job.cleanup_ctx(app):
             yield
@@ -243,7 +244,8 @@ def _add_public_cache(app: web.Application) -> None:
             "[cache]", [Problem("cache.disk_dir", f"cannot be opened: {exc}")]
         ) from None
     app[PUBLIC_CACHE] = cache
-    app[CACHE_FLIGHTS] = {}
+    flights = app[CACHE_FLIGHTS] = SingleFlight[str, Any]("cache fetch")
+    app.on_cleanup.append(lambda _: flights.close())
     if cache.disk is not None:
         app[READINESS_CHECKS]["cache_disk"] = cache.check_disk
     if cache.disk is not None or shared is not None:
@@ -434,7 +436,7 @@ def _throttle(settings: Settings, store: SessionStore) -> Throttle:
             max_per_user=login.max_failures_per_user,
             window=login.failure_window,
         )
-    return LoginThrottle(
+    return MemoryLoginThrottle(
         max_per_address=login.max_failures_per_address,
         max_per_user=login.max_failures_per_user,
         window=login.failure_window,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -12,10 +11,12 @@ import jinja2
 from aiohttp import web
 
 from auth.jwt_verify import JwtVerifier
+from auth.login_throttle import Throttle
 from auth.oidc import PRELOGIN_COOKIE, RELOGIN_COOKIE, OidcProvider, PreLoginSealer
 from auth.omero_backend import OmeroBackend
 from auth.porter_tokens import PorterTokenIssuer
 from auth.public_session import PublicSession
+from auth.single_flight import SingleFlight
 from auth.sso_identity import SsoIdentityMapper
 from auth.sso_sessions import SsoSessions
 from auth.store import SessionStore
@@ -26,7 +27,6 @@ from filters.cors import CorsPolicy
 from filters.forwarded import Client, TrustedProxies
 from filters.hosts import AllowedHosts
 from filters.rules import Decision, RuleMatcher
-from filters.throttle import Throttle
 from mailer import MailSender
 from proxy.csrf import COOKIE as CSRF_COOKIE
 from proxy.csrf import Csrf
@@ -120,7 +120,7 @@ PUBLIC_CACHE = web.AppKey("public_cache", PublicCache)
 # Set when [metrics] is on: the request scope counts every request.
 METRICS_ON = web.AppKey("metrics_on", bool)
 # The one fetch in progress per cache key (proxy/forwarding/cached.py).
-CACHE_FLIGHTS = web.AppKey("cache_flights", dict[str, asyncio.Future[Any]])
+CACHE_FLIGHTS = web.AppKey("cache_flights", SingleFlight[str, Any])
 
 
 SCOPE = web.RequestKey("scope", RequestScope)

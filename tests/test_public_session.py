@@ -20,8 +20,9 @@ from redis.backoff import NoBackoff
 from auth.errors import HandoffFailed, InvalidCredentials, ServerUnavailable
 from auth.omero_backend import OmeroBackend
 from auth.omero_settings import OmeroSettings
-from auth.public_session import Handoff, PublicLogin, PublicSession
+from auth.public_session import PublicLogin, PublicSession
 from auth.public_settings import PublicSessionSettings
+from auth.shared_slots import Handoff
 from tests.keys import TEST_SEAL
 from tests.omero_sim.fixture import OmeroSim, start_sim, stop_sim
 from tests.redis_fixture import RedisServer

@@ -1,8 +1,8 @@
-"""filters/throttle.py: failed logins counted per address and per user, within a window."""
+"""auth/login_throttle.py, in memory: failed logins counted per address and per user."""
 
 from __future__ import annotations
 
-from filters.throttle import LoginThrottle
+from auth.login_throttle import MemoryLoginThrottle
 
 
 class Clock:
@@ -13,9 +13,9 @@ class Clock:
         return self.now
 
 
-def throttle(clock: Clock, **limits: int) -> LoginThrottle:
+def throttle(clock: Clock, **limits: int) -> MemoryLoginThrottle:
     values = {"max_per_address": 20, "max_per_user": 3, "window": 60.0, **limits}
-    return LoginThrottle(clock=clock, **values)  # type: ignore[arg-type]
+    return MemoryLoginThrottle(clock=clock, **values)  # type: ignore[arg-type]
 
 
 async def test_a_user_is_throttled_after_its_limit_from_any_address() -> None:

@@ -13,9 +13,8 @@ import asyncio
 import functools
 import logging
 import time
-from collections.abc import Coroutine, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
 
 import aiohttp
 from aiohttp import hdrs, web
@@ -23,13 +22,12 @@ from multidict import CIMultiDict
 from yarl import URL
 
 import metrics
-from auth.errors import HandoffFailed, OmeroError
-from auth.store import SessionStoreError
 from cache.entry import Entry
 from cache.key import cache_key, normalise_query
 from cache.store import PublicCache
+from porter_errors import Refused, SessionEnded, Unavailable, UpstreamFailed
 from proxy.admission import Overloaded
-from proxy.errors import Refused, error_response
+from proxy.errors import error_response
 from proxy.forwarding.cookies import rewrite_cookies, take_set_cookies
 from proxy.forwarding.headers import end_to_end
 from proxy.forwarding.renewal import forward_renewing, logged_out_upstream
@@ -102,8 +100,9 @@ class Passed:
 
 Outcome = Fresh | Failed | Passed
 
-# What renewing the public session can raise: the error middleware's table answers each.
-KNOWN_FAILURES = (OmeroError, HandoffFailed, SessionStoreError, Refused)
+# What renewing the public session can raise: every branch of porter's tree but Internal
+# (a bug); the error boundary answers each.
+KNOWN_FAILURES = (Refused, Unavailable, UpstreamFailed, SessionEnded)
 
 
 def cache_ttl(request: web.Request) -> float | None:
@@ -141,23 +140,18 @@ async def forward_cached(
             _refresh(request, principal, key, path, query, ttl)
             return _serve(request, entry, now, "STALE", f"hit; fwd=stale; ttl={_left(entry, now)}")
     flights = request.app[CACHE_FLIGHTS]
-    flight = flights.get(key)
-    started = flight is None
+    # this request fetches (the fetch outlives it if it goes); the ones arriving meanwhile
+    # wait for that fetch, at most lock_timeout
+    started = not flights.running(key)
     cache.counters.waiting += 1
     try:
-        if flight is None:  # this request fetches; the ones arriving meanwhile wait for it
-            flight = _claim(flights, key)
-            outcome: Outcome = Passed()  # cancelled (shutdown): the waiters forward themselves
-            try:
-                outcome = await _fetch(request, principal, key, path, query, ttl)
-            finally:
-                _release(flights, key, flight, outcome)
+        fetch = flights.run(key, lambda: _fetch(request, principal, key, path, query, ttl))
+        if started:
+            outcome: Outcome = await fetch
         else:
             cache.counters.collapsed += 1
             try:
-                outcome = await asyncio.wait_for(
-                    asyncio.shield(flight), cache.settings.lock_timeout
-                )
+                outcome = await asyncio.wait_for(fetch, cache.settings.lock_timeout)
             except asyncio.TimeoutError:
                 cache.counters.lock_timeouts += 1
                 outcome = Failed(504)
@@ -260,47 +254,13 @@ def _serve(request: web.Request, entry: Entry, now: float, state: str, detail: s
     return web.Response(body=entry.body, headers=headers)
 
 
-def _claim(flights: dict[str, asyncio.Future[Any]], key: str) -> asyncio.Future[Outcome]:
-    """Make this the fetch of `key` now (before any await), so no other request starts one."""
-    flight: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
-    flights[key] = flight
-    return flight
-
-
-def _release(
-    flights: dict[str, asyncio.Future[Any]],
-    key: str,
-    flight: asyncio.Future[Outcome],
-    outcome: Outcome,
-) -> None:
-    """The fetch of `key` is over: the requests waiting for it get `outcome`."""
-    if flights.get(key) is flight:
-        del flights[key]
-    flight.set_result(outcome)
-
-
-async def _lead(
-    flights: dict[str, asyncio.Future[Any]],
-    key: str,
-    flight: asyncio.Future[Outcome],
-    fetch: Coroutine[Any, Any, Outcome],
-) -> None:
-    """Run `fetch` as THE fetch of `key`, in the background (a stale entry's refresh)."""
-    outcome: Outcome = Passed()
-    try:
-        outcome = await fetch
-    finally:
-        _release(flights, key, flight, outcome)
-
-
 def _refresh(
     request: web.Request, principal: Principal, key: str, path: str, query: str, ttl: float
 ) -> None:
     """Refresh `key` in the background, unless a fetch of it is already under way."""
     flights = request.app[CACHE_FLIGHTS]
-    if key not in flights:
-        fetch = _fetch(request, principal, key, path, query, ttl)
-        refresh = _lead(flights, key, _claim(flights, key), fetch)
+    if not flights.running(key):
+        refresh = flights.run(key, lambda: _fetch(request, principal, key, path, query, ttl))
         request.app[PUBLIC_CACHE].run_in_background(refresh)
 
 
@@ -353,9 +313,9 @@ async def _fetch_slotted(
                 )
                 request[SCOPE].notes.upstream_seconds = time.perf_counter() - started
             except asyncio.TimeoutError:
-                return _unavailable(request, 504)
+                return _unavailable(request, 504, "timeout")
             except (aiohttp.ClientError, OSError):
-                return _unavailable(request, 502)
+                return _unavailable(request, 502, "unreachable")
             async with upstream:
                 if attempt == 0 and await logged_out_upstream(request, upstream, cookies):
                     cookies = await principal.renew()
@@ -371,11 +331,11 @@ async def _fetch_slotted(
         return Failed(500)
 
 
-def _unavailable(request: web.Request, status: int) -> Failed:
+def _unavailable(request: web.Request, status: int, error: str) -> Failed:
     log.warning(
         "upstream unavailable (%d) for a cache fetch rid=%s", status, request[SCOPE].request_id
     )
-    report_unavailable(request, status)
+    report_unavailable(request, status, error)
     return Failed(status)
 
 
@@ -389,7 +349,7 @@ async def _take(
     status = upstream.status
     if status >= 500:
         if status in (502, 503, 504):
-            return _unavailable(request, status)
+            return _unavailable(request, status, "answered")
         excerpt = await _read(upstream, 4 * request.app[SETTINGS].mail.excerpt_size)
         text = (excerpt or b"").decode("utf-8", "replace")
         log.warning(
@@ -404,7 +364,7 @@ async def _take(
         return Passed()
     body = await _read(upstream, limit + 1)
     if body is None:
-        return _unavailable(request, 502)
+        return _unavailable(request, 502, "unreachable")
     if len(body) > limit:
         cache.too_large[key] = True
         return Passed()
