@@ -29,11 +29,6 @@ def explain(method: str, raw_path: str, rules: PublicRules) -> str:
     return "\n".join(lines)
 
 
-def explain_decision(decision: Decision) -> str:
-    """One line for a log or an error page: kind, rule and reason (never the path)."""
-    return f"{decision.kind} by {decision.rule}: {decision.reason}"
-
-
 def _query(query: str | None, decision: Decision) -> str:
     if query is None:
         return "(none)"

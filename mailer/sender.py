@@ -68,6 +68,10 @@ class MailCounters:
         )
 
 
+for _event in dataclasses.fields(MailCounters):  # every series from the start, at 0
+    metrics.MAIL_EVENTS.labels(_event.name)
+
+
 class MailSender:
     """Queue and background delivery of admin mail. `clock` drives dedup windows (tests)."""
 
@@ -97,6 +101,12 @@ class MailSender:
         """A snapshot of the counters."""
         return dataclasses.replace(self._counters)
 
+    def _count(self, event: str, n: int = 1) -> None:
+        """Count `event` (a MailCounters field) here and in porter_admin_mail_events_total."""
+        if n:
+            setattr(self._counters, event, getattr(self._counters, event) + n)
+            metrics.MAIL_EVENTS.labels(event).inc(n)
+
     @property
     def waiting(self) -> int:
         """Mails queued now."""
@@ -107,23 +117,22 @@ class MailSender:
 
         Never blocks, never raises. False when mail is inactive, stopping, or the queue is full.
         """
-        c = self._counters
-        c.submitted += 1
+        self._count("submitted")
         if not self._settings.active:
-            c.inactive += 1
+            self._count("inactive")
             return False
         if self._stopping:
-            c.lost_shutdown += 1
+            self._count("lost_shutdown")
             metrics.MAILS.labels("dropped").inc()
             log.warning("admin mail lost: sender stopped (request %s)", report.request_id)
             return False
         decision = self._dedup.observe(report)
         if decision is Decision.FOLDED:
             metrics.MAILS.labels("deduplicated").inc()
-            c.folded += 1
+            self._count("folded")
             return True
         if decision is Decision.CAPPED:
-            c.capped += 1
+            self._count("capped")
             return True
         return self._enqueue(report, report.request_id)
 
@@ -131,7 +140,7 @@ class MailSender:
         try:
             self._queue.put_nowait(item)
         except asyncio.QueueFull:
-            self._counters.lost_queue_full += 1
+            self._count("lost_queue_full")
             metrics.MAILS.labels("dropped").inc()
             log.warning(
                 "admin mail lost: queue full (%d waiting) for %s", self._queue.qsize(), label
@@ -144,7 +153,7 @@ class MailSender:
             if self._dedup.take_slot(digest.fingerprint):
                 self._enqueue(digest, f"digest of {digest.fingerprint}")
             else:
-                self._counters.lost_rate_limited += 1
+                self._count("lost_rate_limited")
                 metrics.MAILS.labels("dropped").inc()
                 log.warning(
                     "admin mail lost: hourly cap reached, digest of %d for %s dropped",
@@ -180,7 +189,7 @@ class MailSender:
             self._queue.task_done()
             if not self._keep(item, "still queued at shutdown"):
                 left += 1
-        self._counters.lost_shutdown += left
+        self._count("lost_shutdown", left)
         lost = self._counters.lost_shutdown - lost_before
         if lost:
             log.warning("admin mail lost: %d mail(s) undelivered at shutdown", lost)
@@ -209,11 +218,11 @@ class MailSender:
                 await self._deliver(item)
             except asyncio.CancelledError:
                 if not self._keep(item, "interrupted at shutdown"):
-                    self._counters.lost_shutdown += 1  # stopped mid-delivery: lost
+                    self._count("lost_shutdown")  # stopped mid-delivery: lost
                     metrics.MAILS.labels("dropped").inc()
                 raise
             except Exception as exc:  # a bug must not end the sender; no details: secrets
-                self._counters.lost_undeliverable += 1
+                self._count("lost_undeliverable")
                 metrics.MAILS.labels("dropped").inc()
                 log.error("admin mail lost: unexpected %s while delivering", type(exc).__name__)
             finally:
@@ -229,7 +238,7 @@ class MailSender:
         try:
             message = self._compose(item)
         except Exception as exc:  # a bug here must not stop the sender; no details: secrets
-            self._counters.lost_undeliverable += 1
+            self._count("lost_undeliverable")
             metrics.MAILS.labels("dropped").inc()
             log.error("admin mail lost: cannot compose mail for %s (%s)", label, type(exc).__name__)
             return
@@ -247,7 +256,7 @@ class MailSender:
                     self._spool_message(message, label)
                     return
                 if not exc.transient or attempt == retries:
-                    self._counters.lost_undeliverable += 1
+                    self._count("lost_undeliverable")
                     metrics.MAILS.labels("dropped").inc()
                     log.error(
                         "admin mail lost for %s after %d attempt(s): %s",
@@ -257,7 +266,7 @@ class MailSender:
                     )
                     return
                 delay = min(self._settings.backoff * 2**attempt, self._settings.backoff_max)
-                self._counters.retries += 1
+                self._count("retries")
                 log.warning(
                     "admin mail for %s not delivered (%s); retry in %.1f s",
                     label,
@@ -271,9 +280,9 @@ class MailSender:
                     log.warning(
                         "admin mail for %s refused for %s", label, ", ".join(delivered.refused)
                     )
-                self._counters.sent += 1
+                self._count("sent")
                 metrics.MAILS.labels("sent").inc()
-                self._counters.digests_sent += isinstance(item, Digest)
+                self._count("digests_sent", isinstance(item, Digest))
                 return
 
     def _keep(self, item: Report | Digest, why: str) -> bool:
@@ -291,14 +300,14 @@ class MailSender:
     def _spool_message(self, message: EmailMessage, label: str) -> bool:
         assert self._spool is not None
         if self._spool.put(message):
-            self._counters.spooled += 1
+            self._count("spooled")
             log.warning(
                 "admin mail for %s kept in %s until the SMTP server answers",
                 label,
                 self._spool.directory,
             )
             return True
-        self._counters.lost_spool_full += 1
+        self._count("lost_spool_full")
         metrics.MAILS.labels("dropped").inc()
         log.error("admin mail lost for %s: the spool %s is full", label, self._spool.directory)
         return False
@@ -316,8 +325,8 @@ class MailSender:
                 await asyncio.wait_for(asyncio.shield(task), self._settings.email_timeout)
             if task.done() and not task.cancelled() and task.exception() is None:
                 self._spool.remove(path)
-                self._counters.spool_delivered += 1
-                self._counters.sent += 1
+                self._count("spool_delivered")
+                self._count("sent")
             else:
                 task.cancel()
                 self._spool.unclaim(path)
@@ -343,12 +352,12 @@ class MailSender:
                     self._smtp_down = True
                     self._spool.unclaim(path)
                     return
-                self._counters.lost_undeliverable += 1
+                self._count("lost_undeliverable")
                 metrics.MAILS.labels("dropped").inc()
                 log.error("spooled admin mail %s refused for good: %s", path.name, exc.reason)
             else:
                 self._smtp_down = False
-                self._counters.spool_delivered += 1
-                self._counters.sent += 1
+                self._count("spool_delivered")
+                self._count("sent")
                 metrics.MAILS.labels("sent").inc()
             self._spool.remove(path)

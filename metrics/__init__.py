@@ -23,8 +23,6 @@ from prometheus_client import (
 )
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
-KINDS = ("user", "token", "public", "porter", "denied", "bad_request")
-STATUS_CLASSES = ("1xx", "2xx", "3xx", "4xx", "5xx")
 # Porter answers in milliseconds; OMERO.web in tens of milliseconds to seconds.
 BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
@@ -69,6 +67,23 @@ MAILS = Counter(
     "porter_admin_mails_total",
     "Admin mails, by result: sent, deduplicated (summed into a digest), dropped",
     ["result"],
+)
+MAIL_EVENTS = Counter(
+    "porter_admin_mail_events_total",
+    "What happened to admin mail, by event: submitted, inactive, folded, capped, sent, "
+    "digests_sent, retries, spooled, spool_delivered, lost_queue_full, lost_undeliverable, "
+    "lost_rate_limited, lost_shutdown, lost_spool_full",
+    ["event"],
+)
+SERVER_ERRORS = Counter(
+    "porter_server_errors_total",
+    "Answers of status 500 and above, by status (500, 502, 503, 504; 5xx: any other)",
+    ["status"],
+)
+UPSTREAM_ERRORS = Counter(
+    "porter_upstream_errors_total",
+    "OMERO.web failing a request, by error (timeout, unreachable, answered) and status",
+    ["error", "status"],
 )
 CACHE_REQUESTS = Counter(
     "porter_cache_requests_total",
@@ -124,6 +139,10 @@ for _kind in ("user", "public"):
     SLOT_WAIT_SECONDS.labels(_kind)
 for _reason in ("rate", "user_rate", "agent", "wait"):
     LIMIT_REFUSALS.labels(_reason)
+for _status in ("500", "502", "503", "504", "5xx"):
+    SERVER_ERRORS.labels(_status)
+for _error, _status in (("timeout", "504"), ("unreachable", "502")):
+    UPSTREAM_ERRORS.labels(_error, _status)
 BUILD_INFO = Gauge(
     "porter_build_info",
     "Always 1: the versions running",
@@ -162,6 +181,11 @@ def registry() -> CollectorRegistry:
 def exposition() -> tuple[bytes, str]:
     """The scrape's body and content type."""
     return generate_latest(registry()), CONTENT_TYPE_LATEST
+
+
+def server_error(status: int) -> str:
+    """The status label of SERVER_ERRORS and UPSTREAM_ERRORS (a bounded set)."""
+    return str(status) if status in (500, 502, 503, 504) else "5xx"
 
 
 def status_class(status: int) -> str:

@@ -159,9 +159,6 @@ class _Json(logging.Formatter):
         return json.dumps(head, ensure_ascii=False, default=str)
 
 
-FORMATS = ("text", "json")
-
-
 def formatter(kind: str) -> logging.Formatter:
     return _Json() if kind == "json" else _Text()
 

@@ -6,6 +6,7 @@ from typing import Any
 
 from aiohttp import hdrs, web
 
+import metrics
 from mailer import Report
 from proxy.keys import MAILER, PRINCIPAL, SCOPE
 from proxy.principal import ANONYMOUS
@@ -38,6 +39,8 @@ def report_exception(request: web.Request, exc: BaseException) -> None:
 
 
 def report_upstream_error(request: web.Request, status: int, excerpt: str) -> None:
+    """OMERO.web answered `status` (5xx, not 502-504) with `excerpt`: counted and mailed."""
+    metrics.UPSTREAM_ERRORS.labels("answered", metrics.server_error(status)).inc()
     report = Report(
         kind="upstream_error",
         request_id=request[SCOPE].request_id,
@@ -48,7 +51,10 @@ def report_upstream_error(request: web.Request, status: int, excerpt: str) -> No
     request.app[MAILER].submit(report)
 
 
-def report_unavailable(request: web.Request, status: int) -> None:
+def report_unavailable(request: web.Request, status: int, error: str) -> None:
+    """OMERO.web unavailable (`error`: timeout, unreachable or answered `status`, 502-504):
+    counted and mailed."""
+    metrics.UPSTREAM_ERRORS.labels(error, metrics.server_error(status)).inc()
     report = Report(
         kind="unavailable", request_id=request[SCOPE].request_id, status=status, **_fields(request)
     )

@@ -20,6 +20,8 @@ from tests.porter_fixtures import (
     Upstream,
     free_port,
 )
+from tests.smtp_fixture import SmtpServer
+from tests.smtp_fixture import settings_for as mail_settings
 
 
 def sample(exposition: str, name: str) -> float:
@@ -147,3 +149,35 @@ async def test_omero_sessions_made_and_closed_are_counted_by_reason(
         'porter_logins_total{result="success"}',
     ):
         assert sample(after, name) - sample(before, name) == 1, name
+
+
+async def test_server_errors_upstream_errors_and_admin_mail_are_counted_by_cause(
+    smtp_server: SmtpServer, echo_upstream: Upstream, porter: PorterFactory
+) -> None:
+    scrape = {"metrics": MetricsSettings(allow_from=("127.0.0.0/8",))}
+    mail = {"mail": mail_settings(smtp_server)}
+    client = await porter(sections={**scrape, **mail}, operator_token=OPERATOR_TOKEN)
+    dead = await porter(
+        upstream=f"http://127.0.0.1:{free_port()}",
+        sections={**scrape, **mail},
+        operator_token=OPERATOR_TOKEN,
+    )  # the same process: its counts are in the same registry
+    before = await (await client.get("/porter/metrics", headers=OPERATOR)).text()
+    assert (await client.get("/status/503")).status == 503  # OMERO.web says it is unavailable
+    assert (await client.get("/status/500")).status == 500  # OMERO.web broke
+    assert (await dead.get("/webclient/")).status == 502  # OMERO.web cannot be reached
+    await smtp_server.inbox.wait_for(3)
+    after = await (await client.get("/porter/metrics", headers=OPERATOR)).text()
+
+    def grew(name: str) -> float:
+        return sample(after, name) - sample(before, name)
+
+    assert grew('porter_server_errors_total{status="503"}') == 1
+    assert grew('porter_server_errors_total{status="500"}') == 1
+    assert grew('porter_server_errors_total{status="502"}') == 1
+    assert grew('porter_upstream_errors_total{error="answered",status="503"}') == 1
+    assert grew('porter_upstream_errors_total{error="answered",status="500"}') == 1
+    assert grew('porter_upstream_errors_total{error="unreachable",status="502"}') == 1
+    assert grew('porter_admin_mail_events_total{event="submitted"}') == 3
+    assert grew('porter_admin_mail_events_total{event="sent"}') == 3
+    assert 'porter_admin_mail_events_total{event="lost_queue_full"} ' in after  # at 0 from start

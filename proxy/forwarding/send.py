@@ -13,6 +13,7 @@ from multidict import CIMultiDict
 from yarl import URL
 
 from filters.forwarded import FORWARDING_HEADERS, IDENTITY_HEADERS, is_identity_header
+from porter_errors import Refused
 from proxy.errors import error_response
 from proxy.finish import finish
 from proxy.forwarding.cookies import rewrite_cookies, take_set_cookies
@@ -54,8 +55,11 @@ class UpstreamRequest(aiohttp.ClientRequest):
             self.headers[hdrs.ACCEPT] = "*/*"
 
 
-class BodyTooLarge(Exception):
-    """The streamed request body went past the configured limit."""
+class BodyTooLarge(Refused):
+    """The streamed request body went past the configured limit (413)."""
+
+    def __init__(self) -> None:
+        super().__init__(413, "The request body is too large.")
 
 
 class LimitedBody:
@@ -138,14 +142,14 @@ async def send(
         return upstream
     except asyncio.TimeoutError:
         log.warning("upstream timed out rid=%s", request[SCOPE].request_id)
-        return unavailable(request, 504)
+        return unavailable(request, 504, "timeout")
     except (aiohttp.ClientError, BodyTooLarge, OSError) as exc:
         if body is not None and body.exceeded:
             return error_response(request, 413, headers={hdrs.CONNECTION: "close"})
         log.warning(
             "upstream unreachable rid=%s: %s", request[SCOPE].request_id, type(exc).__name__
         )
-        return unavailable(request, 502)
+        return unavailable(request, 502, "unreachable")
 
 
 async def answer(
@@ -167,9 +171,10 @@ async def answer(
         return await relay(request, upstream, headers)
 
 
-def unavailable(request: web.Request, status: int) -> web.Response:
-    """OMERO.web could not be reached or did not answer: tell the user and the admins."""
-    report_unavailable(request, status)
+def unavailable(request: web.Request, status: int, error: str) -> web.Response:
+    """OMERO.web could not be reached or did not answer (`error`: timeout, unreachable,
+    answered): tell the user and the admins."""
+    report_unavailable(request, status, error)
     return error_response(request, status)
 
 
@@ -181,7 +186,7 @@ async def upstream_failed(request: web.Request, upstream: aiohttp.ClientResponse
     """
     status = upstream.status
     if status in (502, 503, 504):
-        return unavailable(request, status)
+        return unavailable(request, status, "answered")
     limit = 4 * request.app[SETTINGS].mail.excerpt_size
     try:
         excerpt = await upstream.content.read(limit)

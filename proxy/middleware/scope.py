@@ -125,6 +125,8 @@ def _count(request: web.Request, status: int, started: float) -> None:
     kind = request_kind(request, status)
     metrics.IN_FLIGHT.dec()
     metrics.REQUESTS.labels(kind, metrics.status_class(status)).inc()
+    if status >= 500:
+        metrics.SERVER_ERRORS.labels(metrics.server_error(status)).inc()
     metrics.REQUEST_SECONDS.labels(kind).observe(time.perf_counter() - started)
     upstream = request[SCOPE].notes.upstream_seconds
     if upstream is not None:
