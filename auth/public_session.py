@@ -41,7 +41,7 @@ from auth.single_flight import SingleFlight
 from auth.store import SessionStoreUnavailable, redis_errors
 from auth.store_seal import StoreSeal
 
-__all__ = ["PublicLogin", "PublicSession"]
+__all__ = ["PublicLogin", "PublicSession", "SharedPublicEntries"]
 
 log = logging.getLogger("porter.auth.public")
 
@@ -88,7 +88,7 @@ def _again(error: OmeroError | HandoffFailed) -> OmeroError | HandoffFailed:
     return fresh
 
 
-class _SharedEntries:
+class SharedPublicEntries:
     """The Redis side: the shared entry and its creation lock (auth/shared_slots.py), and
     the set of processes holding it."""
 
@@ -133,7 +133,7 @@ class _SharedEntries:
 
 class PublicSession:
     """The public sessions of one porter process (one per server), shared through Redis
-    with other processes when `redis` is given."""
+    with other processes when `shared` is given (auth/stores.py makes it)."""
 
     def __init__(
         self,
@@ -141,20 +141,13 @@ class PublicSession:
         settings: PublicSessionSettings,
         handoff: Handoff,
         *,
-        redis: Redis | None = None,
-        key_prefix: str = "porter:",
-        seal: StoreSeal | None = None,
+        shared: SharedPublicEntries | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        """With `redis`, `seal` (required then) names and seals what is kept there."""
         self._backend = backend
         self._settings = settings
         self._handoff = handoff
-        if redis is not None and seal is None:
-            raise ValueError("a public session shared through Redis needs the store's seal")
-        self._shared = (
-            _SharedEntries(redis, key_prefix, seal) if redis is not None and seal else None
-        )
+        self._shared = shared
         self._clock = clock
         self._token = secrets.token_hex(16)  # this process, as lock owner and holder
         self._held: dict[int, _Held] = {}
@@ -231,7 +224,7 @@ class PublicSession:
         metrics.OMERO_SESSIONS_CREATED.labels("public").inc()
         return PublicLogin(server_id, login.session_key, MappingProxyType(cookies))
 
-    async def _fly_shared(self, shared: _SharedEntries, server_id: int) -> PublicLogin:
+    async def _fly_shared(self, shared: SharedPublicEntries, server_id: int) -> PublicLogin:
         """Adopt the shared session, or create it under the lock, or wait for its creator."""
         held = self._held.get(server_id)
         deadline = time.monotonic() + self._settings.create_timeout
@@ -268,7 +261,7 @@ class PublicSession:
             log.warning("public session of server %d: store unavailable, keeping it", server_id)
             return held.login
 
-    async def _read_live(self, shared: _SharedEntries, server_id: int) -> PublicLogin | None:
+    async def _read_live(self, shared: SharedPublicEntries, server_id: int) -> PublicLogin | None:
         """The shared entry, unless it names a session this process dropped while the store
         could not be told (then it is dropped now, and not adopted)."""
         found = await shared.read(server_id)
@@ -278,7 +271,7 @@ class PublicSession:
             return None
         return found
 
-    async def _create_shared(self, shared: _SharedEntries, server_id: int) -> PublicLogin:
+    async def _create_shared(self, shared: SharedPublicEntries, server_id: int) -> PublicLogin:
         """Under the lock, with no shared entry: this process's own session when it is still
         alive (the store lost its data, e.g. a Redis restart), else a new one."""
         held = self._held.get(server_id)

@@ -17,8 +17,9 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mappin
 from dataclasses import dataclass
 from typing import Protocol
 
-from redis.asyncio import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from auth.sessions import SessionRecord
 from porter_errors import Unavailable
@@ -38,11 +39,16 @@ class SessionStoreUnavailable(Unavailable):
 
 @contextlib.contextmanager
 def redis_errors(what: str) -> Iterator[None]:
-    """Redis failing becomes SessionStoreUnavailable: the error boundary answers 503."""
+    """Redis failing becomes SessionStoreUnavailable: the error boundary answers 503. The one
+    place porter translates Redis's errors."""
     try:
         yield
     except (RedisError, OSError, asyncio.TimeoutError) as exc:
-        raise SessionStoreUnavailable(f"{what}: Redis unavailable ({type(exc).__name__})") from None
+        detail = type(exc).__name__
+        # Connection errors say only where and why (no arguments, no password).
+        if isinstance(exc, (RedisConnectionError, RedisTimeoutError, OSError)) and str(exc):
+            detail = f"{detail}: {str(exc)[:160]}"
+        raise SessionStoreUnavailable(f"{what} unavailable ({detail})") from None
 
 
 @dataclass(frozen=True)
@@ -82,16 +88,6 @@ class ExpiredBatch:
 
 class SessionStore(Protocol):
     """Where porter keeps session records. Every method may raise SessionStoreUnavailable."""
-
-    @property
-    def redis(self) -> Redis | None:
-        """The Redis client other shared state may use (None: this process only)."""
-        ...
-
-    @property
-    def key_prefix(self) -> str:
-        """The prefix of this store's Redis keys, for other shared state beside them."""
-        ...
 
     @property
     def timeouts(self) -> SessionTimeouts:
@@ -146,21 +142,6 @@ class SessionStore(Protocol):
 
     async def count(self) -> int:
         """Number of stored sessions (expired ones not yet purged included)."""
-        ...
-
-    async def use_once(self, name: str, until: float) -> bool:
-        """Remember `name` (e.g. a token's jti) until epoch time `until`: True the first time,
-        False while it is remembered (a replay), and False when it cannot be remembered."""
-        ...
-
-    async def link(self, name: str, session_id: str, until: float) -> None:
-        """Index session `session_id` under `name` (e.g. an OpenID provider's sid) until
-        epoch time `until` (the session's absolute deadline)."""
-        ...
-
-    async def linked(self, name: str) -> list[str]:
-        """The ids indexed under `name` and not past their `until` (sessions may have ended
-        since: `delete` answers None for those)."""
         ...
 
     async def close(self) -> None:

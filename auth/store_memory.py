@@ -68,17 +68,6 @@ class MemorySessionStore:
         self._clock = clock
         self._evict_slots = asyncio.Semaphore(evict_concurrency)
         self._closing: set[asyncio.Task[None]] = set()
-        self._used: dict[str, float] = {}  # use_once names and until when
-        self._links: dict[str, dict[str, float]] = {}  # link() names: session id -> until
-        self._max_used = max(1000, max_sessions)
-
-    @property
-    def redis(self) -> None:
-        return None  # nothing is shared beyond this process
-
-    @property
-    def key_prefix(self) -> str:
-        return "porter:"
 
     @property
     def timeouts(self) -> SessionTimeouts:
@@ -191,35 +180,6 @@ class MemorySessionStore:
             return False
         self._cache[session_id] = replace(record, last_pinged=self._clock())
         return True
-
-    async def use_once(self, name: str, until: float) -> bool:
-        now = self._clock()
-        if len(self._used) >= self._max_used:
-            self._used = {n: t for n, t in self._used.items() if t > now}
-            if len(self._used) >= self._max_used:
-                return False  # full of live names: refuse rather than forget one
-        known = self._used.get(name)
-        if known is not None and known > now:
-            return False
-        self._used[name] = until
-        return True
-
-    async def link(self, name: str, session_id: str, until: float) -> None:
-        now = self._clock()
-        links = self._links.setdefault(name, {})
-        links[session_id] = until
-        if len(links) > 16:  # a user's logins over time: forget the ended ones
-            self._links[name] = {i: t for i, t in links.items() if t > now}
-        if len(self._links) > self._max_used:
-            self._links = {
-                n: live
-                for n, ids in self._links.items()
-                if (live := {i: t for i, t in ids.items() if t > now})
-            }
-
-    async def linked(self, name: str) -> list[str]:
-        now = self._clock()
-        return [i for i, t in self._links.get(name, {}).items() if t > now]
 
     async def count(self) -> int:
         return len(self._cache)

@@ -21,12 +21,9 @@ not Redis Cluster (the scripts touch keys of several slots).
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import hashlib
 import math
 import time
-from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import replace
 from typing import Any, cast
 from urllib.parse import urlsplit
@@ -37,12 +34,10 @@ from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from auth.session_settings import SessionSettings
 from auth.sessions import SessionRecord, cookie_pairs, is_session_id
-from auth.store import Clock, ExpiredBatch, SessionStoreUnavailable, SessionTimeouts
+from auth.store import Clock, ExpiredBatch, SessionTimeouts, redis_errors
 from auth.store_seal import StoreSeal, is_reference, reference
 
 _COOKIE = "c:"
@@ -99,19 +94,6 @@ if redis.call('HGET', KEYS[1], 'pinged') ~= ARGV[1] then return 0 end
 redis.call('HSET', KEYS[1], 'pinged', ARGV[2])
 return 1
 """
-
-
-@contextlib.contextmanager
-def _unavailable_on_error() -> Iterator[None]:
-    """The one boundary where Redis errors become SessionStoreUnavailable."""
-    try:
-        yield
-    except (RedisError, OSError, asyncio.TimeoutError) as exc:
-        detail = type(exc).__name__
-        # Connection errors say only where and why (no arguments, no password).
-        if isinstance(exc, (RedisConnectionError, RedisTimeoutError, OSError)) and str(exc):
-            detail = f"{detail}: {str(exc)[:160]}"
-        raise SessionStoreUnavailable(f"session store unavailable ({detail})") from None
 
 
 def _encode(record: SessionRecord, seal: StoreSeal, handle: str) -> dict[str, str]:
@@ -243,13 +225,14 @@ class RedisSessionStore:
         cls,
         settings: SessionSettings,
         *,
+        redis: Redis | None = None,
         timeouts: SessionTimeouts,
         seal: StoreSeal,
         clock: Clock = time.time,
     ) -> RedisSessionStore:
-        """A store with its own connection pool, configured from `[session]`."""
+        """A store configured from `[session]`, on `redis` (default: a client of its own)."""
         return cls(
-            redis_client(settings),
+            redis if redis is not None else redis_client(settings),
             timeouts=timeouts,
             seal=seal,
             key_prefix=settings.redis_key_prefix,
@@ -261,15 +244,6 @@ class RedisSessionStore:
     @property
     def timeouts(self) -> SessionTimeouts:
         return self._timeouts
-
-    @property
-    def redis(self) -> Redis:
-        """The client, with the store's bounded timeouts (the public session shares it)."""
-        return self._redis
-
-    @property
-    def key_prefix(self) -> str:
-        return self._prefix
 
     def _key(self, handle: str) -> str:
         return f"{self._prefix}s:{handle}"
@@ -309,7 +283,7 @@ class RedisSessionStore:
         args: list[str | int] = [handle, repr(deadline), repr(now), self._ttl(deadline, now)]
         for name, value in _encode(record, self._seal, handle).items():
             args += [name, value]
-        with _unavailable_on_error():
+        with redis_errors("session store"):
             await self._create(keys=keys, args=args)
         return record
 
@@ -333,7 +307,7 @@ class RedisSessionStore:
                 and now - held.last_seen < self._timeouts.touch_interval
             ):
                 return held  # read from Redis at most local_cache seconds ago
-        with _unavailable_on_error():
+        with redis_errors("session store"):
             data = await self._redis.hgetall(self._key(handle))
         record = _decode(session_id, cast(dict[str, str], data), self._seal, handle)
         now = self._clock()
@@ -360,7 +334,7 @@ class RedisSessionStore:
         deadline = min(record.created + self._timeouts.absolute, now + self._timeouts.idle)
         keys = [self._key(handle), self._expiry, self._seen]
         args: list[str | int] = [handle, repr(now), repr(deadline), self._ttl(deadline, now)]
-        with _unavailable_on_error():
+        with redis_errors("session store"):
             await self._touch(keys=keys, args=args)
         return replace(record, last_seen=now)
 
@@ -373,7 +347,7 @@ class RedisSessionStore:
             for name, value in sets:
                 args += [name, self._seal.seal(value, handle, _COOKIE + name)]
             args += [n for n, v in changes.items() if v is None]
-            with _unavailable_on_error():
+            with redis_errors("session store"):
                 flat = await self._cookies(keys=[self._key(handle)], args=args)
             if not flat:
                 continue  # not under this handle
@@ -389,7 +363,7 @@ class RedisSessionStore:
         for handle in self._handles(session_id):
             self._forget(handle)
             keys = [self._key(handle), self._expiry, self._seen]
-            with _unavailable_on_error():
+            with redis_errors("session store"):
                 flat = await self._delete(keys=keys, args=[handle])
             if flat:
                 return _decode(session_id, _pairs(flat), self._seal, handle)
@@ -397,7 +371,7 @@ class RedisSessionStore:
 
     async def pop_expired(self, limit: int) -> ExpiredBatch:
         args: list[str | int] = [repr(self._clock()), limit, self._prefix + "s:"]
-        with _unavailable_on_error():
+        with redis_errors("session store"):
             flat = await self._pop_expired(keys=[self._expiry, self._seen], args=args)
         records: list[SessionRecord] = []
         lost = 0
@@ -413,11 +387,11 @@ class RedisSessionStore:
     async def used_since(
         self, since: float, batch_size: int = 500
     ) -> AsyncIterator[list[SessionRecord]]:
-        with _unavailable_on_error():
+        with redis_errors("session store"):
             ids = cast(list[str], await self._redis.zrangebyscore(self._seen, repr(since), "+inf"))
         for start in range(0, len(ids), batch_size):
             chunk = ids[start : start + batch_size]
-            with _unavailable_on_error():
+            with redis_errors("session store"):
                 async with self._redis.pipeline(transaction=False) as pipe:
                     for session_id in chunk:
                         pipe.hgetall(self._key(session_id))
@@ -438,44 +412,15 @@ class RedisSessionStore:
     async def mark_pinged(self, session_id: str, previous: float) -> bool:
         args = [repr(previous), repr(self._clock())]
         for handle in self._handles(session_id):
-            with _unavailable_on_error():
+            with redis_errors("session store"):
                 if await self._mark_pinged(keys=[self._key(handle)], args=args):
                     return True
         return False
 
-    async def use_once(self, name: str, until: float) -> bool:
-        key = self._prefix + "once:" + hashlib.sha256(name.encode()).hexdigest()
-        ms = max(1, int((until - self._clock()) * 1000))
-        with _unavailable_on_error():
-            return bool(await self._redis.set(key, "1", nx=True, px=ms))
-
-    def _link_key(self, name: str) -> str:
-        return self._prefix + "link:" + hashlib.sha256(name.encode()).hexdigest()
-
-    async def link(self, name: str, session_id: str, until: float) -> None:
-        key = self._link_key(name)
-        now = self._clock()
-        handles = self._handles(session_id)
-        if not handles:
-            return
-        member = reference(handles[0])  # the cookie stays out of Redis here too
-        with _unavailable_on_error():
-            async with self._redis.pipeline(transaction=True) as pipe:
-                pipe.zadd(key, {member: until})
-                pipe.zremrangebyscore(key, "-inf", now)
-                pipe.expire(key, max(1, int(until - now) + 1), gt=True)
-                pipe.expire(key, max(1, int(until - now) + 1), nx=True)
-                await pipe.execute()
-
-    async def linked(self, name: str) -> list[str]:
-        with _unavailable_on_error():
-            found = await self._redis.zrangebyscore(self._link_key(name), self._clock(), "+inf")
-        return [i.decode() if isinstance(i, bytes) else str(i) for i in found]
-
     async def count(self) -> int:
-        with _unavailable_on_error():
+        with redis_errors("session store"):
             return int(await self._redis.zcard(self._expiry))
 
     async def close(self) -> None:
-        with _unavailable_on_error():
+        with redis_errors("session store"):
             await self._redis.aclose(close_connection_pool=True)

@@ -23,15 +23,15 @@ from auth.login_throttle import MemoryLoginThrottle, RedisLoginThrottle, Throttl
 from auth.oidc import OidcProvider, PreLoginSealer
 from auth.omero_backend import OmeroBackend
 from auth.porter_tokens import PorterTokenIssuer
-from auth.public_session import PublicSession
+from auth.public_session import PublicSession, SharedPublicEntries
 from auth.rate_limit_redis import RedisRates
 from auth.sessions import SessionRecord
 from auth.single_flight import SingleFlight
 from auth.sso_identity import SsoIdentityMapper
 from auth.sso_sessions import SharedSsoSessions, SsoSessions
-from auth.store import SessionStore, SessionStoreUnavailable
+from auth.store import SessionStoreUnavailable
 from auth.store_memory import MemorySessionStore
-from auth.stores import create_store
+from auth.stores import Stores, create_stores
 from auth.verified_tokens import VerifiedTokens
 from cache.disk import DiskError
 from cache.purges import RedisPurgeLog
@@ -79,6 +79,7 @@ from proxy.keys import (
     SSO_SESSIONS,
     STATUS_DETAIL,
     STORE_SEAL,
+    STORES,
     TEMPLATES,
     THROTTLE,
     TRUSTED_PROXIES,
@@ -180,14 +181,9 @@ def _add_limits(app: web.Application) -> None:
     """Admission to OMERO.web by class, and the per-network rates: in Redis with the Redis
     store (every process and host counts alike), else in this process."""
     settings = app[SETTINGS]
-    store = app[SESSION_STORE]
-    rates = (
-        RedisRates(store.redis, store.key_prefix).hit
-        if store.redis is not None
-        else MemoryRates().hit
-    )
+    rates = app[STORES].shared(lambda redis, prefix: RedisRates(redis, prefix).hit)
     slots = settings.limits.slots(settings.proxy.workers)
-    app[LIMITS] = Limits(settings.limits, slots, rates, app[COOKIE_NAMES])
+    app[LIMITS] = Limits(settings.limits, slots, rates or MemoryRates().hit, app[COOKIE_NAMES])
     app[READINESS_CHECKS]["limits"] = app[LIMITS].check
 
 
@@ -235,8 +231,7 @@ CACHE_PURGE_POLL = 2.0  # seconds between reads of the disk tier's purge log
 def _add_public_cache(app: web.Application) -> None:
     """The public answer cache (proxy/forwarding/cached.py serves from it)."""
     settings = app[SETTINGS].cache
-    store = app[SESSION_STORE]
-    shared = RedisPurgeLog(store.redis, store.key_prefix) if store.redis is not None else None
+    shared = app[STORES].shared(RedisPurgeLog)
     try:
         cache = PublicCache(settings, shared)
     except DiskError as exc:
@@ -367,14 +362,14 @@ def _add_session_store(app: web.Application) -> None:
         return await web_logout(app[CLIENT_SESSION], app[SETTINGS], record.cookies)
 
     app[STORE_SEAL] = app[SETTINGS].proxy.store_seal()
-    store = create_store(
+    stores = app[STORES] = create_stores(
         settings,
         on_evict=_counted(backend.close, "evicted"),
         end_web=end_web,
         seal=app[STORE_SEAL],
     )
-    app[SESSION_STORE] = store
-    app[THROTTLE] = _throttle(app[SETTINGS], store)
+    store = app[SESSION_STORE] = stores.sessions
+    app[THROTTLE] = _throttle(app[SETTINGS], stores)
     app.cleanup_ctx.append(_closing(store.close))
     if isinstance(store, MemorySessionStore):  # after the jobs stop, before the store closes
         app.cleanup_ctx.append(_ending_at_shutdown(store, end_web))
@@ -425,28 +420,25 @@ def _counted(
     return counted
 
 
-def _throttle(settings: Settings, store: SessionStore) -> Throttle:
+def _throttle(settings: Settings, stores: Stores) -> Throttle:
     """Failed logins counted where sessions live: in Redis, every process sees them."""
     login = settings.login
-    if store.redis is not None:
-        return RedisLoginThrottle(
-            store.redis,
-            store.key_prefix,
-            max_per_address=login.max_failures_per_address,
-            max_per_user=login.max_failures_per_user,
-            window=login.failure_window,
+    per_address, per_user = login.max_failures_per_address, login.max_failures_per_user
+    window = login.failure_window
+    shared = stores.shared(
+        lambda redis, prefix: RedisLoginThrottle(
+            redis, prefix, max_per_address=per_address, max_per_user=per_user, window=window
         )
-    return MemoryLoginThrottle(
-        max_per_address=login.max_failures_per_address,
-        max_per_user=login.max_failures_per_user,
-        window=login.failure_window,
+    )
+    return shared or MemoryLoginThrottle(
+        max_per_address=per_address, max_per_user=per_user, window=window
     )
 
 
 def _add_public_session(app: web.Application) -> None:
     """The shared public session: created on first need, kept alive, closed at shutdown."""
     settings = app[SETTINGS]
-    store = app[SESSION_STORE]
+    seal = app[STORE_SEAL]
 
     async def handoff_public(server_id: int, key: str) -> dict[str, str]:
         return await handoff(app, server_id, key)
@@ -455,9 +447,7 @@ def _add_public_session(app: web.Application) -> None:
         app[OMERO],
         settings.public_session,
         handoff_public,
-        redis=store.redis,
-        key_prefix=store.key_prefix,
-        seal=app[STORE_SEAL],
+        shared=app[STORES].shared(lambda redis, prefix: SharedPublicEntries(redis, prefix, seal)),
     )
     app[PUBLIC] = public
     app.cleanup_ctx.append(_closing(public.close))
@@ -478,18 +468,10 @@ def _add_sso(app: web.Application) -> None:
     async def handoff_sso(server_id: int, key: str) -> dict[str, str]:
         return await handoff(app, server_id, key)
 
-    store = app[SESSION_STORE]
     ttl = settings.sso.session_time_to_live
-    shared = (
-        SharedSsoSessions(
-            store.redis,
-            store.key_prefix,
-            ttl * 0.95,
-            settings.public_session.create_timeout,
-            app[STORE_SEAL],
-        )
-        if store.redis is not None
-        else None
+    create_timeout, seal = settings.public_session.create_timeout, app[STORE_SEAL]
+    shared = app[STORES].shared(
+        lambda redis, prefix: SharedSsoSessions(redis, prefix, ttl * 0.95, create_timeout, seal)
     )
     sessions = SsoSessions(
         backend,

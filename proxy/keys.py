@@ -21,6 +21,7 @@ from auth.sso_identity import SsoIdentityMapper
 from auth.sso_sessions import SsoSessions
 from auth.store import SessionStore
 from auth.store_seal import StoreSeal
+from auth.stores import Stores
 from auth.verified_tokens import VerifiedTokens
 from cache.store import PublicCache
 from filters.cors import CorsPolicy
@@ -100,6 +101,7 @@ TEMPLATES = web.AppKey("templates", jinja2.Environment)
 READINESS_CHECKS = web.AppKey("readiness_checks", dict[str, ReadinessCheck])
 MAILER = web.AppKey("mailer", MailSender)
 OMERO = web.AppKey("omero", OmeroBackend)
+STORES = web.AppKey("stores", Stores)
 SESSION_STORE = web.AppKey("session_store", SessionStore)
 STORE_SEAL = web.AppKey("store_seal", StoreSeal)  # names and seals what porter keeps in Redis
 THROTTLE = web.AppKey("login_throttle", Throttle)

@@ -20,7 +20,7 @@ from redis.backoff import NoBackoff
 from auth.errors import HandoffFailed, InvalidCredentials, ServerUnavailable
 from auth.omero_backend import OmeroBackend
 from auth.omero_settings import OmeroSettings
-from auth.public_session import PublicLogin, PublicSession
+from auth.public_session import PublicLogin, PublicSession, SharedPublicEntries
 from auth.public_settings import PublicSessionSettings
 from auth.shared_slots import Handoff
 from tests.keys import TEST_SEAL
@@ -419,10 +419,10 @@ async def test_two_processes_sharing_redis_make_one_login_in_total(
         OmeroBackend(omero_settings(omero_sim)) as b2,
     ):
         p1 = PublicSession(
-            b1, settings, handoff, redis=redis_client, key_prefix=key_prefix, seal=TEST_SEAL
+            b1, settings, handoff, shared=SharedPublicEntries(redis_client, key_prefix, TEST_SEAL)
         )
         p2 = PublicSession(
-            b2, settings, handoff, redis=redis_client, key_prefix=key_prefix, seal=TEST_SEAL
+            b2, settings, handoff, shared=SharedPublicEntries(redis_client, key_prefix, TEST_SEAL)
         )
         first, second = await asyncio.gather(gather_gets(p1, 300), gather_gets(p2, 300))
 
@@ -450,10 +450,10 @@ async def test_shared_session_invalidated_by_one_process_is_recreated_once_for_b
         OmeroBackend(omero_settings(omero_sim)) as b2,
     ):
         p1 = PublicSession(
-            b1, settings, handoff, redis=redis_client, key_prefix=key_prefix, seal=TEST_SEAL
+            b1, settings, handoff, shared=SharedPublicEntries(redis_client, key_prefix, TEST_SEAL)
         )
         p2 = PublicSession(
-            b2, settings, handoff, redis=redis_client, key_prefix=key_prefix, seal=TEST_SEAL
+            b2, settings, handoff, shared=SharedPublicEntries(redis_client, key_prefix, TEST_SEAL)
         )
         old = await p1.get()
         assert (await p2.get()).session_key == old.session_key
@@ -486,17 +486,13 @@ async def test_shared_session_killed_on_the_server_is_recreated_once_across_proc
             b1,
             settings,
             RecordingHandoff(),
-            redis=redis_client,
-            key_prefix=key_prefix,
-            seal=TEST_SEAL,
+            shared=SharedPublicEntries(redis_client, key_prefix, TEST_SEAL),
         )
         p2 = PublicSession(
             b2,
             settings,
             RecordingHandoff(),
-            redis=redis_client,
-            key_prefix=key_prefix,
-            seal=TEST_SEAL,
+            shared=SharedPublicEntries(redis_client, key_prefix, TEST_SEAL),
         )
         old = await p1.get()
         await p2.get()
@@ -523,17 +519,13 @@ async def test_process_waiting_for_a_failed_creator_gets_the_error(
             b1,
             settings,
             RecordingHandoff(),
-            redis=redis_client,
-            key_prefix=key_prefix,
-            seal=TEST_SEAL,
+            shared=SharedPublicEntries(redis_client, key_prefix, TEST_SEAL),
         )
         p2 = PublicSession(
             b2,
             settings,
             RecordingHandoff(),
-            redis=redis_client,
-            key_prefix=key_prefix,
-            seal=TEST_SEAL,
+            shared=SharedPublicEntries(redis_client, key_prefix, TEST_SEAL),
         )
         faulty_sim.down()
         results = await asyncio.gather(
@@ -559,17 +551,13 @@ async def test_a_process_rereads_the_shared_session_after_recheck_interval(
             b1,
             settings,
             RecordingHandoff(),
-            redis=redis_client,
-            key_prefix=key_prefix,
-            seal=TEST_SEAL,
+            shared=SharedPublicEntries(redis_client, key_prefix, TEST_SEAL),
         )
         p2 = PublicSession(
             b2,
             settings,
             RecordingHandoff(),
-            redis=redis_client,
-            key_prefix=key_prefix,
-            seal=TEST_SEAL,
+            shared=SharedPublicEntries(redis_client, key_prefix, TEST_SEAL),
             clock=clock,
         )
         old = await p2.get()
@@ -601,9 +589,7 @@ async def test_held_shared_session_survives_a_redis_outage(
             backend,
             public_settings(omero_sim),
             RecordingHandoff(),
-            redis=client,
-            key_prefix=key_prefix,
-            seal=TEST_SEAL,
+            shared=SharedPublicEntries(client, key_prefix, TEST_SEAL),
             clock=clock,
         )
         login = await public.get()
@@ -648,7 +634,7 @@ async def test_a_redis_restart_that_loses_data_writes_the_held_session_back(
     redis = private_redis(server)
     settings = public_settings(omero_sim, recheck_interval=0.0)
     public = PublicSession(
-        backend, settings, RecordingHandoff(), redis=redis, key_prefix="p:", seal=TEST_SEAL
+        backend, settings, RecordingHandoff(), shared=SharedPublicEntries(redis, "p:", TEST_SEAL)
     )
     held = await public.get()
     server.stop()
@@ -669,7 +655,7 @@ async def test_a_held_session_that_died_meanwhile_is_closed_not_written_back(
     redis = private_redis(server)
     settings = public_settings(omero_sim, recheck_interval=0.0)
     public = PublicSession(
-        backend, settings, RecordingHandoff(), redis=redis, key_prefix="p:", seal=TEST_SEAL
+        backend, settings, RecordingHandoff(), shared=SharedPublicEntries(redis, "p:", TEST_SEAL)
     )
     held = await public.get()
     server.stop()
@@ -693,7 +679,7 @@ async def test_a_key_dropped_while_redis_was_stopped_is_not_adopted_again(
     redis = private_redis(server)
     settings = public_settings(omero_sim, recheck_interval=0.0)
     public = PublicSession(
-        backend, settings, RecordingHandoff(), redis=redis, key_prefix="p:", seal=TEST_SEAL
+        backend, settings, RecordingHandoff(), shared=SharedPublicEntries(redis, "p:", TEST_SEAL)
     )
     old = await public.get()
     with stopped(server):

@@ -6,24 +6,27 @@ the Redis tests also read the real key TTL.
 
 from __future__ import annotations
 
+import ast
 import asyncio
 import dataclasses
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 import pytest
 from redis.asyncio import Redis
 
 from auth.lifecycle import keepalive, purge_expired
+from auth.logout_index import LogoutIndex
 from auth.session_settings import SessionSettings
 from auth.sessions import SessionRecord, is_session_id, new_session_id
 from auth.store import SessionStore, SessionStoreUnavailable
 from auth.store_memory import MemorySessionStore
 from auth.store_redis import RedisSessionStore
 from auth.store_seal import StoreSeal
-from auth.stores import create_store
+from auth.stores import Stores, create_store, create_stores
 from tests.keys import TEST_SEAL
 from tests.redis_fixture import RedisServer
 
@@ -54,20 +57,24 @@ class Kit:
     settings: SessionSettings
     clock: FakeClock
     evicted: list[tuple[int, str]] = field(default_factory=list)
-    handles: list[SessionStore] = field(default_factory=list)
+    handles: list[Stores] = field(default_factory=list)
 
     async def on_evict(self, server_id: int, omero_session_key: str) -> None:
         self.evicted.append((server_id, omero_session_key))
 
     def open(self) -> SessionStore:
-        """Another porter process's store (Redis); the one shared store (memory)."""
+        """Another porter process's session store (Redis); the one shared store (memory)."""
+        return self.open_all().sessions
+
+    def open_all(self) -> Stores:
+        """Another porter process's stores (Redis); the one set of stores (memory)."""
         if self.kind == "memory" and self.handles:
             return self.handles[0]
-        store = create_store(
+        stores = create_stores(
             self.settings, on_evict=self.on_evict, clock=self.clock, seal=TEST_SEAL
         )
-        self.handles.append(store)
-        return store
+        self.handles.append(stores)
+        return stores
 
 
 @pytest.fixture(params=["memory", "redis"])
@@ -78,8 +85,8 @@ async def kit(request: pytest.FixtureRequest) -> AsyncIterator[Kit]:
     # Start at real time so Redis TTLs derived from it are sane.
     kit = Kit(request.param, settings, FakeClock(asyncio.get_running_loop().time() + 1.7e9))
     yield kit
-    for store in kit.handles:
-        await store.close()
+    for stores in kit.handles:
+        await stores.sessions.close()
 
 
 async def login(store: SessionStore, n: int = 1, **extra: object) -> SessionRecord:
@@ -242,7 +249,7 @@ async def test_racing_purgers_close_each_omero_session_exactly_once(kit: Kit) ->
 
 
 async def test_a_name_is_used_once_across_processes_until_it_expires(kit: Kit) -> None:
-    first, second = kit.open(), kit.open()
+    first, second = kit.open_all().replays, kit.open_all().replays
     until = kit.clock() + 0.3
     results = await asyncio.gather(*(s.use_once("jti-1", until) for s in (first, second) * 10))
     assert results.count(True) == 1  # one link login, however many processes race
@@ -258,17 +265,18 @@ async def test_a_name_is_used_once_across_processes_until_it_expires(kit: Kit) -
 async def test_links_index_sessions_by_name_until_their_deadline_across_processes(
     kit: Kit,
 ) -> None:
-    first, second = kit.open(), kit.open()
-    a, b, c = [await login(first, n) for n in (1, 2, 3)]
+    one, other = kit.open_all(), kit.open_all()
+    first, second = one.logouts, other.logouts
+    a, b, c = [await login(one.sessions, n) for n in (1, 2, 3)]
     now = kit.clock()
     await first.link("oidc-sid\x00iss\x00s1", a.id, now + 100)
     await second.link("oidc-sid\x00iss\x00s1", b.id, now + 10)
     await second.link("oidc-sub\x00iss\x00u", c.id, now + 100)
 
-    async def users(store: SessionStore, name: str) -> list[int]:
+    async def users(index: LogoutIndex, name: str) -> list[int]:
         """Whose sessions `name` indexes: the ids linked name them for update and delete
         (Redis: references to handles, never the cookies themselves)."""
-        found = [await store.update_cookies(i, {}) for i in await store.linked(name)]
+        found = [await one.sessions.update_cookies(i, {}) for i in await index.linked(name)]
         return sorted(r.user_id for r in found if r is not None)
 
     assert await users(second, "oidc-sid\x00iss\x00s1") == [a.user_id, b.user_id]
@@ -602,11 +610,14 @@ async def test_redis_holds_no_cookie_omero_key_or_web_cookie_in_clear(
     redis_server: RedisServer,
 ) -> None:
     settings = redis_settings(redis_server)
-    store = await redis_store(settings, FakeClock(1.7e9))
+    stores = create_stores(
+        settings, on_evict=Closer().close, clock=FakeClock(1.7e9), seal=TEST_SEAL
+    )
+    store = stores.sessions
     raw = Redis(port=redis_server.port, password=redis_server.password)
     try:
         record = await login(store, cookies={"sessionid": "django-session-of-user1-abcdef"})
-        await store.link("oidc-sid\x00iss\x00s1", record.id, 1.7e9 + 100)
+        await stores.logouts.link("oidc-sid\x00iss\x00s1", record.id, 1.7e9 + 100)
         await store.update_cookies(record.id, {"csrftoken": "csrf-of-user1-0123456789"})
         dump = await everything_in_redis(raw, settings.redis_key_prefix)
         assert dump  # the session is there...
@@ -665,3 +676,27 @@ async def test_a_rotated_secret_key_still_reads_sessions_until_they_expire(
     finally:
         for store in (before, rotated, stranger):
             await store.close()
+
+
+def test_only_the_store_factory_makes_a_redis_client_and_proxy_never_touches_one() -> None:
+    """One factory (auth/stores.py) holds the client and hands it to the components that keep
+    state in Redis; the proxy layer asks the factory and never imports redis itself."""
+    root = Path(__file__).resolve().parent.parent
+    importers, makers = [], []
+    for path in [*sorted((root / "proxy").rglob("*.py")), root / "run.py"]:
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom):
+                names = [node.module or ""]
+            elif isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            else:
+                continue
+            if any(name.split(".")[0] == "redis" for name in names):
+                importers.append(path.name)
+    for path in sorted(root.glob("*/*.py")):
+        if path.parts[-2] in ("tests", "bench", "build", ".venv"):
+            continue
+        if "redis_client(" in path.read_text():
+            makers.append(f"{path.parts[-2]}/{path.name}")
+    assert importers == []
+    assert sorted(makers) == ["auth/store_redis.py", "auth/stores.py"]  # defined; called once

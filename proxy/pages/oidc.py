@@ -45,7 +45,8 @@ from auth.oidc import (
 from auth.omero_backend import OmeroLogin
 from auth.sessions import SessionRecord
 from auth.sso_identity import IdentityRefused, SsoIdentity
-from auth.store import SessionStore, SessionStoreUnavailable
+from auth.store import SessionStoreUnavailable
+from auth.stores import Stores
 from porter_errors import Refused
 from proxy.errors import NO_STORE, error_response, posted_form, redirect
 from proxy.identity.session import identify
@@ -60,6 +61,7 @@ from proxy.keys import (
     SETTINGS,
     SSO_MAPPER,
     SSO_SESSIONS,
+    STORES,
 )
 from proxy.pages.login import LoginFailed, end_session, landing, render_login, start_session
 from proxy.pages.oidc_links import (
@@ -250,7 +252,7 @@ async def _first_use(request: web.Request, pre: PreLogin) -> bool:
     provider would redeem a code twice) makes no second session. Remembered in the session
     store, by every porter process sharing it, until the seal expires."""
     try:
-        return await request.app[SESSION_STORE].use_once(f"oidc-login\x00{pre.nonce}", pre.expires)
+        return await request.app[STORES].replays.use_once(f"oidc-login\x00{pre.nonce}", pre.expires)
     except SessionStoreUnavailable:
         raise LoginFailed(503, STORE_DOWN, code="store_unavailable") from None
 
@@ -272,7 +274,7 @@ async def _log_in(
     login = await _omero_session(request, server, identity)
     record = await start_session(request, login, kind=KIND_PREFIX + provider.id)
     try:
-        await _index(app[SESSION_STORE], record, verified)
+        await _index(app[STORES], record, verified)
     except SessionStoreUnavailable:
         # unindexed, a back-channel logout could not find it: no session rather than that
         with contextlib.suppress(SessionStoreUnavailable):
@@ -312,10 +314,10 @@ async def _omero_session(request: web.Request, server: int, identity: SsoIdentit
     raise refused
 
 
-async def _index(store: SessionStore, record: SessionRecord, verified: VerifiedToken) -> None:
-    until = record.created + store.timeouts.absolute
+async def _index(stores: Stores, record: SessionRecord, verified: VerifiedToken) -> None:
+    until = record.created + stores.sessions.timeouts.absolute
     for name in _link_names(verified.issuer.issuer, verified.claims):
-        await store.link(name, record.id, until)
+        await stores.logouts.link(name, record.id, until)
 
 
 def _refused_here(request: web.Request, exc: SsoError, target: str | None) -> web.StreamResponse:
@@ -407,16 +409,15 @@ async def backchannel(request: web.Request) -> web.StreamResponse:
     except OidcError as exc:
         return _logout_error(exc.status, exc.message)
     claims = verified.claims
-    store = request.app[SESSION_STORE]
     until = time.time() + 2 * (LOGOUT_TOKEN_MAX_AGE + provider.settings.leeway)
-    if not await store.use_once(
+    if not await request.app[STORES].replays.use_once(
         f"oidc-jti\x00{provider.settings.issuer}\x00{claims['jti']}", until
     ):
         log.warning("back-channel logout token replayed (provider %s)", provider.id)
         return _logout_error(400, "logout token already used")
     names = _link_names(provider.settings.issuer, claims)
     ended = 0
-    for session_id in await store.linked(names[0]):
+    for session_id in await request.app[STORES].logouts.linked(names[0]):
         ended += await end_session(request, session_id)
     log.info(
         "OIDC back-channel logout provider=%s by=%s sessions=%d rid=%s",

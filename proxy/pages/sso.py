@@ -13,7 +13,7 @@ from auth.jwt_verify import SsoError, TokenRejected, VerifiedToken
 from proxy.errors import NO_STORE, error_response, redirect
 from proxy.identity.session import identify
 from proxy.identity.tokens import SSO_UNAVAILABLE, server_of, sso_meanings, verified_identity
-from proxy.keys import OMERO, PORTER_TOKENS, PRINCIPAL, SCOPE, SESSION_STORE, SETTINGS, SSO_SESSIONS
+from proxy.keys import OMERO, PORTER_TOKENS, PRINCIPAL, SCOPE, SETTINGS, SSO_SESSIONS, STORES
 from proxy.pages.login import (
     FormTooLarge,
     LoginFailed,
@@ -69,7 +69,7 @@ async def _first_use(request: web.Request, verified: VerifiedToken) -> None:
     if not isinstance(jti, str) or not 0 < len(jti) <= MAX_JTI:
         raise TokenRejected("no_jti", "link tokens must carry a jti")
     name = f"sso-link:{verified.claims['iss']}:{jti}"
-    if not await request.app[SESSION_STORE].use_once(name, float(verified.claims["exp"])):
+    if not await request.app[STORES].replays.use_once(name, float(verified.claims["exp"])):
         raise TokenRejected("replayed", "this link was used already")
 
 
