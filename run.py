@@ -196,6 +196,15 @@ def _clearsessions(args: argparse.Namespace, settings: Settings) -> int:
     closed them). With the memory store there is nothing to share: only Redis is useful."""
     import asyncio
 
+    if settings.session.store == "memory":
+        print("clearsessions: the memory store lives inside each running porter, which purges it")
+        print("itself every session.purge_interval seconds; nothing to do from outside.")
+        return EXIT_OK
+    return asyncio.run(_purge_once(settings))
+
+
+async def _purge_once(settings: Settings) -> int:
+    """One purge of the Redis store, as the purge job does it; the exit status."""
     import aiohttp
 
     from auth.lifecycle import purge_expired
@@ -205,43 +214,35 @@ def _clearsessions(args: argparse.Namespace, settings: Settings) -> int:
     from auth.stores import create_store
     from proxy.forwarding.handoff import web_logout
 
-    if settings.session.store == "memory":
-        print("clearsessions: the memory store lives inside each running porter, which purges it")
-        print("itself every session.purge_interval seconds; nothing to do from outside.")
-        return EXIT_OK
+    async with (
+        OmeroBackend(settings.omero) as backend,
+        aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar()) as http,
+    ):
 
-    async def purge() -> int:
-        async with (
-            OmeroBackend(settings.omero) as backend,
-            aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar()) as http,
-        ):
+        async def end_web(record: SessionRecord) -> bool:  # no Django session left behind
+            return await web_logout(http, settings, record.cookies)
 
-            async def end_web(record: SessionRecord) -> bool:  # no Django session left behind
-                return await web_logout(http, settings, record.cookies)
-
-            store = create_store(
-                settings.session, on_evict=backend.close, seal=settings.proxy.store_seal()
-            )
-            try:
-                result = await purge_expired(
-                    store,
-                    backend.close,
-                    concurrency=settings.session.lifecycle_concurrency,
-                    end_web=end_web,
-                )
-            except SessionStoreUnavailable as exc:
-                print(f"clearsessions: {exc}", file=sys.stderr)
-                return EXIT_FAILURE
-            finally:
-                await store.close()
-        print(
-            f"clearsessions: removed {result.removed} expired session(s), closed "
-            f"{result.closed} OMERO session(s), {result.failed} close(s) failed, "
-            f"{result.lost} already dropped by Redis"
+        store = create_store(
+            settings.session, on_evict=backend.close, seal=settings.proxy.store_seal()
         )
-        return EXIT_OK
-
-    return asyncio.run(purge())
+        try:
+            result = await purge_expired(
+                store,
+                backend.close,
+                concurrency=settings.session.lifecycle_concurrency,
+                end_web=end_web,
+            )
+        except SessionStoreUnavailable as exc:
+            print(f"clearsessions: {exc}", file=sys.stderr)
+            return EXIT_FAILURE
+        finally:
+            await store.close()
+    print(
+        f"clearsessions: removed {result.removed} expired session(s), closed "
+        f"{result.closed} OMERO session(s), {result.failed} close(s) failed, "
+        f"{result.lost} already dropped by Redis"
+    )
+    return EXIT_OK
 
 
 def _cache(args: argparse.Namespace, settings: Settings) -> int:
@@ -250,46 +251,16 @@ def _cache(args: argparse.Namespace, settings: Settings) -> int:
     memory copies of purged entries within seconds)."""
     import asyncio
     import json
-    import time
 
-    import aiohttp
-
-    from cache.disk import DiskError, DiskTier
-    from cache.store import PURGE_BUDGET
-    from filters.regex_guard import MatchTimeout, guarded
+    from filters.regex_guard import guarded
 
     try:
         pattern = guarded(args.path_regex) if args.path_regex else None
     except ValueError as exc:
         print(f"cache: --path-regex is refused: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    proxy = settings.proxy
-    host = "127.0.0.1" if proxy.host in ("", "0.0.0.0", "::") else proxy.host
-    base = f"http://{host}:{proxy.port}{proxy.prefix}/porter/cache"
-    if ":" in host:
-        base = f"http://[{host}]:{proxy.port}{proxy.prefix}/porter/cache"
-
-    token = proxy.operator_token
-
-    async def ask_porter() -> tuple[int, object] | None:
-        if not token:  # the endpoints are off: only the disk tier can be reached
-            return None
-        timeout = aiohttp.ClientTimeout(total=30)
-        headers = {"Authorization": f"Bearer {token}"}
-        try:
-            async with aiohttp.ClientSession(timeout=timeout, headers=headers) as http:
-                if args.action == "stats":
-                    request = http.get(base)
-                else:
-                    body = {"path_regex": args.path_regex or ""}
-                    request = http.post(base + "/purge", json=body)
-                async with request as resp:
-                    found = await resp.json() if resp.status == 200 else None
-                    return resp.status, found
-        except (aiohttp.ClientError, OSError, TimeoutError):
-            return None
-
-    answer = asyncio.run(ask_porter())
+    base, token = _cache_url(settings), settings.proxy.operator_token
+    answer = asyncio.run(_ask_porter(args, base, token)) if token else None
     if answer is not None and answer[0] == 200:
         print(json.dumps(answer[1], indent=2, sort_keys=True))
         return EXIT_OK
@@ -300,37 +271,72 @@ def _cache(args: argparse.Namespace, settings: Settings) -> int:
             file=sys.stderr,
         )
         return EXIT_FAILURE
+    reason = f"no porter answers at {base}" if token else "proxy.operator_token is unset"
     if not settings.cache.disk_dir:
-        reason = f"no porter answers at {base}" if token else "proxy.operator_token is unset"
         print(
             f"cache: {reason}; without a disk tier the cache lives only inside a running porter",
             file=sys.stderr,
         )
         return EXIT_FAILURE
+    found = _cache_on_disk(args, settings, pattern)
+    if found is None:
+        return EXIT_FAILURE
+    print(f"# {reason}: the disk tier only", file=sys.stderr)
+    print(json.dumps(found, indent=2, sort_keys=True))
+    return EXIT_OK
+
+
+def _cache_url(settings: Settings) -> str:
+    """The running porter's cache endpoint, on the address it listens on."""
+    proxy = settings.proxy
+    host = "127.0.0.1" if proxy.host in ("", "0.0.0.0", "::") else proxy.host
+    host = f"[{host}]" if ":" in host else host
+    return f"http://{host}:{proxy.port}{proxy.prefix}/porter/cache"
+
+
+async def _ask_porter(args: argparse.Namespace, base: str, token: str) -> tuple[int, Any] | None:
+    """The running porter's status and JSON answer to stats or purge; None: no answer."""
+    import aiohttp
+
+    timeout = aiohttp.ClientTimeout(total=30)
+    headers = {"Authorization": f"Bearer {token}"}
+    try:
+        async with aiohttp.ClientSession(timeout=timeout, headers=headers) as http:
+            if args.action == "stats":
+                request = http.get(base)
+            else:
+                request = http.post(base + "/purge", json={"path_regex": args.path_regex or ""})
+            async with request as resp:
+                return resp.status, await resp.json() if resp.status == 200 else None
+    except (aiohttp.ClientError, OSError, TimeoutError):
+        return None
+
+
+def _cache_on_disk(args: argparse.Namespace, settings: Settings, pattern: Any) -> Any:
+    """Stats or purge of the disk tier itself; None (the failure said) when it fails."""
+    import time
+
+    from cache.disk import DiskError, DiskTier
+    from cache.store import PURGE_BUDGET
+    from filters.regex_guard import MatchTimeout
+
     try:
         disk = DiskTier(settings.cache.disk_dir, settings.cache.disk_bytes)
         try:
-            found: dict[str, object] = (
-                {"disk": {**disk.stats(), "limit": settings.cache.disk_bytes}}
-                if args.action == "stats"
-                else {"removed": disk.purge(pattern, time.monotonic() + PURGE_BUDGET)}
-            )
+            if args.action == "stats":
+                return {"disk": {**disk.stats(), "limit": settings.cache.disk_bytes}}
+            return {"removed": disk.purge(pattern, time.monotonic() + PURGE_BUDGET)}
         finally:
             disk.close()
     except DiskError as exc:
         print(f"cache: the disk tier {settings.cache.disk_dir} failed: {exc}", file=sys.stderr)
-        return EXIT_FAILURE
     except MatchTimeout:
         print(
             f"cache: --path-regex took longer than {PURGE_BUDGET:g} s over the cached paths; "
             "entries matched by then were purged",
             file=sys.stderr,
         )
-        return EXIT_FAILURE
-    reason = f"no porter answers at {base}" if token else "proxy.operator_token is unset"
-    print(f"# {reason}: the disk tier only", file=sys.stderr)
-    print(json.dumps(found, indent=2, sort_keys=True))
-    return EXIT_OK
+    return None
 
 
 Command = Callable[[argparse.Namespace, Settings], int]
@@ -395,15 +401,7 @@ def parser() -> tuple[argparse.ArgumentParser, dict[str, Command]]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     top, commands = parser()
-    argv = list(sys.argv[1:] if argv is None else argv)
-    before: list[str] = []  # `run.py --config X check`: an option given before the command
-    while argv and argv[0].startswith("--config"):
-        take = 1 if "=" in argv[0] else 2
-        before += argv[:take]
-        argv = argv[take:]
-    if not argv or (argv[0].startswith("-") and argv[0] not in ("-h", "--help")):
-        argv.insert(0, "serve")
-    argv[1:1] = before
+    argv = _with_command(list(sys.argv[1:] if argv is None else argv))
     try:
         args = top.parse_args(argv)
     except SystemExit as exc:  # argparse exits 2 on usage errors, 0 on --help
@@ -430,6 +428,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(exc, file=sys.stderr)
         return EXIT_USAGE
     return commands[args.command](args, settings)
+
+
+def _with_command(argv: list[str]) -> list[str]:
+    """`argv` with its command first: `serve` when none is given, and a --config given
+    before the command (`run.py --config X check`) moved after it."""
+    before: list[str] = []
+    while argv and argv[0].startswith("--config"):
+        take = 1 if "=" in argv[0] else 2
+        before += argv[:take]
+        argv = argv[take:]
+    if not argv or (argv[0].startswith("-") and argv[0] not in ("-h", "--help")):
+        argv.insert(0, "serve")
+    argv[1:1] = before
+    return argv
 
 
 def _command_line(args: argparse.Namespace) -> dict[str, tuple[str, Any]]:

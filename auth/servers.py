@@ -59,19 +59,29 @@ class Server:
 
 def _parse(index: int, entry: Entry) -> Server:
     host, port, name = entry
-    if not 1 <= port <= 65535:
-        raise ValueError(f"port {port} is not between 1 and 65535")
+    _check_port(port)
     if not host or host != host.strip() or any(c.isspace() for c in host):
         raise ValueError(f"host {host!r} is empty or contains spaces")
     if name.isdigit():
         raise ValueError(f"name {name!r} is all digits: it would read as a server id")
-    if "://" not in host:
-        if not _is_host(host):
-            raise ValueError(
-                f"host {host!r} is not a host name, IPv4 address or omero-py URL "
-                "(omero-py cannot use IPv6 literals: use a host name)"
-            )
-        return Server(index + 1, host, port, name or None, "ssl")
+    if "://" in host:
+        protocol, url_port = _parse_url(host, port)
+        return Server(index + 1, host, url_port, name or None, protocol)
+    if not _is_host(host):
+        raise ValueError(
+            f"host {host!r} is not a host name, IPv4 address or omero-py URL "
+            "(omero-py cannot use IPv6 literals: use a host name)"
+        )
+    return Server(index + 1, host, port, name or None, "ssl")
+
+
+def _check_port(port: int) -> None:
+    if not 1 <= port <= 65535:
+        raise ValueError(f"port {port} is not between 1 and 65535")
+
+
+def _parse_url(host: str, port: int) -> tuple[str, int]:
+    """The protocol and port of an omero-py URL host (`port` when the URL names none)."""
     match = _HOST_URL.match(host)
     if match is None:
         raise ValueError(f"host {host!r} is not an omero-py URL (protocol://host[:port][/path])")
@@ -83,9 +93,8 @@ def _parse(index: int, entry: Entry) -> Server:
     if not _is_host(match["server"]):
         raise ValueError(f"{match['server']!r} is not a host name or IPv4 address")
     url_port = int(match["port"]) if match["port"] else port
-    if not 1 <= url_port <= 65535:
-        raise ValueError(f"port {url_port} is not between 1 and 65535")
-    return Server(index + 1, host, url_port, name or None, protocol)
+    _check_port(url_port)
+    return protocol, url_port
 
 
 def _is_host(value: str) -> bool:

@@ -212,17 +212,32 @@ class IssuerSettings(ClaimMapping):
             found.append(("issuer", "is required: the exact `iss` of this provider's tokens"))
         if not self.audience or not all(self.audience):
             found.append(("audience", "is required: list the `aud` values porter accepts"))
-        hmac_algs = [a for a in self.algorithms if a in HMAC_ALGORITHMS]
-        public_algs = [a for a in self.algorithms if a in ASYMMETRIC_ALGORITHMS]
+        found += self._hmac_problems([a for a in self.algorithms if a in HMAC_ALGORITHMS])
+        found += self._public_key_problems(
+            [a for a in self.algorithms if a in ASYMMETRIC_ALGORITHMS]
+        )
+        if self.group_required and not self.group_claim:
+            found.append(("group_required", "needs group_claim"))
+        return found
+
+    def _hmac_problems(self, hmac_algs: list[str]) -> list[tuple[str, str]]:
+        """The HMAC secret and the HS* algorithms: both or neither, and a secret long enough."""
         if hmac_algs and not self.hmac_secret:
-            found.append(("hmac_secret", f"{hmac_algs[0]} needs hmac_secret_file"))
-        if self.hmac_secret and not hmac_algs:
-            found.append(("hmac_secret", "is set but algorithms lists no HS256/HS384/HS512"))
-        if self.hmac_secret and hmac_algs:
-            try:
-                check_hmac_secret(self.hmac_secret.encode(), hmac_algs)
-            except KeyLoadError as exc:
-                found.append(("hmac_secret", str(exc)))
+            return [("hmac_secret", f"{hmac_algs[0]} needs hmac_secret_file")]
+        if not self.hmac_secret:
+            return []
+        if not hmac_algs:
+            return [("hmac_secret", "is set but algorithms lists no HS256/HS384/HS512")]
+        try:
+            check_hmac_secret(self.hmac_secret.encode(), hmac_algs)
+        except KeyLoadError as exc:
+            return [("hmac_secret", str(exc))]
+        return []
+
+    def _public_key_problems(self, public_algs: list[str]) -> list[tuple[str, str]]:
+        """Public keys and the RS/PS/ES/EdDSA algorithms: both or neither, every key file
+        readable and of a family the algorithms name."""
+        found: list[tuple[str, str]] = []
         has_public = bool(self.public_key_files or self.jwks_file or self.jwks_url)
         if public_algs and not has_public:
             found.append(
@@ -246,8 +261,6 @@ class IssuerSettings(ClaimMapping):
                 load_jwks_file(self.jwks_file)
             except KeyLoadError as exc:
                 found.append(("jwks_file", str(exc)))
-        if self.group_required and not self.group_claim:
-            found.append(("group_required", "needs group_claim"))
         return found
 
 

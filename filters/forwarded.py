@@ -139,15 +139,7 @@ class TrustedProxies:
             return Client(peer_text, scheme, host, (peer_text,))
         hops = [h.strip() for value in forwarded_for for h in value.split(",") if h.strip()]
         chain = [*hops, peer_text]
-        # Walk from the nearest hop outwards; the first hop we do not trust is the client.
-        index = len(chain) - 1
-        while index > 0:
-            candidate = chain[index - 1]
-            if _canonical(candidate) is None:
-                break
-            index -= 1
-            if not self._trusted_text(candidate):
-                break
+        index = self._client_index(chain)
         client = chain[index]
         proto = _last_value(forwarded_proto)
         if proto is not None and proto.lower() in ("http", "https"):
@@ -156,6 +148,19 @@ class TrustedProxies:
         if fwd_host is not None and well_formed(fwd_host):
             host = fwd_host
         return Client(_canonical(client) or client, scheme, host, tuple(chain[index:]))
+
+    def _client_index(self, chain: Sequence[str]) -> int:
+        """Where the client stands in `chain` (hops, then the trusted peer): walking from
+        the nearest hop outwards, the first hop not trusted (or not an address's neighbour)."""
+        index = len(chain) - 1
+        while index > 0:
+            candidate = chain[index - 1]
+            if _canonical(candidate) is None:
+                break
+            index -= 1
+            if not self._trusted_text(candidate):
+                break
+        return index
 
 
 @functools.lru_cache(maxsize=4096)

@@ -94,29 +94,30 @@ _REPEATS = (sre.MAX_REPEAT, sre.MIN_REPEAT, sre.POSSESSIVE_REPEAT)
 def _nested_repeat(items: Iterable[tuple[Any, Any]], inside: bool) -> bool:
     """Whether a repeat (max > 1) holds another repeat or an alternation."""
     for op, av in items:
-        children: list[Any] = []
         if op in _REPEATS:
             high, sub = av[1], av[2]
             repeats = high is sre.MAXREPEAT or high > 1
-            if repeats and inside:
-                return True
-            if _nested_repeat(sub, inside or repeats):
+            if (repeats and inside) or _nested_repeat(sub, inside or repeats):
                 return True
         elif op is sre.BRANCH:
-            if inside:
+            if inside or any(_nested_repeat(branch, inside) for branch in av[1]):
                 return True
-            children = list(av[1])
-        elif op is sre.SUBPATTERN:
-            children = [av[3]]
-        elif op in (sre.ASSERT, sre.ASSERT_NOT):
-            children = [av[1]]
-        elif op is sre.ATOMIC_GROUP:
-            children = [av]
-        elif op is sre.GROUPREF_EXISTS:
-            children = [part for part in av[1:] if part is not None]
-        if any(_nested_repeat(child, inside) for child in children):
+        elif any(_nested_repeat(child, inside) for child in _groups(op, av)):
             return True
     return False
+
+
+def _groups(op: Any, av: Any) -> list[Any]:
+    """The sub-patterns inside one parsed group, assertion or conditional."""
+    if op is sre.SUBPATTERN:
+        return [av[3]]
+    if op in (sre.ASSERT, sre.ASSERT_NOT):
+        return [av[1]]
+    if op is sre.ATOMIC_GROUP:
+        return [av]
+    if op is sre.GROUPREF_EXISTS:
+        return [part for part in av[1:] if part is not None]
+    return []
 
 
 def backtracking_hazard(source: str) -> bool:

@@ -245,25 +245,11 @@ class MailSender:
         if self._smtp_down and self._spool is not None:
             self._spool_message(message, label)
             return
-        retries = self._settings.retries
-        for attempt in range(retries + 1):
+        for attempt in range(self._settings.retries + 1):
             try:
                 delivered = await deliver(message, self._settings)
             except DeliveryError as exc:
-                if exc.transient and attempt == retries and self._spool is not None:
-                    self._smtp_down = True
-                    self._next_spool_try = time.monotonic() + self._settings.spool_retry_interval
-                    self._spool_message(message, label)
-                    return
-                if not exc.transient or attempt == retries:
-                    self._count("lost_undeliverable")
-                    metrics.MAILS.labels("dropped").inc()
-                    log.error(
-                        "admin mail lost for %s after %d attempt(s): %s",
-                        label,
-                        attempt + 1,
-                        exc.reason,
-                    )
+                if self._given_up(exc, attempt, message, label):
                     return
                 delay = min(self._settings.backoff * 2**attempt, self._settings.backoff_max)
                 self._count("retries")
@@ -284,6 +270,26 @@ class MailSender:
                 metrics.MAILS.labels("sent").inc()
                 self._count("digests_sent", isinstance(item, Digest))
                 return
+
+    def _given_up(
+        self, exc: DeliveryError, attempt: int, message: EmailMessage, label: str
+    ) -> bool:
+        """After a failed attempt: True when it was the last one (the mail spooled, or lost
+        and counted), False when it is worth trying again."""
+        last = attempt == self._settings.retries
+        if exc.transient and last and self._spool is not None:
+            self._smtp_down = True
+            self._next_spool_try = time.monotonic() + self._settings.spool_retry_interval
+            self._spool_message(message, label)
+            return True
+        if not exc.transient or last:
+            self._count("lost_undeliverable")
+            metrics.MAILS.labels("dropped").inc()
+            log.error(
+                "admin mail lost for %s after %d attempt(s): %s", label, attempt + 1, exc.reason
+            )
+            return True
+        return False
 
     def _keep(self, item: Report | Digest, why: str) -> bool:
         """Spool a queued item that cannot be delivered now; False without a spool."""

@@ -106,39 +106,11 @@ TEMPLATE_DIR = Path(__file__).resolve().parent / "templates"
 
 def create_app(settings: Settings) -> web.Application:
     """The porter application for `settings` (nothing is started until it runs)."""
-    proxy = settings.proxy
     # Porter's body limit is enforced while streaming (413), not by aiohttp's read() cap.
-    cors = CorsPolicy.from_settings(settings.cors)
     app = web.Application(middlewares=[request_scope, error_boundary], client_max_size=1024**2)
     app[SETTINGS] = settings
-    app[METRICS_ON] = False  # _add_metrics turns it on
-    app[COOKIE_NAMES] = CookieNames.from_settings(settings)
-    app[TRUSTED_PROXIES] = TrustedProxies(proxy.trusted_proxies)
-    app[ALLOWED_HOSTS] = AllowedHosts(proxy.allowed_hosts)
-    app[STATUS_DETAIL] = TrustedProxies(proxy.status_detail_from)
-    app[TEMPLATES] = _templates(settings)
-    app[REFUSAL_PAGES] = RefusalPages(app)
-    app[CSRF] = Csrf(
-        proxy.secret_key,
-        cookie_path=(proxy.prefix or "") + "/porter/",
-        https=lambda request: request[SCOPE].client.scheme == "https",
-    )
-    app[MAILER] = MailSender(settings.mail)
-    app[READINESS_CHECKS] = {
-        "upstream": health.upstream_check(app),
-        "omero": health.omero_check(app),
-        "session_store": health.session_store_check(app),
-    }
-    app[WEBSOCKETS] = set()
-    app[OMERO] = OmeroBackend(settings.omero)
-    outages = app[OUTAGES] = OmeroOutages(app[MAILER].submit)
-    app[OMERO].on_reached = outages.answered
-    app[OMERO].on_unreachable = outages.failed
-    app[PUBLIC_RULES] = RuleMatcher(public_rules(settings))
-    app.on_cleanup.append(_close_rules)
-    app[CORS] = cors
-    if app[CORS].active:  # CORS headers are the only thing left for prepare-time
-        app.on_response_prepare.append(on_response_prepare)
+    _add_request_parts(app)
+    _add_omero(app)
     app.cleanup_ctx.append(_client_session)
     app.cleanup_ctx.append(_mail_sender)
     app.cleanup_ctx.append(_omero_backend)
@@ -153,28 +125,69 @@ def create_app(settings: Settings) -> web.Application:
         _add_oidc(app)
     app[AUTHENTICATORS] = authenticators(settings)
     app.on_shutdown.append(_close_websockets)
-    health.add_routes(app, proxy.prefix)
-    app.router.add_post(proxy.prefix + "/porter/feedback", feedback)
-    login.add_routes(app, proxy.prefix)
-    logo.add_routes(app, proxy.prefix)
-    forgot_password.add_routes(app, proxy.prefix)
-    sso.add_routes(app, proxy.prefix)
-    oidc.add_routes(app, proxy.prefix)
-    forward_auth.add_routes(app, proxy.prefix)
-    cache_admin.add_routes(app, proxy.prefix)
+    _add_pages(app)
     if settings.limits.enabled:
         _add_limits(app)
-    if settings.limits.robots_txt:
-        app.router.add_get(proxy.prefix + "/robots.txt", robots_route(settings.limits.robots_txt))
     if settings.metrics.enabled:
         _add_metrics(app)
+    # [\s\S]: a decoded path may hold any character (even a newline): gate() judges it.
+    app.router.add_route("*", r"/{tail:[\s\S]*}", _dispatch)
+    return app
+
+
+def _add_request_parts(app: web.Application) -> None:
+    """What every request's scope and answer use: cookie names, trusted proxies and hosts,
+    templates and refusal pages, CSRF, the path rules, CORS, the admin mailer."""
+    settings = app[SETTINGS]
+    proxy = settings.proxy
+    app[METRICS_ON] = False  # _add_metrics turns it on
+    app[COOKIE_NAMES] = CookieNames.from_settings(settings)
+    app[TRUSTED_PROXIES] = TrustedProxies(proxy.trusted_proxies)
+    app[ALLOWED_HOSTS] = AllowedHosts(proxy.allowed_hosts)
+    app[STATUS_DETAIL] = TrustedProxies(proxy.status_detail_from)
+    app[TEMPLATES] = _templates(settings)
+    app[REFUSAL_PAGES] = RefusalPages(app)
+    app[CSRF] = Csrf(
+        proxy.secret_key,
+        cookie_path=(proxy.prefix or "") + "/porter/",
+        https=lambda request: request[SCOPE].client.scheme == "https",
+    )
+    app[MAILER] = MailSender(settings.mail)
+    app[WEBSOCKETS] = set()
+    app[PUBLIC_RULES] = RuleMatcher(public_rules(settings))
+    app.on_cleanup.append(_close_rules)
+    app[CORS] = CorsPolicy.from_settings(settings.cors)
+    if app[CORS].active:  # CORS headers are the only thing left for prepare-time
+        app.on_response_prepare.append(on_response_prepare)
+
+
+def _add_omero(app: web.Application) -> None:
+    """The OMERO backend, its outage mails, and the readiness checks."""
+    app[OMERO] = OmeroBackend(app[SETTINGS].omero)
+    outages = app[OUTAGES] = OmeroOutages(app[MAILER].submit)
+    app[OMERO].on_reached = outages.answered
+    app[OMERO].on_unreachable = outages.failed
+    app[READINESS_CHECKS] = {
+        "upstream": health.upstream_check(app),
+        "omero": health.omero_check(app),
+        "session_store": health.session_store_check(app),
+    }
+
+
+def _add_pages(app: web.Application) -> None:
+    """Porter's own pages, under proxy.prefix; each module adds what its settings turn on."""
+    settings = app[SETTINGS]
+    prefix = settings.proxy.prefix
+    health.add_routes(app, prefix)
+    app.router.add_post(prefix + "/porter/feedback", feedback)
+    for pages in (login, logo, forgot_password, sso, oidc, forward_auth, cache_admin):
+        pages.add_routes(app, prefix)
+    if settings.limits.robots_txt:
+        app.router.add_get(prefix + "/robots.txt", robots_route(settings.limits.robots_txt))
     if settings.forward_auth.enabled and settings.forward_auth.decision_cache_ttl > 0:
         app[forward_auth.DECISIONS] = TTLCache(
             settings.forward_auth.decision_cache_size, settings.forward_auth.decision_cache_ttl
         )
-    # [\s\S]: a decoded path may hold any character (even a newline): gate() judges it.
-    app.router.add_route("*", r"/{tail:[\s\S]*}", _dispatch)
-    return app
 
 
 def _add_limits(app: web.Application) -> None:

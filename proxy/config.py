@@ -20,7 +20,7 @@ import dataclasses
 import sys
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Union
@@ -101,6 +101,15 @@ def type_name(tp: Any) -> str:
     return {bool: "boolean", int: "integer", float: "number", str: "string"}.get(tp, str(tp))
 
 
+# The TOML values each scalar type takes (a bool is not a number; an integer is a float).
+_SCALARS: dict[Any, Callable[[Any], bool]] = {
+    bool: lambda v: isinstance(v, bool),
+    int: lambda v: isinstance(v, int) and not isinstance(v, bool),
+    float: lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
+    str: lambda v: isinstance(v, str),
+}
+
+
 def convert(value: Any, tp: Any, key: str, problems: list[Problem]) -> Any:
     """Check `value` against the annotation `tp`; return the typed value or _MISSING."""
     optional, inner = _is_optional(tp)
@@ -111,23 +120,13 @@ def convert(value: Any, tp: Any, key: str, problems: list[Problem]) -> Any:
             problems.append(Problem(key, f"{show(value)} is not a table"))
             return _MISSING
         return build(tp, value, key, problems)
-    origin = typing.get_origin(tp)
-    if origin is tuple:
+    if typing.get_origin(tp) is tuple:
         return _convert_tuple(value, typing.get_args(tp), key, problems)
-    if tp is bool:
-        if isinstance(value, bool):
-            return value
-    elif tp is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-    elif tp is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-    elif tp is str:
-        if isinstance(value, str):
-            return value
-    else:  # pragma: no cover - a programming error in a settings dataclass
+    accepts = _SCALARS.get(tp)
+    if accepts is None:  # pragma: no cover - a programming error in a settings dataclass
         raise TypeError(f"{key}: unsupported settings type {tp!r}")
+    if accepts(value):
+        return float(value) if tp is float else value
     name = type_name(tp)
     article = "an" if name[0] in "aeiou" else "a"
     problems.append(Problem(key, f"{show(value)} is not {article} {name}"))
@@ -216,64 +215,17 @@ def build(cls: type[Any], table: Mapping[str, Any], prefix: str, problems: list[
     """
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
-    secrets = {f"{n}_file": n for n, f in fields.items() if f.metadata.get("secret")}
-    shared: dict[str, list[dataclasses.Field[Any]]] = {}
-    for f in fields.values():
-        if "section" in f.metadata:
-            shared.setdefault(table_key(f), []).append(f)
-    values: dict[str, Any] = {}
     before = len(problems)
-    known = keys_of(cls)
-    for name in table:
-        if name not in known:
-            hint = _close_match(name, sorted(known))
-            problems.append(Problem(_join(prefix, name), "unknown setting" + hint))
-    for section, owners in shared.items():
-        sub = table.get(section, {})
-        if not isinstance(sub, Mapping):
-            problems.append(Problem(_join(prefix, section), f"{show(sub)} is not a table"))
-            continue
-        claimed = set().union(*(keys_of(hints[f.name]) for f in owners))
-        for name in sub:
-            if name not in claimed:
-                hint = _close_match(name, sorted(claimed))
-                problems.append(
-                    Problem(_join(prefix, f"{section}.{name}"), "unknown setting" + hint)
-                )
-        for f in owners:
-            own = keys_of(hints[f.name])
-            part = {k: v for k, v in sub.items() if k in own}
-            value = build(hints[f.name], part, _join(prefix, section), problems)
-            if value is not _MISSING:
-                values[f.name] = value
+    _unknown_keys(table, keys_of(cls), prefix, problems)
+    values = _build_sections(fields, hints, table, prefix, problems)
+    secrets = {f"{n}_file": n for n, f in fields.items() if f.metadata.get("secret")}
     for name, f in fields.items():
-        if "section" in f.metadata:
-            continue
-        key = _join(prefix, name)
-        raw = table.get(name, _MISSING)
-        file_key = f"{name}_file"
-        if file_key in secrets and file_key in table:
-            if raw is not _MISSING and raw is not None:
-                problems.append(Problem(key, f"set both {name} and {file_key}: choose one"))
-                continue
-            raw = _read_secret_file(table[file_key], _join(prefix, file_key), problems)
-            if raw is _MISSING:
-                continue
-        if raw is _MISSING:
-            continue
-        found: list[Problem] = []
-        value = convert(raw, hints[name], key, found)
-        if value is not _MISSING:
-            _check_field(value, raw, f.metadata, key, found)
-        elif "example" in f.metadata:  # a shape TOML cannot show by its type alone
-            found = [
-                Problem(p.key, f"{p.message}; write it like {f.metadata['example']}") for p in found
-            ]
-        if f.metadata.get("secret"):  # say what is wrong, never what the secret is
-            found = [Problem(p.key, p.message.replace(show(raw), "the value")) for p in found]
-        problems.extend(found)
-        if not found:
-            values[name] = value
+        if "section" not in f.metadata:
+            raw = _raw_value(table, name, secrets, _join(prefix, name), problems)
+            if raw is not _MISSING:
+                value = _build_field(f, hints[name], raw, _join(prefix, name), problems)
+                if value is not _MISSING:
+                    values[name] = value
     if len(problems) > before:
         return _MISSING
     instance = cls(**values)
@@ -282,6 +234,80 @@ def build(cls: type[Any], table: Mapping[str, Any], prefix: str, problems: list[
         for name, message in cross():
             problems.append(Problem(_join(prefix, name), message))
     return instance
+
+
+def _unknown_keys(
+    table: Mapping[str, Any], known: set[str], prefix: str, problems: list[Problem]
+) -> None:
+    for name in table:
+        if name not in known:
+            hint = _close_match(name, sorted(known))
+            problems.append(Problem(_join(prefix, name), "unknown setting" + hint))
+
+
+def _build_sections(
+    fields: Mapping[str, dataclasses.Field[Any]],
+    hints: Mapping[str, Any],
+    table: Mapping[str, Any],
+    prefix: str,
+    problems: list[Problem],
+) -> dict[str, Any]:
+    """The fields kept in a shared TOML section, each built from the keys its class knows."""
+    shared: dict[str, list[dataclasses.Field[Any]]] = {}
+    for f in fields.values():
+        if "section" in f.metadata:
+            shared.setdefault(table_key(f), []).append(f)
+    values: dict[str, Any] = {}
+    for section, owners in shared.items():
+        sub = table.get(section, {})
+        if not isinstance(sub, Mapping):
+            problems.append(Problem(_join(prefix, section), f"{show(sub)} is not a table"))
+            continue
+        claimed = set().union(*(keys_of(hints[f.name]) for f in owners))
+        _unknown_keys(sub, claimed, _join(prefix, section), problems)
+        for f in owners:
+            own = keys_of(hints[f.name])
+            part = {k: v for k, v in sub.items() if k in own}
+            value = build(hints[f.name], part, _join(prefix, section), problems)
+            if value is not _MISSING:
+                values[f.name] = value
+    return values
+
+
+def _raw_value(
+    table: Mapping[str, Any],
+    name: str,
+    secrets: Mapping[str, str],
+    key: str,
+    problems: list[Problem],
+) -> Any:
+    """The value of `name` as written, or read from its `<name>_file` (a secret's file)."""
+    raw = table.get(name, _MISSING)
+    file_key = f"{name}_file"
+    if file_key not in secrets or file_key not in table:
+        return raw
+    if raw is not _MISSING and raw is not None:
+        problems.append(Problem(key, f"set both {name} and {file_key}: choose one"))
+        return _MISSING
+    return _read_secret_file(table[file_key], key + "_file", problems)
+
+
+def _build_field(
+    f: dataclasses.Field[Any], tp: Any, raw: Any, key: str, problems: list[Problem]
+) -> Any:
+    """One field's typed and checked value, or _MISSING with its problems added."""
+    found: list[Problem] = []
+    value = convert(raw, tp, key, found)
+    if value is not _MISSING:
+        _check_field(value, raw, f.metadata, key, found)
+    elif "example" in f.metadata:  # a shape TOML cannot show by its type alone
+        found = [
+            Problem(p.key, f"{p.message}; write it like {f.metadata['example']}") for p in found
+        ]
+    if f.metadata.get("secret"):  # say what is wrong, never what the secret is
+        found = [Problem(p.key, p.message.replace(show(raw), "the value")) for p in found]
+    problems.extend(found)
+    return _MISSING if found else value
 
 
 def _join(prefix: str, name: str) -> str:

@@ -256,6 +256,10 @@ BATCH = 4096  # most records written with one write() call
 GATHER = 0.05  # seconds a first record waits for the rest of its burst
 
 
+# What the log queue carries: a record, AccessLog.write's (time, line), or stop()'s None.
+Queued = logging.LogRecord | tuple[float, Any] | None
+
+
 class LogWriter:
     """The log thread: takes every record waiting on the queue at once, formats them, and
     writes them with one write and one flush: one system call for a burst of lines, not one
@@ -296,48 +300,56 @@ class LogWriter:
         return self._output.format(access_record(created, line))
 
     def _run(self) -> None:
-        records = self._records
-        output = self._output
         gate = self._gate
         stop = False
         while not stop:
-            try:  # wake at least once a second: the flood gate's summaries are due in time
-                batch = [records.get(timeout=1.0)]
-            except queue.Empty:
-                batch = []
-            else:
-                # let a burst gather: one wake-up of this thread per GATHER seconds under
-                # load, not one per line (each wake-up takes the GIL from the event loop)
-                time.sleep(GATHER)
-            while batch and len(batch) < BATCH:
-                try:
-                    batch.append(records.get_nowait())
-                except queue.Empty:
-                    break
-            lines = []
-            for record in batch:
-                if record is None:  # stop()'s sentinel
-                    stop = True
-                    continue
-                if isinstance(record, tuple):  # AccessLog.write's (time, line): no record
-                    try:
-                        lines.append(self._access(*record))
-                    except Exception:
-                        output.handleError(access_record(*record))
-                    continue
-                if record.levelno < output.level or not gate.admit(record):
-                    continue
-                try:
-                    lines.append(output.format(record))
-                except Exception:  # as logging does: report it, keep logging
-                    output.handleError(record)
-            for record in gate.due(everything=stop):
-                lines.append(output.format(record))
+            batch = self._gather()
+            lines, stop = self._render(batch)
+            lines += [self._output.format(record) for record in gate.due(everything=stop)]
             if lines:
                 last = batch[-1] if batch else None
                 if isinstance(last, tuple):  # a failed write is reported with a record
                     last = access_record(*last)
                 self._write("\n".join(lines) + "\n", last)
+
+    def _gather(self) -> list[Queued]:
+        """The next batch: waits at most a second (the flood gate's summaries are due in
+        time), then lets a burst gather for GATHER seconds, up to BATCH items."""
+        records = self._records
+        try:
+            batch = [records.get(timeout=1.0)]
+        except queue.Empty:
+            return []
+        # one wake-up of this thread per GATHER seconds under load, not one per line (each
+        # wake-up takes the GIL from the event loop)
+        time.sleep(GATHER)
+        while len(batch) < BATCH:
+            try:
+                batch.append(records.get_nowait())
+            except queue.Empty:
+                break
+        return batch
+
+    def _render(self, batch: list[Queued]) -> tuple[list[str], bool]:
+        """The text of each item the level and the flood gate let through; True when stop()'s
+        sentinel was among them."""
+        output, gate = self._output, self._gate
+        lines: list[str] = []
+        stop = False
+        for record in batch:
+            if record is None:  # stop()'s sentinel
+                stop = True
+            elif isinstance(record, tuple):  # AccessLog.write's (time, line): no record
+                try:
+                    lines.append(self._access(*record))
+                except Exception:
+                    output.handleError(access_record(*record))
+            elif record.levelno >= output.level and gate.admit(record):
+                try:
+                    lines.append(output.format(record))
+                except Exception:  # as logging does: report it, keep logging
+                    output.handleError(record)
+        return lines, stop
 
     def _write(self, text: str, record: logging.LogRecord | None) -> None:
         output = self._output

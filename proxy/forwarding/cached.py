@@ -119,7 +119,6 @@ async def forward_cached(
 ) -> web.StreamResponse:
     """Answer a cacheable public request from the cache, or from the ONE fetch of its key."""
     cache = request.app[PUBLIC_CACHE]
-    scope = request[SCOPE]
     path = request[DECISION].forward or ""
     query = normalise_query(request.raw_path.partition("?")[2])
     key = _key(request, principal.server_id or 0, path, query)
@@ -139,44 +138,59 @@ async def forward_cached(
             metrics.CACHE_STALE.inc()
             _refresh(request, principal, key, path, query, ttl)
             return _serve(request, entry, now, "STALE", f"hit; fwd=stale; ttl={_left(entry, now)}")
+    started = not request.app[CACHE_FLIGHTS].running(key)
+    outcome = await _wait_for_fetch(request, principal, key, path, query, ttl)
+    if isinstance(outcome, Fresh):
+        return _serve(request, outcome.entry, time.time(), "MISS", "fwd=uri-miss; stored")
+    if isinstance(outcome, Failed):
+        return _failed(request, cache, entry, outcome)
+    if started and outcome.body is not None and outcome.headers is not None:
+        headers = CIMultiDict(outcome.headers)
+        headers[REQUEST_ID] = request[SCOPE].request_id
+        return web.Response(
+            status=outcome.status, reason=outcome.reason, body=outcome.body, headers=headers
+        )
+    return await forward_renewing(request, principal)
+
+
+async def _wait_for_fetch(
+    request: web.Request, principal: Principal, key: str, path: str, query: str, ttl: float
+) -> Outcome:
+    """The outcome of THE fetch of `key`: this request's own when none is under way (it
+    outlives the request if the client goes), else the one under way, at most lock_timeout."""
+    cache = request.app[PUBLIC_CACHE]
     flights = request.app[CACHE_FLIGHTS]
-    # this request fetches (the fetch outlives it if it goes); the ones arriving meanwhile
-    # wait for that fetch, at most lock_timeout
     started = not flights.running(key)
     cache.counters.waiting += 1
     try:
         fetch = flights.run(key, lambda: _fetch(request, principal, key, path, query, ttl))
         if started:
             outcome: Outcome = await fetch
-        else:
-            cache.counters.collapsed += 1
-            try:
-                outcome = await asyncio.wait_for(fetch, cache.settings.lock_timeout)
-            except asyncio.TimeoutError:
-                cache.counters.lock_timeouts += 1
-                outcome = Failed(504)
+            return outcome
+        cache.counters.collapsed += 1
+        try:
+            return await asyncio.wait_for(fetch, cache.settings.lock_timeout)
+        except asyncio.TimeoutError:
+            cache.counters.lock_timeouts += 1
+            return Failed(504)
     finally:
         cache.counters.waiting -= 1
-    if isinstance(outcome, Fresh):
-        return _serve(request, outcome.entry, time.time(), "MISS", "fwd=uri-miss; stored")
-    if isinstance(outcome, Failed):
-        now = time.time()
-        if entry is not None and entry.age(now) < entry.ttl + cache.settings.stale_if_error:
-            cache.counters.stale_if_error += 1
-            metrics.CACHE_STALE_IF_ERROR.inc()
-            detail = f"hit; ttl={_left(entry, now)}; fwd=uri-miss; fwd-status={outcome.status}"
-            return _serve(request, entry, now, "STALE", detail + "; detail=stale-if-error")
-        if outcome.error is not None:
-            # the error middleware answers it, as without the cache (its page shows no trace)
-            raise outcome.error.with_traceback(None)
-        return error_response(request, outcome.status, traceback=outcome.text or None)
-    if started and outcome.body is not None and outcome.headers is not None:
-        headers = CIMultiDict(outcome.headers)
-        headers[REQUEST_ID] = scope.request_id
-        return web.Response(
-            status=outcome.status, reason=outcome.reason, body=outcome.body, headers=headers
-        )
-    return await forward_renewing(request, principal)
+
+
+def _failed(
+    request: web.Request, cache: PublicCache, entry: Entry | None, outcome: Failed
+) -> web.Response:
+    """A failed fetch: the stale copy while stale_if_error allows, else the failure."""
+    now = time.time()
+    if entry is not None and entry.age(now) < entry.ttl + cache.settings.stale_if_error:
+        cache.counters.stale_if_error += 1
+        metrics.CACHE_STALE_IF_ERROR.inc()
+        detail = f"hit; ttl={_left(entry, now)}; fwd=uri-miss; fwd-status={outcome.status}"
+        return _serve(request, entry, now, "STALE", detail + "; detail=stale-if-error")
+    if outcome.error is not None:
+        # the error middleware answers it, as without the cache (its page shows no trace)
+        raise outcome.error.with_traceback(None)
+    return error_response(request, outcome.status, traceback=outcome.text or None)
 
 
 def _key(request: web.Request, server_id: int, path: str, query: str) -> str:

@@ -101,7 +101,14 @@ async def submit(request: web.Request) -> web.StreamResponse:
             headers={hdrs.RETRY_AFTER: str(retry_after)},
         )
     await throttle.failed(address, KEY + username)  # every request counts
-    server = posted.get("server") or "1"
+    return await _reset(request, posted.get("server") or "1", username, email)
+
+
+async def _reset(
+    request: web.Request, server: str, username: str, email: str
+) -> web.StreamResponse:
+    """Ask OMERO to mail a new password; the page saying it was asked (whether or not the
+    name and address matched), or what failed."""
     try:
         done = await request.app[OMERO].reset_password(server, username, email)
     except UnknownServer:

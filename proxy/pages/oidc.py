@@ -206,32 +206,7 @@ async def callback(request: web.Request) -> web.StreamResponse:
     try:
         if pre is None:
             raise OidcError("login_expired", LOGIN_EXPIRED, status=400)
-        state = query.get("state", "")
-        if not _same(state, pre.state):
-            log.warning("OIDC callback with a wrong or missing state rid=%s", _rid(request))
-            raise OidcError("bad_state", LOGIN_EXPIRED, status=400)
-        provider = request.app[OIDC_PROVIDERS].get(pre.provider)
-        if provider is None:  # the configuration changed meanwhile
-            raise OidcError("login_expired", LOGIN_EXPIRED, status=400)
-        if pre.provider != named:  # another provider's callback URL: a mix-up
-            log.warning(
-                "OIDC callback of %s for a login at %s rid=%s", named, provider.id, _rid(request)
-            )
-            raise OidcError("bad_state", LOGIN_EXPIRED, status=400)
-        if not await _first_use(request, pre):  # not spent by a callback refused above
-            log.warning("OIDC callback replayed rid=%s", _rid(request))
-            raise OidcError("replayed", LOGIN_EXPIRED, status=400)
-        if "error" in query:
-            log.info("OIDC provider %s answered %.40r", provider.id, query.get("error"))
-            raise OidcError("provider_denied", PROVIDER_REFUSED, status=403)
-        iss = query.get("iss")
-        if iss is None and (await provider.discovery()).iss_parameter:
-            raise OidcError("bad_state", LOGIN_EXPIRED, status=400)  # RFC 9207: it must say
-        if iss is not None and iss != provider.settings.issuer:  # RFC 9207 mix-up
-            raise OidcError("bad_state", LOGIN_EXPIRED, status=400)
-        code = query.get("code", "")
-        if not code or len(code) > 4096:
-            raise OidcError("bad_state", LOGIN_EXPIRED, status=400)
+        provider, code = await _callback_checked(request, pre, named)
         record = await _log_in(request, provider, pre, code)
     except SsoError as exc:
         return _refused(request, code_of(exc.reason), exc.status, target, pre, named)
@@ -245,6 +220,40 @@ async def callback(request: web.Request) -> web.StreamResponse:
     set_session_cookie(request, response, record.id)
     _clear_prelogin(request, response, named)
     return response
+
+
+async def _callback_checked(
+    request: web.Request, pre: PreLogin, named: str | None
+) -> tuple[OidcProvider, str]:
+    """The provider and the code of a callback that answers the login `pre` began, once
+    (state, callback URL, RFC 9207 issuer, a code at all); OidcError says what is wrong."""
+    query = request.query
+    if not _same(query.get("state", ""), pre.state):
+        log.warning("OIDC callback with a wrong or missing state rid=%s", _rid(request))
+        raise OidcError("bad_state", LOGIN_EXPIRED, status=400)
+    provider = request.app[OIDC_PROVIDERS].get(pre.provider)
+    if provider is None:  # the configuration changed meanwhile
+        raise OidcError("login_expired", LOGIN_EXPIRED, status=400)
+    if pre.provider != named:  # another provider's callback URL: a mix-up
+        log.warning(
+            "OIDC callback of %s for a login at %s rid=%s", named, provider.id, _rid(request)
+        )
+        raise OidcError("bad_state", LOGIN_EXPIRED, status=400)
+    if not await _first_use(request, pre):  # not spent by a callback refused above
+        log.warning("OIDC callback replayed rid=%s", _rid(request))
+        raise OidcError("replayed", LOGIN_EXPIRED, status=400)
+    if "error" in query:
+        log.info("OIDC provider %s answered %.40r", provider.id, query.get("error"))
+        raise OidcError("provider_denied", PROVIDER_REFUSED, status=403)
+    iss = query.get("iss")
+    if iss is None and (await provider.discovery()).iss_parameter:
+        raise OidcError("bad_state", LOGIN_EXPIRED, status=400)  # RFC 9207: it must say
+    if iss is not None and iss != provider.settings.issuer:  # RFC 9207 mix-up
+        raise OidcError("bad_state", LOGIN_EXPIRED, status=400)
+    code = query.get("code", "")
+    if not code or len(code) > 4096:
+        raise OidcError("bad_state", LOGIN_EXPIRED, status=400)
+    return provider, code
 
 
 async def _first_use(request: web.Request, pre: PreLogin) -> bool:
@@ -376,34 +385,14 @@ def _rid(request: web.Request) -> str:
 async def backchannel(request: web.Request) -> web.StreamResponse:
     """OpenID Connect Back-Channel Logout 1.0: end every session of the token's sid (or,
     without a sid, of its sub), in every porter process sharing the store."""
-    if (request.content_length or 0) > MAX_LOGOUT_FORM:
-        return _logout_error(413, "request too large")
-    try:
-        form = await posted_form(request)
-    except Refused:
-        return _logout_error(400, "the form could not be read")
-    token = form.get("logout_token")
-    if not isinstance(token, str) or not token:
-        return _logout_error(400, "logout_token is required")
-    if len(token) > request.app[SETTINGS].sso.max_token_size:  # before it is even peeked at
-        return _logout_error(400, "invalid logout token")
+    token = await _logout_token(request)
+    if isinstance(token, web.Response):
+        return token
     request[PRINCIPAL] = Principal("token", "unknown", secrets=frozenset({token}))
-    try:
-        unverified = jwt.decode(token, options={"verify_signature": False})
-    except jwt.PyJWTError:
-        return _logout_error(400, "invalid logout token")
-    iss, aud = unverified.get("iss"), unverified.get("aud")
-    audiences = aud if isinstance(aud, list) else [aud]
-    candidates = [
-        p
-        for p in request.app[OIDC_PROVIDERS].values()
-        if p.settings.issuer == iss and p.settings.client_id in audiences
-    ]
-    if not candidates:
-        log.warning("back-channel logout token of an unknown issuer or audience")
+    provider = _logout_provider(request, token)
+    if provider is None:
         return _logout_error(400, "invalid logout token")
     try:
-        provider = candidates[0]
         await provider.discovery()
         verified = await provider.verify_logout_token(token)
     except OidcError as exc:
@@ -427,6 +416,38 @@ async def backchannel(request: web.Request) -> web.StreamResponse:
         _rid(request),
     )
     return web.Response(status=200, headers=NO_STORE)
+
+
+async def _logout_token(request: web.Request) -> str | web.Response:
+    """The logout_token of the posted form, or the answer refusing the form."""
+    if (request.content_length or 0) > MAX_LOGOUT_FORM:
+        return _logout_error(413, "request too large")
+    try:
+        form = await posted_form(request)
+    except Refused:
+        return _logout_error(400, "the form could not be read")
+    token = form.get("logout_token")
+    if not isinstance(token, str) or not token:
+        return _logout_error(400, "logout_token is required")
+    if len(token) > request.app[SETTINGS].sso.max_token_size:  # before it is even peeked at
+        return _logout_error(400, "invalid logout token")
+    return token
+
+
+def _logout_provider(request: web.Request, token: str) -> OidcProvider | None:
+    """The provider the (not yet verified) token names as issuer, with porter's client among
+    its audiences; None when none is configured so."""
+    try:
+        unverified = jwt.decode(token, options={"verify_signature": False})
+    except jwt.PyJWTError:
+        return None
+    iss, aud = unverified.get("iss"), unverified.get("aud")
+    audiences = aud if isinstance(aud, list) else [aud]
+    for provider in request.app[OIDC_PROVIDERS].values():
+        if provider.settings.issuer == iss and provider.settings.client_id in audiences:
+            return provider
+    log.warning("back-channel logout token of an unknown issuer or audience")
+    return None
 
 
 def _logout_error(status: int, message: str) -> web.Response:
