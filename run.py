@@ -209,8 +209,8 @@ async def _purge_once(settings: Settings) -> int:
 
     from auth.lifecycle import purge_expired
     from auth.omero_backend import OmeroBackend
+    from auth.session_store import SessionStoreUnavailable
     from auth.sessions import SessionRecord
-    from auth.store import SessionStoreUnavailable
     from auth.stores import create_store
     from proxy.forwarding.handoff import web_logout
 

@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from auth.session_settings import SessionSettings
+from auth.session_store import Clock, SessionStore, SessionStoreUnavailable
 from auth.sessions import SessionRecord
-from auth.store import Clock, SessionStore, SessionStoreUnavailable
 
 log = logging.getLogger("porter.auth.lifecycle")
 

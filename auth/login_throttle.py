@@ -16,7 +16,7 @@ from typing import Protocol
 from cachetools import TTLCache
 from redis.asyncio import Redis
 
-from auth.store import redis_errors
+from auth.session_store import redis_errors
 
 
 def subjects(address: str, user: str) -> list[tuple[str, str]]:

@@ -16,8 +16,8 @@ from typing import Protocol
 
 from redis.asyncio import Redis
 
+from auth.session_store import Clock, redis_errors
 from auth.sessions import is_session_id
-from auth.store import Clock, redis_errors
 from auth.store_seal import StoreSeal, is_reference, reference
 
 _PER_NAME = 16  # a user's logins over time: past this, the ended ones are forgotten

@@ -3,7 +3,7 @@
 omero-py blocks, so every call runs in one bounded thread pool (`pool_size` threads; further
 calls queue) and never on the event loop. A caller waits at most `call_timeout` seconds,
 queueing included, then gets ServerUnavailable; Ice's own timeouts free the thread soon after.
-Errors are auth.errors only (see its docstring for the tree).
+Errors are auth.omero_errors only (see its docstring for the tree).
 
     backend = OmeroBackend(settings.omero)
     login = await backend.login(1, "alice", "secret", client_ip="192.0.2.7")
@@ -24,7 +24,7 @@ from types import TracebackType
 from typing import Any, TypeVar
 
 from auth import omero_ice
-from auth.errors import (
+from auth.omero_errors import (
     InvalidCredentials,
     OmeroError,
     PermissionDenied,

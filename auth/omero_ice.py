@@ -2,7 +2,7 @@
 
 Every call builds its own omero.client and releases it in `finally` (communicator destroyed,
 so no Ice thread or socket outlives the call), and every Ice or omero-py exception is
-translated here, in `translate`, into auth.errors. Nothing else in porter imports Ice.
+translated here, in `translate`, into auth.omero_errors. Nothing else in porter imports Ice.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ import omero.sys
 # replace Glacier2.SessionNotExistException with a plain class that omero-py no longer catches.
 from omero.clients import Glacier2
 
-from auth.errors import (
+from auth.omero_errors import (
     GroupRefused,
     InvalidCredentials,
     OmeroError,
@@ -270,7 +270,7 @@ def _type_name(exc: BaseException) -> str:
 
 
 def translate(exc: BaseException, op: str, server: Server) -> OmeroError | None:
-    """The auth.errors value for an exception raised during `op`; None when it is not an
+    """The auth.omero_errors value for an exception raised during `op`; None when it is not an
     Ice/omero-py exception (a bug: let it propagate). Never includes the exception's text,
     which may hold a session key (Ice identities are named by it)."""
     where = f"server {server.id} ({server.address})"
@@ -317,7 +317,7 @@ def translate(exc: BaseException, op: str, server: Server) -> OmeroError | None:
 
 
 def translated(op: str, server: Server, call: Callable[..., T], *args: Any) -> T:
-    """Run `call(*args)`, raising only auth.errors for Ice failures; the Ice exception is not
+    """Run `call(*args)`, raising only auth.omero_errors for Ice failures; the Ice exception is not
     chained (its text and frames may hold a key or password)."""
     try:
         return call(*args)

@@ -33,12 +33,12 @@ from types import MappingProxyType
 from redis.asyncio import Redis
 
 import metrics
-from auth.errors import HandoffFailed, OmeroError, ServerUnavailable, SessionGone
 from auth.omero_backend import OmeroBackend
+from auth.omero_errors import HandoffFailed, OmeroError, ServerUnavailable, SessionGone
 from auth.public_settings import PublicSessionSettings
+from auth.session_store import SessionStoreUnavailable, redis_errors
 from auth.shared_slots import Handoff, SharedSlots, text
 from auth.single_flight import SingleFlight
-from auth.store import SessionStoreUnavailable, redis_errors
 from auth.store_seal import StoreSeal
 
 __all__ = ["PublicLogin", "PublicSession", "SharedPublicEntries"]
@@ -164,7 +164,7 @@ class PublicSession:
     async def get(self, server: int | str | None = None) -> PublicLogin:
         """The public session of `server` (default: `server_id`), created when needed.
 
-        Raises auth.errors (e.g. ServerUnavailable, InvalidCredentials, HandoffFailed; an
+        Raises auth.omero_errors (e.g. ServerUnavailable, InvalidCredentials, HandoffFailed; an
         unknown server at once: UnknownServer), SessionStoreUnavailable when the shared store
         cannot be read and nothing is held, RuntimeError after close()."""
         if self._closed:

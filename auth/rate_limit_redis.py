@@ -16,7 +16,7 @@ import logging
 
 from redis.asyncio import Redis
 
-from auth.store import SessionStoreUnavailable, redis_errors
+from auth.session_store import SessionStoreUnavailable, redis_errors
 from filters.limits import Rate
 
 log = logging.getLogger("porter.limits")

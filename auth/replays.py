@@ -14,7 +14,7 @@ from typing import Protocol
 
 from redis.asyncio import Redis
 
-from auth.store import Clock, redis_errors
+from auth.session_store import Clock, redis_errors
 
 
 class ReplayCache(Protocol):

@@ -21,7 +21,7 @@ import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
-from auth.errors import UnknownServer
+from auth.omero_errors import UnknownServer
 
 __all__ = ["Server", "ServerList", "check_server_list"]
 

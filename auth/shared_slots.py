@@ -13,7 +13,7 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from auth.store import redis_errors
+from auth.session_store import redis_errors
 from auth.store_seal import StoreSeal
 
 Handoff = Callable[[int, str], Awaitable[Mapping[str, str]]]

@@ -23,12 +23,12 @@ from cachetools import TTLCache
 from redis.asyncio import Redis
 
 import metrics
-from auth.errors import AdminRefused, GroupRefused, OmeroError, ServerUnavailable
 from auth.omero_backend import OmeroBackend
+from auth.omero_errors import AdminRefused, GroupRefused, OmeroError, ServerUnavailable
 from auth.omero_ice import OmeroLogin
+from auth.session_store import SessionStoreUnavailable
 from auth.shared_slots import Handoff, SharedSlots
 from auth.single_flight import SingleFlight
-from auth.store import SessionStoreUnavailable
 from auth.store_seal import StoreSeal
 
 log = logging.getLogger("porter.auth.sso")

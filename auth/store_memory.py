@@ -12,8 +12,8 @@ from dataclasses import replace
 
 from cachetools import Cache, LRUCache
 
+from auth.session_store import Clock, ExpiredBatch, OnEvict, SessionTimeouts
 from auth.sessions import SessionRecord, cookie_pairs, is_session_id
-from auth.store import Clock, ExpiredBatch, OnEvict, SessionTimeouts
 
 log = logging.getLogger("porter.auth.sessions")
 

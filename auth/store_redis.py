@@ -36,8 +36,8 @@ from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from auth.session_settings import SessionSettings
+from auth.session_store import Clock, ExpiredBatch, SessionTimeouts, redis_errors
 from auth.sessions import SessionRecord, cookie_pairs, is_session_id
-from auth.store import Clock, ExpiredBatch, SessionTimeouts, redis_errors
 from auth.store_seal import StoreSeal, is_reference, reference
 
 _COOKIE = "c:"

@@ -16,7 +16,7 @@ from auth.lifecycle import EndWeb
 from auth.logout_index import LogoutIndex, MemoryLogoutIndex, RedisLogoutIndex
 from auth.replays import MemoryReplayCache, RedisReplayCache, ReplayCache
 from auth.session_settings import SessionSettings
-from auth.store import Clock, OnEvict, SessionStore, SessionTimeouts
+from auth.session_store import Clock, OnEvict, SessionStore, SessionTimeouts
 from auth.store_memory import MemorySessionStore
 from auth.store_redis import RedisSessionStore, redis_client
 from auth.store_seal import StoreSeal

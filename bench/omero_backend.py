@@ -19,8 +19,8 @@ import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 
-from auth.errors import OmeroError
 from auth.omero_backend import OmeroBackend
+from auth.omero_errors import OmeroError
 from auth.omero_settings import OmeroSettings
 from tests.omero_sim.fixture import OmeroSim, start_sim, stop_sim
 

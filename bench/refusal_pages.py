@@ -24,8 +24,8 @@ if __package__ in (None, ""):  # run as a script: import from the project, not f
 from aiohttp import web
 from aiohttp.test_utils import make_mocked_request
 
+from proxy.answers import error_response
 from proxy.app import create_app
-from proxy.errors import error_response
 from proxy.keys import SCOPE
 from proxy.limits import refuse
 from proxy.settings import ProxySettings, Settings

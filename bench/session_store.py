@@ -23,8 +23,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 
 from auth.lifecycle import purge_expired
 from auth.session_settings import SessionSettings
+from auth.session_store import SessionStore
 from auth.sessions import SessionRecord
-from auth.store import SessionStore
 from auth.stores import create_store
 
 IDLE = 3600

@@ -17,8 +17,8 @@ from cache.disk import DiskError, DiskTier
 from cache.entry import Entry
 from cache.key import key_path
 from cache.purges import RedisPurgeLog
-from cache.rules import CacheRules
 from cache.settings import CacheSettings
+from cache.ttl_rules import CacheRules
 from filters.regex_guard import GuardedPattern, MatchTimeout, guarded
 
 log = logging.getLogger("porter.cache")

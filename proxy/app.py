@@ -25,11 +25,11 @@ from auth.omero_backend import OmeroBackend
 from auth.porter_tokens import PorterTokenIssuer
 from auth.public_session import PublicSession, SharedPublicEntries
 from auth.rate_limit_redis import RedisRates
+from auth.session_store import SessionStoreUnavailable
 from auth.sessions import SessionRecord
 from auth.single_flight import SingleFlight
 from auth.sso_identity import SsoIdentityMapper
 from auth.sso_sessions import SharedSsoSessions, SsoSessions
-from auth.store import SessionStoreUnavailable
 from auth.store_memory import MemorySessionStore
 from auth.stores import Stores, create_stores
 from auth.verified_tokens import VerifiedTokens
@@ -43,9 +43,9 @@ from filters.limits import MemoryRates
 from filters.rules import PublicRules, RuleMatcher
 from mailer import MailSender
 from proxy import metrics_http
+from proxy.answers import REFUSAL_PAGES, RefusalPages, error_response
 from proxy.config import ConfigError, Problem
 from proxy.csrf import Csrf
-from proxy.errors import REFUSAL_PAGES, RefusalPages, error_response
 from proxy.forwarding.handoff import handoff, web_logout
 from proxy.forwarding.send import UpstreamRequest
 from proxy.gate import gate
@@ -89,8 +89,8 @@ from proxy.keys import (
     ReadinessCheck,
 )
 from proxy.limits import LIMITS, Limits, robots_route
-from proxy.middleware.errors import error_boundary
-from proxy.middleware.responses import on_response_prepare
+from proxy.middleware.boundary import error_boundary
+from proxy.middleware.cors import on_response_prepare
 from proxy.middleware.scope import request_scope
 from proxy.omero_outages import OmeroOutages
 from proxy.pages import cache_admin, forgot_password, forward_auth, health, login, logo, oidc, sso

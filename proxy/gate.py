@@ -8,7 +8,7 @@ import logging
 from aiohttp import web
 
 from filters.rules import with_query
-from proxy.errors import error_response, login_required, refusal_message
+from proxy.answers import error_response, login_required, refusal_message
 from proxy.forwarding.cached import cache_ttl, forward_cached, public_hit
 from proxy.forwarding.renewal import forward_renewing
 from proxy.forwarding.websocket import forward_websocket, is_websocket

@@ -16,10 +16,10 @@ from auth.oidc import PRELOGIN_COOKIE, RELOGIN_COOKIE, OidcProvider, PreLoginSea
 from auth.omero_backend import OmeroBackend
 from auth.porter_tokens import PorterTokenIssuer
 from auth.public_session import PublicSession
+from auth.session_store import SessionStore
 from auth.single_flight import SingleFlight
 from auth.sso_identity import SsoIdentityMapper
 from auth.sso_sessions import SsoSessions
-from auth.store import SessionStore
 from auth.store_seal import StoreSeal
 from auth.stores import Stores
 from auth.verified_tokens import VerifiedTokens

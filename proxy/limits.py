@@ -27,7 +27,7 @@ from filters.limits import AgentPolicy, LimitsSettings, Rate, cached_network
 from filters.limits import retry_after as retry_value
 from filters.rules import Decision
 from proxy.admission import Admission, SlotClass
-from proxy.errors import NO_STORE, PAGE_HEADERS, REFUSAL_PAGES, request_id_of, wants_json
+from proxy.answers import NO_STORE, PAGE_HEADERS, REFUSAL_PAGES, request_id_of, wants_json
 from proxy.keys import SCOPE, CookieNames
 from proxy.principal import Principal
 

@@ -12,9 +12,9 @@ from prometheus_client import CollectorRegistry, multiprocess, start_http_server
 
 import metrics
 from filters.forwarded import TrustedProxies
-from proxy.errors import error_response
+from proxy.answers import error_response
 from proxy.keys import SETTINGS
-from proxy.pages.health import operator
+from proxy.operators import is_operator
 from proxy.settings import MetricsSettings, split_listen
 
 log = logging.getLogger("porter.metrics")
@@ -23,7 +23,7 @@ METRICS_CLIENTS = web.AppKey("metrics_clients", TrustedProxies)
 
 
 async def porter_metrics(request: web.Request) -> web.Response:
-    if not operator(request, request.app[METRICS_CLIENTS]):
+    if not is_operator(request, request.app[METRICS_CLIENTS]):
         return error_response(request, 404)
     body, content_type = metrics.exposition()
     return web.Response(body=body, headers={"Content-Type": content_type})

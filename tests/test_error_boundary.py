@@ -1,4 +1,4 @@
-"""One row of the error table each (proxy/middleware/errors.py, found by the MRO), through
+"""One row of the error table each (proxy/middleware/boundary.py, found by the MRO), through
 real porter requests: real Redis (stopped mid-request), the OMERO test server, the echo
 upstream as OMERO.web."""
 
@@ -14,7 +14,11 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
-from auth.errors import (
+from auth.jwks import JwksUnavailable, KeyLoadError
+from auth.jwt_verify import SsoError
+from auth.oidc import OidcError
+from auth.omero_backend import OmeroBackend
+from auth.omero_errors import (
     HandoffFailed,
     OmeroError,
     OtherOmeroError,
@@ -22,13 +26,9 @@ from auth.errors import (
     SessionGone,
     UnknownServer,
 )
-from auth.jwks import JwksUnavailable, KeyLoadError
-from auth.jwt_verify import SsoError
-from auth.oidc import OidcError
-from auth.omero_backend import OmeroBackend
 from auth.public_settings import PublicSessionSettings
+from auth.session_store import SessionStoreUnavailable
 from auth.sso_identity import IdentityRefused
-from auth.store import SessionStoreUnavailable
 from filters.canonical import BadPath
 from filters.regex_guard import MatchTimeout
 from filters.settings import PublicRuleSettings
@@ -36,7 +36,7 @@ from porter_errors import Internal, PorterError, Refused, SessionEnded, Unavaila
 from proxy.admission import Overloaded
 from proxy.config import ConfigError
 from proxy.keys import SESSION_STORE
-from proxy.middleware.errors import ANSWERS, row_for
+from proxy.middleware.boundary import ANSWERS, row_for
 from proxy.pages.login import LoginFailed
 from proxy.settings import LoginSettings
 from tests.omero_sim.fixture import OmeroSim

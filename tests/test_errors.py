@@ -1,4 +1,4 @@
-"""proxy/errors.py: porter's own answers: error pages, redirects, "please log in"."""
+"""proxy/answers.py: porter's own answers: error pages, redirects, "please log in"."""
 
 from __future__ import annotations
 

@@ -17,7 +17,8 @@ import omero
 import omero.clients
 import pytest
 
-from auth.errors import (
+from auth.omero_backend import OmeroBackend
+from auth.omero_errors import (
     GroupRefused,
     InvalidCredentials,
     OmeroError,
@@ -27,7 +28,6 @@ from auth.errors import (
     SessionGone,
     UnknownServer,
 )
-from auth.omero_backend import OmeroBackend
 from auth.omero_ice import translated
 from auth.omero_settings import OmeroSettings
 from auth.servers import ServerList

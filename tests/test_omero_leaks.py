@@ -17,8 +17,8 @@ import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
 
-from auth.errors import InvalidCredentials, OmeroError, ServerUnavailable, SessionGone
 from auth.omero_backend import OmeroBackend
+from auth.omero_errors import InvalidCredentials, OmeroError, ServerUnavailable, SessionGone
 from auth.omero_settings import OmeroSettings
 from tests.omero_sim.fixture import OmeroSim, start_sim, stop_sim
 

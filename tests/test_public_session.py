@@ -17,8 +17,8 @@ from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
-from auth.errors import HandoffFailed, InvalidCredentials, ServerUnavailable
 from auth.omero_backend import OmeroBackend
+from auth.omero_errors import HandoffFailed, InvalidCredentials, ServerUnavailable
 from auth.omero_settings import OmeroSettings
 from auth.public_session import PublicLogin, PublicSession, SharedPublicEntries
 from auth.public_settings import PublicSessionSettings

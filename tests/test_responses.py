@@ -1,4 +1,4 @@
-"""proxy/middleware/responses.py: what every answer gets before its headers go out."""
+"""proxy/middleware/cors.py: what every answer gets before its headers go out."""
 
 from __future__ import annotations
 

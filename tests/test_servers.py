@@ -9,7 +9,7 @@ import omero.clients
 import omero.constants
 import pytest
 
-from auth.errors import UnknownServer
+from auth.omero_errors import UnknownServer
 from auth.omero_settings import OmeroSettings
 from auth.servers import Server, ServerList
 from proxy.config import Problem, build, tomllib

@@ -14,8 +14,8 @@ from aiohttp import web
 
 from auth.lifecycle import PeriodicJob, keepalive, keepalive_job, purge_expired, purge_job
 from auth.session_settings import SessionSettings
+from auth.session_store import SessionStore
 from auth.sessions import SessionRecord
-from auth.store import SessionStore
 from auth.stores import create_store
 
 IDLE = 600

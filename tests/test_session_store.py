@@ -21,8 +21,8 @@ from redis.asyncio import Redis
 from auth.lifecycle import keepalive, purge_expired
 from auth.logout_index import LogoutIndex
 from auth.session_settings import SessionSettings
+from auth.session_store import SessionStore, SessionStoreUnavailable
 from auth.sessions import SessionRecord, is_session_id, new_session_id
-from auth.store import SessionStore, SessionStoreUnavailable
 from auth.store_memory import MemorySessionStore
 from auth.store_redis import RedisSessionStore
 from auth.store_seal import StoreSeal

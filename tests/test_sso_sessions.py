@@ -10,8 +10,8 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from auth.errors import AdminRefused, InvalidCredentials
 from auth.omero_backend import OmeroBackend
+from auth.omero_errors import AdminRefused, InvalidCredentials
 from auth.omero_settings import OmeroSettings
 from auth.sso_sessions import SsoSessions
 from tests.gateway_fixtures import form_token

@@ -27,7 +27,7 @@ from cache.key import cache_key, normalise_query
 from cache.store import PublicCache
 from porter_errors import Refused, SessionEnded, Unavailable, UpstreamFailed
 from proxy.admission import Overloaded
-from proxy.errors import error_response
+from proxy.answers import error_response
 from proxy.forwarding.cookies import rewrite_cookies, take_set_cookies
 from proxy.forwarding.headers import end_to_end
 from proxy.forwarding.renewal import forward_renewing, logged_out_upstream

@@ -18,7 +18,7 @@ from aiohttp import hdrs, web
 from multidict import CIMultiDict
 from yarl import URL
 
-from auth.errors import HandoffFailed
+from auth.omero_errors import HandoffFailed
 from proxy.django_csrf import new_django_secret
 from proxy.forwarding.cookies import rewrite_cookies, take_set_cookies
 from proxy.keys import CLIENT_SESSION, COOKIE_NAMES, SETTINGS

@@ -14,7 +14,7 @@ from yarl import URL
 
 from filters.forwarded import FORWARDING_HEADERS, IDENTITY_HEADERS, is_identity_header
 from porter_errors import Refused
-from proxy.errors import error_response
+from proxy.answers import error_response
 from proxy.finish import finish
 from proxy.forwarding.cookies import rewrite_cookies, take_set_cookies
 from proxy.forwarding.headers import end_to_end, skip_set

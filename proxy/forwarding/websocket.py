@@ -9,7 +9,7 @@ from collections.abc import Mapping
 import aiohttp
 from aiohttp import hdrs, web
 
-from proxy.errors import error_response
+from proxy.answers import error_response
 from proxy.forwarding.send import upstream_headers, upstream_url
 from proxy.keys import CLIENT_SESSION, REQUEST_ID, SCOPE, WEBSOCKETS
 

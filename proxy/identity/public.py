@@ -8,7 +8,7 @@ from contextlib import contextmanager
 
 from aiohttp import web
 
-from auth.errors import HandoffFailed, OmeroError, ServerUnavailable
+from auth.omero_errors import HandoffFailed, OmeroError, ServerUnavailable
 from porter_errors import Refused
 from proxy.keys import DECISION, OUTAGES, PUBLIC, PUBLIC_CACHE, SCOPE, SETTINGS
 from proxy.principal import Principal

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from aiohttp import hdrs, web
 
-from auth.errors import SessionGone
+from auth.omero_errors import SessionGone
 from auth.sessions import SessionRecord, is_session_id
 from proxy.forwarding.handoff import handoff
 from proxy.keys import OMERO, SCOPE, SESSION_STORE, SETTINGS

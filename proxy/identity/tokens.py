@@ -17,8 +17,8 @@ from contextlib import contextmanager
 
 from aiohttp import hdrs, web
 
-from auth.errors import AdminRefused, GroupRefused, InvalidCredentials, PermissionDenied
 from auth.jwt_verify import SsoError, TokenRejected, VerifiedToken
+from auth.omero_errors import AdminRefused, GroupRefused, InvalidCredentials, PermissionDenied
 from auth.sso_identity import SsoIdentity
 from auth.sso_sessions import SsoLogin
 from proxy.keys import (

@@ -12,7 +12,7 @@ from collections.abc import Awaitable, Callable
 from aiohttp import hdrs, web
 
 import metrics
-from proxy.errors import error_response
+from proxy.answers import error_response
 from proxy.finish import finish
 from proxy.keys import (
     ALLOWED_HOSTS,

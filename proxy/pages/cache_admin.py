@@ -13,13 +13,13 @@ from aiohttp import web
 
 from cache.store import PURGE_BUDGET
 from filters.regex_guard import MatchTimeout, guarded
-from proxy.errors import NO_STORE, error_response
+from proxy.answers import NO_STORE, error_response
 from proxy.keys import PUBLIC_CACHE, STATUS_DETAIL
-from proxy.pages.health import operator
+from proxy.operators import is_operator
 
 
 def _allowed(request: web.Request) -> bool:
-    return operator(request, request.app[STATUS_DETAIL])
+    return is_operator(request, request.app[STATUS_DETAIL])
 
 
 async def cache_stats(request: web.Request) -> web.Response:

@@ -6,7 +6,7 @@ import re
 
 from aiohttp import web
 
-from proxy.errors import PAGE_HEADERS, error_response, page_look, posted_form
+from proxy.answers import PAGE_HEADERS, error_response, page_look, posted_form
 from proxy.keys import CSRF, SETTINGS, TEMPLATES
 from proxy.reporting import report_feedback
 

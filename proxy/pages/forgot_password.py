@@ -14,8 +14,8 @@ import logging
 
 from aiohttp import hdrs, web
 
-from auth.errors import OmeroError, ServerUnavailable, UnknownServer
-from proxy.errors import error_response, form_page
+from auth.omero_errors import OmeroError, ServerUnavailable, UnknownServer
+from proxy.answers import error_response, form_page
 from proxy.keys import CSRF, OMERO, SCOPE, SETTINGS, THROTTLE
 from proxy.pages.login import FormTooLarge, read_form
 

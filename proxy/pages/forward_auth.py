@@ -30,11 +30,11 @@ from aiohttp import hdrs, web
 from cachetools import TTLCache
 from yarl import URL
 
-from auth.errors import SessionGone
+from auth.omero_errors import SessionGone
 from filters.canonical import strip_prefix
 from filters.redirects import safe_redirect
 from filters.rules import Decision, with_query
-from proxy.errors import NO_STORE, error_response, login_required, redirect, refusal_message
+from proxy.answers import NO_STORE, error_response, login_required, redirect, refusal_message
 from proxy.forwarding.cookies import parse_cookie_header
 from proxy.identity.chain import authenticate
 from proxy.keys import (

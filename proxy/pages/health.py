@@ -4,48 +4,26 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hmac
 
 import aiohttp
-from aiohttp import hdrs, web
+from aiohttp import web
 from yarl import URL
 
 from auth.servers import Server
-from auth.store import SessionStoreUnavailable
-from filters.forwarded import FORWARDING_HEADERS, TrustedProxies
-from proxy.errors import NO_STORE
+from auth.session_store import SessionStoreUnavailable
+from proxy.answers import NO_STORE
 from proxy.keys import (
     CLIENT_SESSION,
     OMERO,
     READINESS_CHECKS,
-    SCOPE,
     SESSION_STORE,
     SETTINGS,
     STATUS_DETAIL,
     ReadinessCheck,
 )
+from proxy.operators import is_operator
 
 RESERVED = "/porter/"
-
-
-def operator(request: web.Request, allowed: TrustedProxies) -> bool:
-    """A caller of porter's operator endpoints (readyz details, cache stats and purge,
-    metrics): it sends `Authorization: Bearer <proxy.operator_token>`. No token configured:
-    nobody is. The address is a second fence only: it must be in `allowed`, and be that
-    address's own request (a proxy porter was not told about relays everyone from its own
-    address, and a plain proxy_pass adds no X-Forwarded-For to tell them apart)."""
-    token = request.app[SETTINGS].proxy.operator_token
-    if not token:
-        return False
-    scheme, _, given = request.headers.get(hdrs.AUTHORIZATION, "").partition(" ")
-    if scheme.lower() != "bearer" or not hmac.compare_digest(
-        given.strip().encode("utf-8", "surrogateescape"), token.encode()
-    ):
-        return False
-    client = request[SCOPE].client
-    if len(client.forwarded_for) == 1 and any(h in request.headers for h in FORWARDING_HEADERS):
-        return False
-    return allowed.trusts_text(client.address)
 
 
 # Shown, but porter is ready without them: it serves on (the cache disk tier: from memory
@@ -75,7 +53,7 @@ async def readyz(request: web.Request) -> web.Response:
     degraded = sorted(name for name, r in report.items() if name in ADVISORY and not r["ok"])
     if ready and degraded:
         body["degraded"] = degraded
-    if operator(request, request.app[STATUS_DETAIL]):
+    if is_operator(request, request.app[STATUS_DETAIL]):
         body["checks"] = report  # session counts and server names: not for everyone
     return web.json_response(
         body,

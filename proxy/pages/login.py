@@ -17,20 +17,19 @@ from aiohttp import hdrs, web
 from yarl import URL
 
 import metrics
-from auth.errors import (
+from auth.omero_backend import OmeroLogin
+from auth.omero_errors import (
     HandoffFailed,
     InvalidCredentials,
     OmeroError,
     ServerUnavailable,
     UnknownServer,
 )
-from auth.omero_backend import OmeroLogin
+from auth.session_store import SessionStoreUnavailable
 from auth.sessions import SessionRecord
-from auth.store import SessionStoreUnavailable
 from filters.redirects import safe_redirect
 from porter_errors import Refused
-from proxy.django_csrf import django_csrf_valid, new_django_secret
-from proxy.errors import (
+from proxy.answers import (
     NO_STORE,
     PAGE_HEADERS,
     STYLESHEET_PATH,
@@ -39,6 +38,7 @@ from proxy.errors import (
     posted_form,
     redirect,
 )
+from proxy.django_csrf import django_csrf_valid, new_django_secret
 from proxy.forwarding.handoff import handoff, web_logout
 from proxy.identity.session import identify
 from proxy.keys import (

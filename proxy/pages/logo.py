@@ -16,8 +16,8 @@ from pathlib import Path
 
 from aiohttp import hdrs, web
 
+from proxy.answers import LOGO_PATH
 from proxy.config import ConfigError, Problem
-from proxy.errors import LOGO_PATH
 from proxy.keys import SETTINGS
 
 MAX_BYTES = 1024 * 1024

@@ -32,7 +32,6 @@ import jwt
 from aiohttp import web
 
 import metrics
-from auth.errors import OmeroError
 from auth.jwt_verify import SsoError, VerifiedToken
 from auth.oidc import (
     LOGOUT_TOKEN_MAX_AGE,
@@ -43,12 +42,13 @@ from auth.oidc import (
     PreLogin,
 )
 from auth.omero_backend import OmeroLogin
+from auth.omero_errors import OmeroError
+from auth.session_store import SessionStoreUnavailable
 from auth.sessions import SessionRecord
 from auth.sso_identity import IdentityRefused, SsoIdentity
-from auth.store import SessionStoreUnavailable
 from auth.stores import Stores
 from porter_errors import Refused
-from proxy.errors import NO_STORE, error_response, posted_form, redirect
+from proxy.answers import NO_STORE, error_response, posted_form, redirect
 from proxy.identity.session import identify
 from proxy.identity.tokens import sso_meanings
 from proxy.keys import (

@@ -8,9 +8,9 @@ import logging
 
 from aiohttp import hdrs, web
 
-from auth.errors import OmeroError
 from auth.jwt_verify import SsoError, TokenRejected, VerifiedToken
-from proxy.errors import NO_STORE, error_response, redirect
+from auth.omero_errors import OmeroError
+from proxy.answers import NO_STORE, error_response, redirect
 from proxy.identity.session import identify
 from proxy.identity.tokens import SSO_UNAVAILABLE, server_of, sso_meanings, verified_identity
 from proxy.keys import OMERO, PORTER_TOKENS, PRINCIPAL, SCOPE, SETTINGS, SSO_SESSIONS, STORES

@@ -24,14 +24,14 @@ from collections.abc import Callable
 
 from aiohttp import hdrs, web
 
-from auth.errors import HandoffFailed, OmeroError, ServerUnavailable
 from auth.jwt_verify import SsoError
-from auth.store import SessionStoreUnavailable
+from auth.omero_errors import HandoffFailed, OmeroError, ServerUnavailable
+from auth.session_store import SessionStoreUnavailable
 from porter_errors import Internal, Refused, SessionEnded, Unavailable, UpstreamFailed
 from proxy.admission import Overloaded
-from proxy.errors import error_response, login_required
+from proxy.answers import error_response, login_required
 from proxy.keys import OUTAGES, SCOPE
-from proxy.middleware.responses import cors_preflight
+from proxy.middleware.cors import cors_preflight
 from proxy.middleware.scope import Handler
 from proxy.reporting import report_exception
 
