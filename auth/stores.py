@@ -34,11 +34,6 @@ class Stores:
     _redis: Redis | None = field(default=None, repr=False)
     _prefix: str = ""
 
-    @property
-    def shared_by_all(self) -> bool:
-        """Whether state is in Redis, the same for every porter process and host."""
-        return self._redis is not None
-
     def shared(self, make: Callable[[Redis, str], T]) -> T | None:
         """`make(client, key_prefix)`: a component that keeps its state in Redis beside the
         sessions; None when porter's state lives in this process."""

@@ -13,7 +13,9 @@ at concurrency 1 and 32, same run:
     comparison for misses, and a realistic body size for hits);
 - misses: every request a new URL (wrk numbers them), porter with the cache vs without;
 - the floor: the tiles upstream itself (aiohttp + uvloop answering a constant), what any
-  aiohttp server can do at most;
+  aiohttp server can do at most; and `floor-logged`, the same writing porter's access line
+  per answer through porter's own log thread: the floor like for like (porter's hits write
+  that line too), as forwarding.py's bare-logged proxy;
 - memory: porter's RSS with a 64 MiB memory tier after the misses pushed several times that
   through it, beside the RSS of the porter without cache.
 
@@ -62,16 +64,30 @@ TILE = "/webgateway/render_image_region/1/0/0/"
 TILE_SIZE = 16 * 1024
 MEMORY_BUDGET = 64 * 1024**2
 
-# Also the floor of any aiohttp server: a constant answer, uvloop, no middleware.
+# Also the floor of any aiohttp server: a constant answer, uvloop, no middleware. With a third
+# argument, the same writing porter's access line per answer (porter's own log thread): the
+# floor like for like, as forwarding.py's bare-logged proxy.
 TILE_UPSTREAM = """
 import sys
+import time
 import uvloop
 from aiohttp import web
 BODY = b"t" * int(sys.argv[2])
+LOG = len(sys.argv) > 3
+if LOG:
+    from proxy.log import AccessLine, configure_logging, ACCESS
+    configure_logging("info")
 async def tile(request):
     if "bsession" in request.query:  # OMERO.web's handoff, so that porter's public user logs in
         response = web.Response(text="OK")
         response.set_cookie("sessionid", "bench-" + request.query["bsession"][-6:])
+        return response
+    if LOG:
+        started = time.perf_counter()
+        response = web.Response(body=BODY, content_type="image/jpeg")
+        ms = (time.perf_counter() - started) * 1000
+        ACCESS.write(AccessLine("-", request.remote or "-", request.method, request.path, 200,
+                                len(BODY), ms, None, "public", None, "-", "HIT"))
         return response
     return web.Response(body=BODY, content_type="image/jpeg")
 app = web.Application()
@@ -235,6 +251,10 @@ def measure(
         )
         wait_port(tile_port, process=tiles_up)
         tiles_url = f"http://127.0.0.1:{tile_port}"
+        logged_port = free_port()
+        argv = [sys.executable, "-c", TILE_UPSTREAM, str(logged_port), str(TILE_SIZE), "log"]
+        wait_port(logged_port, process=procs.start("floor-logged", argv))
+        logged_url = f"http://127.0.0.1:{logged_port}"
         ping_rule = [{"path": PING, "ttl": 86400.0}]
         porters = {
             "omeroweb": (
@@ -286,6 +306,7 @@ def measure(
                 targets.append(Target("omeroweb-public", builtin.url(base), {}, zipf))
             else:  # what any aiohttp server answers at most: the tile upstream itself
                 targets.append(Target("aiohttp-floor", tiles_url + base, {}, zipf))
+                targets.append(Target("floor-logged", logged_url + base, {}, zipf))
             for target in targets:
                 body = "OK" if upstream == "omeroweb" else "t"
                 expect(target.url + "?n=1", {}, 200, body)
@@ -372,6 +393,9 @@ def report(results: dict[str, dict[tuple[str, int], Summary]], rss: dict[str, fl
                 floor = hits[("aiohttp-floor", c)].rps
                 line += f"  porter-cache/aiohttp-floor {cache / floor:5.2f}"
                 line += f"  aiohttp-floor/nginx-cache {floor / nginx:5.2f}"
+            if ("floor-logged", c) in hits:
+                logged = hits[("floor-logged", c)].rps
+                line += f"  porter-cache/floor-logged {cache / logged:5.2f}"
             print(line)
     if not rss:
         return

@@ -108,7 +108,7 @@ class _Text(logging.Formatter):
         self._second = -1
         self._stamp = ""
 
-    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
+    def formatTime(self, record: logging.LogRecord, _datefmt: str | None = None) -> str:
         return self._time(record.created)
 
     def _time(self, created: float) -> str:
