@@ -93,7 +93,7 @@ def _check_logo(value: str) -> None:
 
 def _check_logo_file(value: str) -> None:
     if value:
-        from proxy.pages.logo import read_logo
+        from proxy.logo_file import read_logo
 
         read_logo(value)
 
