@@ -80,10 +80,12 @@ def porter(
         configure: Callable[[web.Application], None] | None = None,
         sections: dict[str, Any] | None = None,
         logged_in: bool = True,
+        server: dict[str, Any] | None = None,
         **proxy: Any,
     ) -> TestClient[web.Request, web.Application]:
         """`sections` holds other settings sections (mail=MailSettings(...), ...); `configure`
-        may add test-only routes before the app starts.
+        may add test-only routes before the app starts; `server` is passed to aiohttp's
+        test server (e.g. handler_cancellation=True).
 
         With `logged_in`, the client holds the cookie of a session put in porter's real
         session store, as a login would leave it (the echo upstream cannot log anyone in;
@@ -95,7 +97,9 @@ def porter(
         app = create_app(settings)
         if configure is not None:
             configure(app)
-        client: TestClient[web.Request, web.Application] = await aiohttp_client(app)
+        client: TestClient[web.Request, web.Application] = await aiohttp_client(
+            app, server_kwargs=server or {}
+        )
         if logged_in:
             record = await app[SESSION_STORE].create(
                 server_id=1,

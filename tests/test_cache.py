@@ -8,6 +8,7 @@ OMERO.web fails."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -255,6 +256,53 @@ async def test_a_thousand_concurrent_cold_requests_make_one_upstream_request(
     assert len(bodies) == 1
     assert len(bodies.pop()) == 200000
     assert (cache.counters.fetches, cache.counters.collapsed) == (1, 999)
+
+
+async def test_the_fetch_outlives_the_request_that_started_it(
+    echo_upstream: Upstream, porter: PorterFactory, omero_sim: OmeroSim
+) -> None:
+    """The first request of a key starts THE fetch; when its client goes away and its handler
+    is cancelled, the requests waiting for that fetch still get its answer, and OMERO.web is
+    asked once."""
+    client = await porter(
+        logged_in=False,
+        sections=cache_sections(omero_sim),
+        server={"handler_cancellation": True},  # a client that goes cancels its handler
+    )
+    cache = client.app[PUBLIC_CACHE]
+    url = client.make_url(TILE + "?tile=2&hold=1")
+    async with aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar()) as session:
+
+        async def one() -> tuple[int, str]:
+            async with session.get(url) as resp:
+                await resp.read()
+                return resp.status, resp.headers["X-Cache"]
+
+        leader = asyncio.create_task(one())
+        for _ in range(200):
+            if cache.counters.waiting == 1:
+                break
+            await asyncio.sleep(0.02)
+        followers = asyncio.gather(*(one() for _ in range(5)))
+        for _ in range(200):
+            if cache.counters.waiting == 6:
+                break
+            await asyncio.sleep(0.02)
+        assert cache.counters.waiting == 6
+        leader.cancel()  # the first client hangs up while OMERO.web holds the answer
+        with contextlib.suppress(asyncio.CancelledError):
+            await leader
+        for _ in range(200):  # porter saw the connection go, and cancelled its handler
+            if cache.counters.waiting == 5:
+                break
+            await asyncio.sleep(0.02)
+        assert cache.counters.waiting == 5
+        assert upstream_tiles(echo_upstream) == 1  # the fetch goes on, alone
+        echo_upstream.state.tile_release.set()
+        answers = await followers
+    assert answers == [(200, "MISS")] * 5
+    assert upstream_tiles(echo_upstream) == 1
+    assert (cache.counters.fetches, cache.counters.collapsed) == (1, 5)
 
 
 async def test_stale_while_revalidate_refreshes_once_in_the_background(
