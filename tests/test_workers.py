@@ -364,8 +364,9 @@ def test_workers_need_the_redis_store(tmp_path: Path) -> None:
     import sys
 
     config = tmp_path / "c.toml"
-    config.write_text("[proxy]\nworkers = 2\n")
-    for command in (["check"], ["serve"]):
+
+    def refused(*command: str) -> str:
+        """What run.py says when it refuses `command` with the configuration (exit 2)."""
         found = subprocess.run(
             [sys.executable, str(ROOT / "run.py"), *command, "--config", str(config)],
             capture_output=True,
@@ -373,26 +374,19 @@ def test_workers_need_the_redis_store(tmp_path: Path) -> None:
             timeout=60,
         )
         assert found.returncode == 2
-        assert "proxy.workers" in found.stderr
-        assert "session.store = 'redis'" in found.stderr
+        return found.stderr
+
+    config.write_text("[proxy]\nworkers = 2\n")
+    for command in (["check"], ["serve"]):
+        said = refused(*command)
+        assert "proxy.workers" in said
+        assert "session.store = 'redis'" in said
     config.write_text("[proxy]\nport = 1\n")
-    found = subprocess.run(
-        [sys.executable, str(ROOT / "run.py"), "serve", "--workers", "2", "--config", str(config)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert found.returncode == 2
-    assert "2 workers need session.store = 'redis'" in found.stderr
-    assert "proxy.workers (from --workers)" in found.stderr  # the command line is named
-    found = subprocess.run(
-        [sys.executable, str(ROOT / "run.py"), "serve", "--port", "70000", "--config", str(config)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert found.returncode == 2
-    assert "proxy.port (from --port)" in found.stderr  # checked like the file's own values
+    said = refused("serve", "--workers", "2")
+    assert "2 workers need session.store = 'redis'" in said
+    assert "proxy.workers (from --workers)" in said  # the command line is named
+    # checked like the file's own values
+    assert "proxy.port (from --port)" in refused("serve", "--port", "70000")
 
 
 async def test_sigterm_lets_every_workers_requests_finish(start_workers: StartWorkers) -> None:
