@@ -139,7 +139,7 @@ async def forward_cached(
             _refresh(request, principal, key, path, query, ttl)
             return _serve(request, entry, now, "STALE", f"hit; fwd=stale; ttl={_left(entry, now)}")
     started = not request.app[CACHE_FLIGHTS].running(key)
-    outcome = await _wait_for_fetch(request, principal, key, path, query, ttl)
+    outcome = await _wait_for_fetch(request, principal, key, path, query, ttl, started)
     if isinstance(outcome, Fresh):
         return _serve(request, outcome.entry, time.time(), "MISS", "fwd=uri-miss; stored")
     if isinstance(outcome, Failed):
@@ -154,13 +154,18 @@ async def forward_cached(
 
 
 async def _wait_for_fetch(
-    request: web.Request, principal: Principal, key: str, path: str, query: str, ttl: float
+    request: web.Request,
+    principal: Principal,
+    key: str,
+    path: str,
+    query: str,
+    ttl: float,
+    started: bool,
 ) -> Outcome:
-    """The outcome of THE fetch of `key`: this request's own when none is under way (it
+    """The outcome of THE fetch of `key`: this request's own when it `started` it (the fetch
     outlives the request if the client goes), else the one under way, at most lock_timeout."""
     cache = request.app[PUBLIC_CACHE]
     flights = request.app[CACHE_FLIGHTS]
-    started = not flights.running(key)
     cache.counters.waiting += 1
     try:
         fetch = flights.run(key, lambda: _fetch(request, principal, key, path, query, ttl))
